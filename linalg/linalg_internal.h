@@ -1,0 +1,39 @@
+/* linalg_internal: small helpers shared by the linalg/ sources and nothing else.
+ *
+ * They live here rather than in cloq_linalg.h because they are not part of the contract: size
+ * checks for the 32-bit integers that cblas and LAPACKE take, finiteness scans, and an
+ * allocation that records the failure the way CLOQ_ALLOC does but lets the caller free what it
+ * already holds (CLOQ_ALLOC returns on the spot, which would leak earlier buffers).
+ */
+#ifndef CLOQ_LINALG_INTERNAL_H
+#define CLOQ_LINALG_INTERNAL_H
+
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloq_err.h"
+
+/* cblas and LAPACKE here take 32-bit int (OpenBLAS built without INTERFACE64, lapack_int = int):
+ * every dimension, leading dimension and workspace length handed to them must fit. */
+static inline int cloq_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+/* Index of the first non-finite entry of x[0..n), or -1 when all are finite. */
+static inline int64_t cloq_first_nonfinite_d(const double *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
+/* Zeroed allocation of nelem elements of *ptr into ptr; evaluates to 1 on success, else records
+ * "out of memory allocating <what> (...)" at the caller's line and evaluates to 0, so that the
+ * caller can free what it already holds before returning CLOQ_ERR:
+ *   if (!CLOQ_TRY_ALLOC(a, n, "a") || !CLOQ_TRY_ALLOC(b, n, "b")) goto fail; */
+#define CLOQ_TRY_ALLOC(ptr, nelem, what)                                                           \
+  ((((ptr) = cloq_calloc_checked((int64_t)(nelem), sizeof(*(ptr)))) != NULL) ||                   \
+   (CLOQ_FAIL("out of memory allocating %s (%lld elements of %zu bytes)", (what),                 \
+              (long long)(nelem), sizeof(*(ptr))),                                                 \
+    0))
+
+#endif
