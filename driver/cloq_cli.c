@@ -1,0 +1,181 @@
+/* cloq_cli: option table, parsing and validation of values that need no file access. */
+#include "cloq_cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloq_err.h"
+
+static void defaults(cloq_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->calib_format = "text";
+  o->data_format = "text";
+  o->bits = 4;
+  o->group_size = 128;
+  o->rank = 16;
+  o->init = "cloq";
+  o->quantizer = "rtn";
+  o->damp = 0.01;
+  o->nsamples = 128;
+  o->seqlen = 0;
+  o->seed = 0;
+}
+
+void cloq_cli_usage(int cmd) {
+  if (cmd == CLOQ_CMD_INIT) {
+    printf(
+        "usage: cloq init --model DIR --calib FILE --out FILE.h5 [options]\n"
+        "Quantizes every linear layer of a Llama-family model and computes its LoRA initialization.\n"
+        "  --model DIR            Hugging Face model folder (config.json, model.safetensors)\n"
+        "  --tokenizer FILE       llama2.c tokenizer (default: DIR/tokenizer.bin or DIR/tok*.bin)\n"
+        "  --calib FILE           calibration data\n"
+        "  --calib-format F       text | tokens (default text; tokens: one sample per line)\n"
+        "  --out FILE.h5          output store (refused if it exists, unless --force)\n"
+        "  --force                overwrite an existing --out\n"
+        "  --bits N               2 | 3 | 4 | 8 (default 4)\n"
+        "  --group-size N         input columns per quantization group, -1 = whole row (default 128)\n"
+        "  --rank N               LoRA rank r (default 16)\n"
+        "  --init I               zero | svd | cloq (default cloq)\n"
+        "  --quantizer Q          rtn (default rtn)\n"
+        "  --damp F               Gram damping, fraction of mean(diag H) (default 0.01)\n"
+        "  --nsamples N           calibration windows drawn from text (default 128)\n"
+        "  --seqlen N             tokens per window (default min(2048, max_position_embeddings))\n"
+        "  --seed N               sampling and zero-init seed (default 0)\n");
+  } else if (cmd == CLOQ_CMD_EVAL) {
+    printf(
+        "usage: cloq eval --model DIR --data FILE [options]\n"
+        "Perplexity of the full-precision model, or of a store's quantized (+ LoRA) model.\n"
+        "  --model DIR            Hugging Face model folder\n"
+        "  --tokenizer FILE       llama2.c tokenizer (default: DIR/tokenizer.bin or DIR/tok*.bin)\n"
+        "  --store FILE.h5        evaluate (codes - zeros) * scales + lora_B @ lora_A instead\n"
+        "  --data FILE            evaluation data\n"
+        "  --data-format F        text | tokens (default text: GPTQ protocol, BOS + whole text,\n"
+        "                         non-overlapping windows of --seqlen; tokens: one sequence a line)\n"
+        "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
+        "  --limit N              evaluate only the first N windows or sequences (default all)\n"
+        "  --dump-logits FILE     write the logits of the first 3 positions of the first sequence\n"
+        "The last line printed is `ppl <value>`.\n");
+  } else {
+    printf("usage: cloq <command> [options]    (cloq <command> --help for its options)\n"
+           "commands:\n"
+           "  init    quantize a model and compute LoRA initializations (zero, svd, cloq) into a store\n"
+           "  eval    perplexity of a model, or of a store applied to it\n"
+           "Runs as a plain process or under mpirun/srun with any number of ranks.\n");
+  }
+}
+
+static int parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  CLOQ_CHECK(errno == 0 && end != v && *end == 0, "%s: '%s' is not an integer", flag, v);
+  CLOQ_CHECK(x >= lo && x <= hi, "%s: %lld is out of range [%lld, %lld]", flag, x, (long long)lo,
+             (long long)hi);
+  *out = x;
+  return CLOQ_OK;
+}
+
+static int parse_f64(const char *flag, const char *v, double *out) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  CLOQ_CHECK(errno == 0 && end != v && *end == 0 && isfinite(x), "%s: '%s' is not a number",
+             flag, v);
+  *out = x;
+  return CLOQ_OK;
+}
+
+static int one_of(const char *flag, const char *v, const char *const *allowed) {
+  for (int i = 0; allowed[i]; i++)
+    if (strcmp(v, allowed[i]) == 0) return CLOQ_OK;
+  char list[256] = "";
+  for (int i = 0; allowed[i]; i++) {
+    strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+    if (allowed[i + 1]) strncat(list, ", ", sizeof list - strlen(list) - 1);
+  }
+  return CLOQ_FAIL("%s: '%s' is not one of %s", flag, v, list);
+}
+
+int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
+  defaults(o);
+  if (argc < 2) {
+    o->help = 1;
+    return CLOQ_OK;
+  }
+  const char *c = argv[1];
+  if (!strcmp(c, "init")) o->cmd = CLOQ_CMD_INIT;
+  else if (!strcmp(c, "eval")) o->cmd = CLOQ_CMD_EVAL;
+  else if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
+    o->help = 1;
+    return CLOQ_OK;
+  } else if (!strcmp(c, "--version")) {
+    printf("cloq %s\n", CLOQ_VERSION);
+    exit(0);
+  } else
+    return CLOQ_FAIL("unknown command '%s' (commands: init, eval)", c);
+  int init = o->cmd == CLOQ_CMD_INIT;
+  int64_t v;
+  for (int i = 2; i < argc; i++) {
+    const char *f = argv[i];
+    if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+      o->help = 1;
+      return CLOQ_OK;
+    }
+    if (!strcmp(f, "--force") && init) {
+      o->force = 1;
+      continue;
+    }
+    CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s'", f);
+    CLOQ_CHECK(i + 1 < argc, "%s needs a value", f);
+    const char *a = argv[++i];
+    if (!strcmp(f, "--model")) o->model = a;
+    else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
+    else if (!strcmp(f, "--seqlen")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->seqlen));
+    else if (init && !strcmp(f, "--calib")) o->calib = a;
+    else if (init && !strcmp(f, "--calib-format")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
+      o->calib_format = a;
+    } else if (init && !strcmp(f, "--out")) o->out = a;
+    else if (init && !strcmp(f, "--bits")) {
+      CLOQ_CALL(parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
+      CLOQ_CHECK(v == 2 || v == 3 || v == 4 || v == 8, "--bits: %lld is not one of 2, 3, 4, 8",
+                 (long long)v);
+      o->bits = (int)v;
+    } else if (init && !strcmp(f, "--group-size")) {
+      CLOQ_CALL(parse_i64(f, a, -1, INT64_MAX, &o->group_size));
+      CLOQ_CHECK(o->group_size != 0, "--group-size: 0 is not allowed (use -1 for whole rows)");
+    } else if (init && !strcmp(f, "--rank")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->rank));
+    else if (init && !strcmp(f, "--init")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", NULL}));
+      o->init = a;
+    } else if (init && !strcmp(f, "--quantizer")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"rtn", NULL}));
+      o->quantizer = a;
+    } else if (init && !strcmp(f, "--damp")) {
+      CLOQ_CALL(parse_f64(f, a, &o->damp));
+      CLOQ_CHECK(o->damp >= 0, "--damp: %g must be >= 0", o->damp);
+    } else if (init && !strcmp(f, "--nsamples"))
+      CLOQ_CALL(parse_i64(f, a, 1, 1 << 24, &o->nsamples));
+    else if (init && !strcmp(f, "--seed")) CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->seed));
+    else if (!init && !strcmp(f, "--store")) o->store = a;
+    else if (!init && !strcmp(f, "--data")) o->data = a;
+    else if (!init && !strcmp(f, "--data-format")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
+      o->data_format = a;
+    } else if (!init && !strcmp(f, "--limit")) CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->limit));
+    else if (!init && !strcmp(f, "--dump-logits")) o->dump_logits = a;
+    else
+      return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", f, c, c);
+  }
+  CLOQ_CHECK(o->model, "--model is required");
+  if (init) {
+    CLOQ_CHECK(o->calib, "--calib is required");
+    CLOQ_CHECK(o->out, "--out is required");
+  } else {
+    CLOQ_CHECK(o->data, "--data is required");
+  }
+  return CLOQ_OK;
+}

@@ -1,0 +1,43 @@
+/* cloq_cli: the command line. Every rank parses argv identically (mpirun gives each the same
+ * arguments), so all ranks agree on the settings without a broadcast; only rank 0 prints usage
+ * or the error line. Not collective. */
+#ifndef CLOQ_CLI_H
+#define CLOQ_CLI_H
+
+#include <stdint.h>
+
+enum { CLOQ_CMD_INIT = 1, CLOQ_CMD_EVAL = 2 };
+
+typedef struct {
+  int cmd;
+  int help;               /* --help given: print usage, exit 0 */
+  const char *model;      /* --model DIR (config.json + model.safetensors[.index.json]) */
+  const char *tokenizer;  /* --tokenizer FILE (llama2.c format); default: found in DIR */
+  /* init */
+  const char *calib;      /* --calib FILE */
+  const char *calib_format; /* text | tokens */
+  const char *out;        /* --out FILE.h5 */
+  int force;
+  int bits;
+  int64_t group_size;
+  int64_t rank;
+  const char *init;       /* zero | svd | cloq */
+  const char *quantizer;  /* rtn */
+  double damp;
+  int64_t nsamples;
+  int64_t seqlen;         /* 0: min(2048, max_position_embeddings) */
+  int64_t seed;
+  /* eval */
+  const char *store;
+  const char *data;
+  const char *data_format;
+  int64_t limit;          /* evaluate at most this many windows/sequences (0: all) */
+  const char *dump_logits;/* write the first positions' logits of the first sequence here */
+} cloq_opts;
+
+/* Parses argv into o (defaults first). Returns 0, or CLOQ_ERR with the reason recorded. */
+int cloq_cli_parse(int argc, char **argv, cloq_opts *o);
+/* Usage text for a command (0: top level). */
+void cloq_cli_usage(int cmd);
+
+#endif

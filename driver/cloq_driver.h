@@ -1,0 +1,38 @@
+/* cloq_driver: rank 0's side of a run (data, samples, progress) and the two commands.
+ * The commands are collective over comm: every rank calls them with the same options. */
+#ifndef CLOQ_DRIVER_H
+#define CLOQ_DRIVER_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "cloq_cli.h"
+#include "cloq_io.h"
+
+/* The samples rank 0 streams: views into `tokens` (text) or the token file's lines. */
+typedef struct {
+  int64_t n;          /* samples */
+  int64_t *len;       /* len[s] */
+  int32_t **ids;      /* ids[s] (views) */
+  int64_t max_t;      /* longest sample */
+  int64_t total;      /* sum of len */
+  int64_t seqlen;     /* window length used for text (0 for token files) */
+  int32_t *tokens;    /* owned: the whole tokenized text */
+  int64_t ntokens;
+  cloq_seqs seqs;     /* owned: token-file lines */
+} cloq_samples;
+
+/* Not collective (rank 0). Calibration windows: text is tokenized with BOS and nsamples windows
+ * of seqlen tokens are drawn with the seed; a token file gives its first nsamples lines. */
+int cloq_samples_calib(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out);
+/* Not collective (rank 0). Evaluation: text follows the GPTQ protocol (BOS + whole text,
+ * non-overlapping windows of seqlen); a token file gives one sequence per line. */
+int cloq_samples_eval(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out);
+void cloq_samples_free(cloq_samples *s);
+/* The effective window length: --seqlen or min(2048, max_position_embeddings). */
+int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg);
+
+int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm);
+int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm);
+
+#endif

@@ -1,0 +1,140 @@
+/* cloq_samples: rank 0 reads the calibration or evaluation data and cuts it into samples. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloq_driver.h"
+#include "cloq_err.h"
+#include "cloq_linalg.h"
+
+int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg) {
+  if (o->seqlen > 0) return o->seqlen;
+  return cfg->max_pos < 2048 ? cfg->max_pos : 2048;
+}
+
+/* --tokenizer, else DIR/tokenizer.bin, else the first DIR/tok*.bin. */
+static int find_tokenizer(const cloq_opts *o, char *path, size_t cap) {
+  if (o->tokenizer) {
+    snprintf(path, cap, "%s", o->tokenizer);
+    return CLOQ_OK;
+  }
+  snprintf(path, cap, "%s/tokenizer.bin", o->model);
+  if (access(path, R_OK) == 0) return CLOQ_OK;
+  DIR *d = opendir(o->model);
+  CLOQ_CHECK(d, "cannot open model folder %s", o->model);
+  struct dirent *e;
+  char best[256] = "";
+  while ((e = readdir(d))) {
+    size_t n = strlen(e->d_name);
+    if (n > 7 && n < sizeof best && !strncmp(e->d_name, "tok", 3) &&
+        !strcmp(e->d_name + n - 4, ".bin") && (!best[0] || strcmp(e->d_name, best) < 0))
+      snprintf(best, sizeof best, "%s", e->d_name);
+  }
+  closedir(d);
+  CLOQ_CHECK(best[0], "no tokenizer found in %s (give --tokenizer FILE, llama2.c format)",
+             o->model);
+  snprintf(path, cap, "%s/%s", o->model, best);
+  return CLOQ_OK;
+}
+
+static int tokenize_file(const cloq_opts *o, const cloq_config *cfg, const char *file,
+                         cloq_samples *out) {
+  char tp[2048];
+  CLOQ_CALL(find_tokenizer(o, tp, sizeof tp));
+  cloq_tok *tok = NULL;
+  CLOQ_CALL(cloq_tok_load(tp, cfg->vocab_size, &tok));
+  char *text = NULL;
+  size_t len = 0;
+  int rc = cloq_read_file(file, &text, &len);
+  if (rc == CLOQ_OK && len == 0) rc = CLOQ_FAIL("%s is empty", file);
+  if (rc == CLOQ_OK) rc = cloq_tok_encode(tok, text, len, 1, &out->tokens, &out->ntokens);
+  free(text);
+  cloq_tok_free(&tok);
+  return rc;
+}
+
+static int alloc_views(cloq_samples *out, int64_t n) {
+  out->n = n;
+  CLOQ_ALLOC(out->len, n, "samples");
+  CLOQ_ALLOC(out->ids, n, "samples");
+  return CLOQ_OK;
+}
+
+static void finish_stats(cloq_samples *out) {
+  out->max_t = out->total = 0;
+  for (int64_t s = 0; s < out->n; s++) {
+    out->total += out->len[s];
+    if (out->len[s] > out->max_t) out->max_t = out->len[s];
+  }
+}
+
+static int from_token_file(const char *file, const cloq_config *cfg, int64_t limit, int64_t minlen,
+                           cloq_samples *out) {
+  CLOQ_CALL(cloq_seqs_read_tokens(file, cfg->vocab_size, &out->seqs));
+  int64_t n = out->seqs.n;
+  if (limit > 0 && limit < n) n = limit;
+  CLOQ_CALL(alloc_views(out, n));
+  for (int64_t s = 0; s < n; s++) {
+    CLOQ_CHECK(out->seqs.len[s] >= minlen, "%s: sequence %lld has %lld tokens, fewer than %lld",
+               file, (long long)s + 1, (long long)out->seqs.len[s], (long long)minlen);
+    out->len[s] = out->seqs.len[s];
+    out->ids[s] = out->seqs.ids[s];
+  }
+  finish_stats(out);
+  return CLOQ_OK;
+}
+
+int cloq_samples_calib(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out) {
+  memset(out, 0, sizeof *out);
+  if (!strcmp(o->calib_format, "tokens"))
+    return from_token_file(o->calib, cfg, o->nsamples, 1, out);
+  int64_t L = cloq_default_seqlen(o, cfg);
+  out->seqlen = L;
+  CLOQ_CALL(tokenize_file(o, cfg, o->calib, out));
+  CLOQ_CHECK(out->ntokens >= L,
+             "calibration text %s has %lld tokens, fewer than --seqlen %lld: too short",
+             o->calib, (long long)out->ntokens, (long long)L);
+  CLOQ_CALL(alloc_views(out, o->nsamples));
+  /* GPTQ draws start positions uniformly; ours come from a portable generator so the windows
+   * depend only on --seed. */
+  cloq_rng g;
+  cloq_rng_seed(&g, cloq_seed_mix((uint64_t)o->seed, 0x63616c6962ULL, 0));
+  uint64_t span = (uint64_t)(out->ntokens - L + 1);
+  for (int64_t s = 0; s < out->n; s++) {
+    int64_t start = (int64_t)(cloq_rng_u64(&g) % span);
+    out->ids[s] = out->tokens + start;
+    out->len[s] = L;
+  }
+  finish_stats(out);
+  return CLOQ_OK;
+}
+
+int cloq_samples_eval(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out) {
+  memset(out, 0, sizeof *out);
+  if (!strcmp(o->data_format, "tokens")) return from_token_file(o->data, cfg, o->limit, 2, out);
+  int64_t L = cloq_default_seqlen(o, cfg);
+  CLOQ_CHECK(L >= 2, "--seqlen must be at least 2 for evaluation");
+  out->seqlen = L;
+  CLOQ_CALL(tokenize_file(o, cfg, o->data, out));
+  int64_t nw = out->ntokens / L;
+  CLOQ_CHECK(nw >= 1, "evaluation text %s has %lld tokens, fewer than one window of %lld",
+             o->data, (long long)out->ntokens, (long long)L);
+  if (o->limit > 0 && o->limit < nw) nw = o->limit;
+  CLOQ_CALL(alloc_views(out, nw));
+  for (int64_t s = 0; s < nw; s++) {
+    out->ids[s] = out->tokens + s * L;
+    out->len[s] = L;
+  }
+  finish_stats(out);
+  return CLOQ_OK;
+}
+
+void cloq_samples_free(cloq_samples *s) {
+  free(s->len);
+  free(s->ids);
+  free(s->tokens);
+  if (s->seqs.ids) cloq_seqs_free(&s->seqs);
+  memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,222 @@
+/* cloq_stream: see cloq_stream.h. */
+#include "cloq_stream.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloq_err.h"
+
+enum { TAG_DATA = 11, TAG_END = 12 };
+
+static int reported;
+int cloq_error_reported(void) { return reported; }
+
+int cloq_agree(MPI_Comm comm, int rc) {
+  int me, first;
+  MPI_Comm_rank(comm, &me);
+  int mine = rc ? me : INT_MAX;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+  if (first == INT_MAX) return CLOQ_OK;
+  if (me == first && !reported) {
+    fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
+    fflush(stderr);
+  }
+  reported = 1;
+  return CLOQ_ERR;
+}
+
+int cloq_plan_make(MPI_Comm comm, int64_t n_layers, cloq_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->comm = comm;
+  MPI_Comm_rank(comm, &p->rank);
+  MPI_Comm_size(comm, &p->size);
+  p->n_layers = n_layers;
+  CLOQ_ALLOC(p->first, p->size + 1, "plan");
+  for (int r = 0; r <= p->size; r++) p->first[r] = n_layers * r / p->size;
+  p->b0 = p->first[p->rank];
+  p->b1 = p->first[p->rank + 1];
+  /* chain: rank 0, then owners > 0 in order */
+  p->prev = p->next = -1;
+  int last = 0;
+  for (int r = 1; r < p->size; r++) {
+    if (p->first[r + 1] == p->first[r]) continue;
+    if (last == p->rank) p->next = r;
+    if (r == p->rank) p->prev = last;
+    last = r;
+  }
+  p->last = last;
+  p->in_chain = p->rank == 0 || p->b1 > p->b0;
+  return CLOQ_OK;
+}
+
+void cloq_plan_free(cloq_plan *p) {
+  free(p->first);
+  p->first = NULL;
+}
+
+int cloq_plan_owner(const cloq_plan *p, int64_t b) {
+  for (int r = 0; r < p->size; r++)
+    if (b >= p->first[r] && b < p->first[r + 1]) return r;
+  return -1;
+}
+
+/* Message: int64 t | int32 ids[t] | pad to 8 bytes | float x[t*dim]. */
+static size_t ids_bytes(int64_t t) { return ((size_t)t * 4 + 7) & ~(size_t)7; }
+static size_t msg_bytes(int64_t t, int64_t dim) {
+  return 8 + ids_bytes(t) + (size_t)t * (size_t)dim * sizeof(float);
+}
+
+typedef struct {
+  char *buf[2];
+  size_t cap[2];
+  MPI_Request req[2];
+  int k;
+} sendbufs;
+
+static int sb_acquire(sendbufs *sb, size_t bytes, char **out) {
+  int k = sb->k;
+  MPI_Wait(&sb->req[k], MPI_STATUS_IGNORE);
+  if (sb->cap[k] < bytes) {
+    free(sb->buf[k]);
+    sb->buf[k] = malloc(bytes);
+    CLOQ_CHECK(sb->buf[k], "out of memory for a %zu-byte stream buffer", bytes);
+    sb->cap[k] = bytes;
+  }
+  *out = sb->buf[k];
+  return CLOQ_OK;
+}
+
+static int sb_send(sendbufs *sb, size_t bytes, int dest, MPI_Comm comm) {
+  CLOQ_CHECK(bytes <= INT_MAX, "sample message of %zu bytes exceeds MPI's int count", bytes);
+  int k = sb->k;
+  int e = MPI_Isend(sb->buf[k], (int)bytes, MPI_BYTE, dest, TAG_DATA, comm, &sb->req[k]);
+  CLOQ_CHECK(e == MPI_SUCCESS, "MPI_Isend to rank %d failed", dest);
+  sb->k ^= 1;
+  return CLOQ_OK;
+}
+
+static void sb_finish(sendbufs *sb) {
+  MPI_Waitall(2, sb->req, MPI_STATUSES_IGNORE);
+  free(sb->buf[0]);
+  free(sb->buf[1]);
+}
+
+static void send_end(int dest, int failed, MPI_Comm comm) {
+  if (dest >= 0) MPI_Send(&failed, 1, MPI_INT, dest, TAG_END, comm);
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Work on one sample held in msg: own blocks, then forward or consume. */
+static int process(const cloq_plan *p, cloq_worker *w, sendbufs *sb, char *msg, int64_t s,
+                   int64_t dim, cloq_sink_fn sink, void *ctx) {
+  int64_t t;
+  memcpy(&t, msg, 8);
+  const int32_t *ids = (const int32_t *)(msg + 8);
+  float *x = (float *)(msg + 8 + ids_bytes(t));
+  if (w && p->b1 > p->b0) CLOQ_CALL(cloq_worker_forward(w, x, t));
+  if (p->next >= 0) return sb_send(sb, msg_bytes(t, dim), p->next, p->comm);
+  if (sink) CLOQ_CALL(sink(ctx, s, x, ids, t));
+  return CLOQ_OK;
+}
+
+int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t vocab,
+                    const float *embed, int64_t nsamples, cloq_source_fn src, cloq_sink_fn sink,
+                    void *ctx, int progress) {
+  if (!p->in_chain) return CLOQ_OK;
+  sendbufs sb = {.req = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}};
+  /* When this rank is the last, it consumes in place: one private buffer is enough. */
+  int rc = CLOQ_OK;
+  if (p->rank == 0) {
+    double t0 = now_sec();
+    int64_t tokens = 0, every = nsamples >= 10 ? nsamples / 10 : 1;
+    for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
+      const int32_t *ids;
+      int64_t t;
+      rc = src(ctx, s, &ids, &t);
+      if (rc) break;
+      char *msg;
+      rc = sb_acquire(&sb, msg_bytes(t, dim), &msg);
+      if (rc) break;
+      memcpy(msg, &t, 8);
+      memcpy(msg + 8, ids, (size_t)t * 4);
+      float *x = (float *)(msg + 8 + ids_bytes(t));
+      for (int64_t i = 0; i < t; i++) {
+        if (ids[i] < 0 || ids[i] >= vocab) {
+          rc = CLOQ_FAIL("token id %d at position %lld of sample %lld is outside the vocabulary",
+                         (int)ids[i], (long long)i, (long long)s);
+          break;
+        }
+        memcpy(x + i * dim, embed + (int64_t)ids[i] * dim, (size_t)dim * sizeof(float));
+      }
+      if (rc) break;
+      rc = process(p, w, &sb, msg, s, dim, sink, ctx);
+      tokens += t;
+      if (progress && rc == CLOQ_OK && ((s + 1) % every == 0 || s + 1 == nsamples)) {
+        double el = now_sec() - t0;
+        printf("stream: %lld/%lld samples, %lld tokens, %.1f s, ETA %.1f s\n", (long long)(s + 1),
+               (long long)nsamples, (long long)tokens, el,
+               el / (double)(s + 1) * (double)(nsamples - s - 1));
+        fflush(stdout);
+      }
+    }
+    sb_finish(&sb);
+    send_end(p->next, rc != CLOQ_OK, p->comm);
+    return rc;
+  }
+  /* relay: receive from prev, run own blocks, pass on */
+  int upstream_failed = 0, sent_end = 0;
+  char *own = NULL;
+  size_t owncap = 0;
+  for (int64_t s = 0;; s++) {
+    MPI_Status st;
+    MPI_Probe(p->prev, MPI_ANY_TAG, p->comm, &st);
+    if (st.MPI_TAG == TAG_END) {
+      MPI_Recv(&upstream_failed, 1, MPI_INT, p->prev, TAG_END, p->comm, MPI_STATUS_IGNORE);
+      break;
+    }
+    int count;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    char *msg;
+    if (rc == CLOQ_OK && p->next >= 0) {
+      rc = sb_acquire(&sb, (size_t)count, &msg);
+    } else {
+      if (owncap < (size_t)count) {
+        free(own);
+        own = malloc((size_t)count);
+        owncap = own ? (size_t)count : 0;
+      }
+      msg = own;
+      if (!own && rc == CLOQ_OK) rc = CLOQ_FAIL("out of memory for a stream buffer");
+    }
+    if (!msg) { /* cannot even drain: receive into a byte at a time is not possible; give up */
+      MPI_Abort(p->comm, 1);
+    }
+    MPI_Recv(msg, count, MPI_BYTE, p->prev, TAG_DATA, p->comm, MPI_STATUS_IGNORE);
+    if (rc != CLOQ_OK) continue; /* draining after a failure */
+    int64_t t;
+    memcpy(&t, msg, 8);
+    if (t < 1 || msg_bytes(t, dim) != (size_t)count)
+      rc = CLOQ_FAIL("malformed stream message from rank %d", p->prev);
+    else
+      rc = process(p, w, &sb, msg, s, dim, sink, ctx);
+    if (rc != CLOQ_OK && !sent_end) {
+      sb_finish(&sb);
+      memset(&sb, 0, sizeof sb);
+      sb.req[0] = sb.req[1] = MPI_REQUEST_NULL;
+      send_end(p->next, 1, p->comm);
+      sent_end = 1;
+    }
+  }
+  sb_finish(&sb);
+  free(own);
+  if (!sent_end) send_end(p->next, upstream_failed || rc != CLOQ_OK, p->comm);
+  return rc;
+}

@@ -1,0 +1,55 @@
+/* cloq_stream: the calibration / evaluation stream through the ranks that own blocks.
+ *
+ * The chain is rank 0 (the producer: it embeds each sample) followed by every other rank that
+ * owns blocks, in block order. One message per sample carries (t, token ids, hidden state (t, dim)
+ * float32); an END message closes the stream and says whether an upstream rank failed. Sends are
+ * non-blocking with two buffers, so rank k works on sample s while rank k+1 works on sample s-1.
+ * A rank that fails stops forwarding, sends END(failed) downstream and drains its upstream, so no
+ * rank is left blocked; the caller then agrees on the outcome collectively (cloq_agree).
+ */
+#ifndef CLOQ_STREAM_H
+#define CLOQ_STREAM_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "cloq_io.h"
+#include "cloq_worker.h"
+
+typedef struct {
+  MPI_Comm comm;
+  int rank, size;
+  int64_t n_layers;
+  int64_t *first;  /* first[r] .. first[r+1]: blocks of rank r (size+1 entries) */
+  int64_t b0, b1;  /* this rank's blocks */
+  int prev, next;  /* neighbours in the chain, -1 where none */
+  int in_chain;    /* rank 0, or owns blocks */
+  int last;        /* rank that ends the chain (owns the last block, or 0) */
+} cloq_plan;
+
+/* Not collective (every rank computes the same plan). Contiguous ranges balanced by cost; all
+ * blocks of a Llama model cost the same, so by count. Ranks beyond n_layers own nothing. */
+int cloq_plan_make(MPI_Comm comm, int64_t n_layers, cloq_plan *p);
+void cloq_plan_free(cloq_plan *p);
+/* Owner rank of block b. */
+int cloq_plan_owner(const cloq_plan *p, int64_t b);
+
+/* Rank 0's source of samples: sample s's ids and length (valid until the next call). */
+typedef int (*cloq_source_fn)(void *ctx, int64_t s, const int32_t **ids, int64_t *t);
+/* The last rank's consumer of final hidden states (eval: head and NLL). May be NULL. */
+typedef int (*cloq_sink_fn)(void *ctx, int64_t s, const float *x, const int32_t *ids, int64_t t);
+
+/* Runs the stream on every rank of the chain (others return at once). Rank 0 embeds with
+ * `embed` (vocab, dim) float32 and pulls nsamples samples from src. w may be NULL on rank 0 when
+ * it owns no blocks. Returns this rank's status; not collective (see cloq_agree). */
+int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t vocab,
+                    const float *embed, int64_t nsamples, cloq_source_fn src, cloq_sink_fn sink,
+                    void *ctx, int progress);
+
+/* Collective. Combines every rank's status: if any failed, the lowest failing rank prints its
+ * recorded error line to stderr and every rank returns CLOQ_ERR. */
+int cloq_agree(MPI_Comm comm, int rc);
+/* Whether the current error was already printed by cloq_agree. */
+int cloq_error_reported(void);
+
+#endif

@@ -1,0 +1,336 @@
+/* cloq_worker: owned blocks, forward pass and Gram accumulation. See cloq_worker.h.
+ *
+ * The forward pass follows Hugging Face's LlamaDecoderLayer in float32: RMSNorm with the sum of
+ * squares taken in float64 (HF upcasts to float32 for bf16 models; float64 here costs nothing and
+ * keeps the reference goldens within 1e-6), RoPE in the rotate_half layout (pairs (i, i + hd/2)),
+ * softmax in float32 with the row maximum subtracted, SwiGLU. Matrix products go through sgemm;
+ * attention is one sgemm pair per head on the strided q/k/v buffers.
+ */
+#include "cloq_worker.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloq_err.h"
+#include "cloq_linalg.h"
+
+struct cloq_worker {
+  cloq_config cfg;
+  cloq_worker_params p;
+  int64_t nb;          /* owned block count */
+  cloq_block *blocks;  /* nb */
+  double **gram;       /* nb * CLOQ_NIN matrices, NULL when not accumulated */
+  double *fwd_sec;     /* nb */
+  int64_t tokens;
+  /* head (optional) */
+  float *final_norm;   /* (dim) */
+  float *head;         /* (vocab, dim) */
+  /* RoPE tables: (max_t, head_dim/2) */
+  float *rope_cos, *rope_sin;
+  /* run state, sized for max_t */
+  float *xn;     /* (t, dim) */
+  float *q;      /* (t, n_heads*hd) */
+  float *k;      /* (t, n_kv*hd) */
+  float *v;      /* (t, n_kv*hd) */
+  float *att;    /* (t, n_heads*hd) */
+  float *scores; /* (t, t) */
+  float *g;      /* (t, hidden) */
+  float *u;      /* (t, hidden) */
+  float *tmp;    /* (t, dim) */
+  float *logits; /* (vocab) */
+  double *work;  /* (t, max input width) for the Gram widening */
+};
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int load_tensor(const cloq_st *st, const char *name, int ndim, int64_t d0, int64_t d1,
+                       float **out) {
+  int64_t shape[2] = {d0, d1};
+  int64_t n = ndim == 1 ? d0 : 0;
+  if (ndim == 2) CLOQ_CALL(cloq_mul64(d0, d1, &n));
+  CLOQ_ALLOC(*out, n, name);
+  CLOQ_CALL(cloq_st_read_f32(st, name, ndim, shape, *out));
+  return CLOQ_OK;
+}
+
+int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_worker_params *p,
+                       cloq_worker **out) {
+  *out = NULL;
+  CLOQ_CHECK(p->b0 >= 0 && p->b1 >= p->b0 && p->b1 <= cfg->n_layers, "bad block range [%lld, %lld)",
+             (long long)p->b0, (long long)p->b1);
+  CLOQ_CHECK(p->max_t >= 1, "max_t must be >= 1");
+  cloq_worker *w;
+  CLOQ_ALLOC(w, 1, "worker");
+  *out = w;
+  w->cfg = *cfg;
+  w->p = *p;
+  w->nb = p->b1 - p->b0;
+  CLOQ_ALLOC(w->blocks, w->nb, "blocks");
+  CLOQ_ALLOC(w->fwd_sec, w->nb, "timers");
+  char name[256];
+  for (int64_t i = 0; i < w->nb; i++) {
+    int64_t b = p->b0 + i;
+    cloq_block *bl = &w->blocks[i];
+    snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)b);
+    CLOQ_CALL(load_tensor(st, name, 1, cfg->dim, 0, &bl->attn_norm));
+    snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)b);
+    CLOQ_CALL(load_tensor(st, name, 1, cfg->dim, 0, &bl->ffn_norm));
+    for (int m = 0; m < CLOQ_NMOD; m++) {
+      int64_t no, ni;
+      cloq_module_shape(cfg, m, &no, &ni);
+      snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
+      CLOQ_CALL(load_tensor(st, name, 2, no, ni, &bl->w[m]));
+    }
+  }
+  if (p->gram) {
+    CLOQ_ALLOC(w->gram, w->nb * CLOQ_NIN, "gram pointers");
+    for (int64_t i = 0; i < w->nb * CLOQ_NIN; i++) {
+      int64_t n = cloq_input_dim(cfg, (int)(i % CLOQ_NIN)), nn;
+      CLOQ_CALL(cloq_mul64(n, n, &nn));
+      CLOQ_ALLOC(w->gram[i], nn, "Gram matrix");
+    }
+  }
+  if (p->head) {
+    CLOQ_CALL(load_tensor(st, "model.norm.weight", 1, cfg->dim, 0, &w->final_norm));
+    const char *hn = (!cfg->tied && cloq_st_has(st, "lm_head.weight")) ? "lm_head.weight"
+                                                                       : "model.embed_tokens.weight";
+    CLOQ_CHECK(cfg->tied || strcmp(hn, "lm_head.weight") == 0,
+               "config says tie_word_embeddings=false but lm_head.weight is missing");
+    CLOQ_CALL(load_tensor(st, hn, 2, cfg->vocab_size, cfg->dim, &w->head));
+    CLOQ_ALLOC(w->logits, cfg->vocab_size, "logits");
+  }
+  /* RoPE: inv_freq_i = theta^(-2i/hd), angle = pos * inv_freq_i, computed in float64. */
+  int64_t T = p->max_t, hd = cfg->head_dim, half = hd / 2;
+  CLOQ_ALLOC(w->rope_cos, T * half, "rope table");
+  CLOQ_ALLOC(w->rope_sin, T * half, "rope table");
+  for (int64_t pos = 0; pos < T; pos++)
+    for (int64_t i = 0; i < half; i++) {
+      double inv = pow(cfg->rope_theta, -(double)(2 * i) / (double)hd);
+      double a = (double)pos * inv;
+      w->rope_cos[pos * half + i] = (float)cos(a);
+      w->rope_sin[pos * half + i] = (float)sin(a);
+    }
+  int64_t qd = cfg->n_heads * hd, kd = cfg->n_kv_heads * hd, H = cfg->hidden_dim;
+  int64_t widest = cfg->dim > qd ? cfg->dim : qd;
+  if (H > widest) widest = H;
+  int64_t tt;
+  CLOQ_CALL(cloq_mul64(T, T, &tt));
+  CLOQ_ALLOC(w->xn, T * cfg->dim, "activations");
+  CLOQ_ALLOC(w->tmp, T * cfg->dim, "activations");
+  CLOQ_ALLOC(w->q, T * qd, "activations");
+  CLOQ_ALLOC(w->att, T * qd, "activations");
+  CLOQ_ALLOC(w->k, T * kd, "activations");
+  CLOQ_ALLOC(w->v, T * kd, "activations");
+  CLOQ_ALLOC(w->scores, tt, "attention scores");
+  CLOQ_ALLOC(w->g, T * H, "activations");
+  CLOQ_ALLOC(w->u, T * H, "activations");
+  if (p->gram) CLOQ_ALLOC(w->work, T * widest, "Gram workspace");
+  return CLOQ_OK;
+}
+
+void cloq_worker_destroy(cloq_worker **wp) {
+  if (!wp || !*wp) return;
+  cloq_worker *w = *wp;
+  for (int64_t i = 0; w->blocks && i < w->nb; i++) {
+    free(w->blocks[i].attn_norm);
+    free(w->blocks[i].ffn_norm);
+    for (int m = 0; m < CLOQ_NMOD; m++) free(w->blocks[i].w[m]);
+  }
+  if (w->gram)
+    for (int64_t i = 0; i < w->nb * CLOQ_NIN; i++) free(w->gram[i]);
+  free(w->gram);
+  free(w->blocks);
+  free(w->fwd_sec);
+  free(w->final_norm);
+  free(w->head);
+  free(w->logits);
+  free(w->rope_cos);
+  free(w->rope_sin);
+  free(w->xn);
+  free(w->tmp);
+  free(w->q);
+  free(w->att);
+  free(w->k);
+  free(w->v);
+  free(w->scores);
+  free(w->g);
+  free(w->u);
+  free(w->work);
+  free(w);
+  *wp = NULL;
+}
+
+static void rmsnorm(float *out, const float *x, const float *weight, int64_t t, int64_t d,
+                    double eps) {
+  for (int64_t r = 0; r < t; r++) {
+    const float *xr = x + r * d;
+    double ss = 0;
+    for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
+    float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+    for (int64_t j = 0; j < d; j++) out[r * d + j] = weight[j] * (xr[j] * inv);
+  }
+}
+
+/* y (t, n_out) = x (t, n_in) W^T, W (n_out, n_in). */
+static void linear(float *y, const float *x, const float *W, int64_t t, int64_t n_in,
+                   int64_t n_out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)n_out, (int)n_in, 1.0f, x,
+              (int)n_in, W, (int)n_in, 0.0f, y, (int)n_out);
+}
+
+/* rotate_half RoPE on every head of buf (t, nh*hd). */
+static void rope(float *buf, int64_t t, int64_t nh, int64_t hd, const float *cs, const float *sn) {
+  int64_t half = hd / 2;
+  for (int64_t pos = 0; pos < t; pos++)
+    for (int64_t h = 0; h < nh; h++) {
+      float *v = buf + pos * nh * hd + h * hd;
+      const float *c = cs + pos * half, *s = sn + pos * half;
+      for (int64_t i = 0; i < half; i++) {
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+}
+
+static int check_finite(const float *x, int64_t n, int64_t block, const char *stage) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return CLOQ_FAIL("non-finite activation in block %lld at %s (element %lld)",
+                       (long long)block, stage, (long long)i);
+  return CLOQ_OK;
+}
+
+static void accumulate(cloq_worker *w, int64_t bi, int input, const float *X, int64_t t) {
+  if (!w->gram) return;
+  int64_t n = cloq_input_dim(&w->cfg, input);
+  cloq_gram_accumulate(w->gram[bi * CLOQ_NIN + input], X, t, n, w->work);
+}
+
+static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
+  const cloq_config *c = &w->cfg;
+  const cloq_block *bl = &w->blocks[bi];
+  int64_t b = w->p.b0 + bi, d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+  int64_t qd = nh * hd, kd = nkv * hd, H = c->hidden_dim;
+
+  /* attention */
+  rmsnorm(w->xn, x, bl->attn_norm, t, d, c->norm_eps);
+  accumulate(w, bi, CLOQ_IN_ATTN, w->xn, t);
+  linear(w->q, w->xn, bl->w[CLOQ_M_Q], t, d, qd);
+  linear(w->k, w->xn, bl->w[CLOQ_M_K], t, d, kd);
+  linear(w->v, w->xn, bl->w[CLOQ_M_V], t, d, kd);
+  rope(w->q, t, nh, hd, w->rope_cos, w->rope_sin);
+  rope(w->k, t, nkv, hd, w->rope_cos, w->rope_sin);
+  float scale = (float)(1.0 / sqrt((double)hd));
+  int64_t group = nh / nkv;
+  for (int64_t h = 0; h < nh; h++) {
+    const float *qh = w->q + h * hd, *kh = w->k + (h / group) * hd, *vh = w->v + (h / group) * hd;
+    /* scores (t, t) = scale * q_h k_h^T; only the causal lower triangle is used */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)t, (int)hd, scale, qh,
+                (int)qd, kh, (int)kd, 0.0f, w->scores, (int)t);
+    for (int64_t i = 0; i < t; i++) {
+      float *row = w->scores + i * t;
+      float mx = row[0];
+      for (int64_t j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+      float sum = 0;
+      for (int64_t j = 0; j <= i; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+      }
+      float inv = 1.0f / sum;
+      for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+      for (int64_t j = i + 1; j < t; j++) row[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)t, (int)hd, (int)t, 1.0f,
+                w->scores, (int)t, vh, (int)kd, 0.0f, w->att + h * hd, (int)qd);
+  }
+  accumulate(w, bi, CLOQ_IN_O, w->att, t);
+  linear(w->tmp, w->att, bl->w[CLOQ_M_O], t, qd, d);
+  for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
+  CLOQ_CALL(check_finite(x, t * d, b, "attention output"));
+
+  /* MLP */
+  rmsnorm(w->xn, x, bl->ffn_norm, t, d, c->norm_eps);
+  accumulate(w, bi, CLOQ_IN_MLP, w->xn, t);
+  linear(w->g, w->xn, bl->w[CLOQ_M_GATE], t, d, H);
+  linear(w->u, w->xn, bl->w[CLOQ_M_UP], t, d, H);
+  for (int64_t i = 0; i < t * H; i++) {
+    float gv = w->g[i];
+    w->g[i] = gv / (1.0f + expf(-gv)) * w->u[i];
+  }
+  accumulate(w, bi, CLOQ_IN_DOWN, w->g, t);
+  linear(w->tmp, w->g, bl->w[CLOQ_M_DOWN], t, H, d);
+  for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
+  CLOQ_CALL(check_finite(x, t * d, b, "MLP output"));
+  return CLOQ_OK;
+}
+
+int cloq_worker_forward(cloq_worker *w, float *x, int64_t t) {
+  CLOQ_CHECK(t >= 1 && t <= w->p.max_t, "sequence of %lld tokens exceeds the planned %lld",
+             (long long)t, (long long)w->p.max_t);
+  CLOQ_CALL(check_finite(x, t * w->cfg.dim, w->p.b0, "block input"));
+  for (int64_t bi = 0; bi < w->nb; bi++) {
+    double t0 = now_sec();
+    CLOQ_CALL(block_forward(w, bi, x, t));
+    w->fwd_sec[bi] += now_sec() - t0;
+  }
+  w->tokens += t;
+  return CLOQ_OK;
+}
+
+int cloq_worker_nll(cloq_worker *w, const float *x, const int32_t *ids, int64_t t, double *nll,
+                    int64_t *count, float *logits, int64_t nlog) {
+  CLOQ_CHECK(w->head, "this worker has no head loaded");
+  const cloq_config *c = &w->cfg;
+  int64_t d = c->dim, V = c->vocab_size;
+  rmsnorm(w->tmp, x, w->final_norm, t, d, c->norm_eps);
+  for (int64_t i = 0; i < t; i++) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)V, (int)d, 1.0f, w->head, (int)d,
+                w->tmp + i * d, 1, 0.0f, w->logits, 1);
+    if (logits && i < nlog) memcpy(logits + i * V, w->logits, (size_t)V * sizeof(float));
+    if (i + 1 >= t) break;
+    double mx = w->logits[0];
+    for (int64_t j = 1; j < V; j++) mx = w->logits[j] > mx ? w->logits[j] : mx;
+    double s = 0;
+    for (int64_t j = 0; j < V; j++) s += exp((double)w->logits[j] - mx);
+    int32_t tgt = ids[i + 1];
+    CLOQ_CHECK(tgt >= 0 && tgt < V, "token id %d out of range", (int)tgt);
+    double lp = (double)w->logits[tgt] - mx - log(s);
+    CLOQ_CHECK(isfinite(lp), "non-finite log-likelihood at position %lld", (long long)i);
+    *nll -= lp;
+  }
+  *count += t - 1;
+  return CLOQ_OK;
+}
+
+cloq_block *cloq_worker_block(cloq_worker *w, int64_t b) {
+  if (b < w->p.b0 || b >= w->p.b1) return NULL;
+  return &w->blocks[b - w->p.b0];
+}
+
+double *cloq_worker_gram(cloq_worker *w, int64_t b, int input) {
+  if (!w->gram || b < w->p.b0 || b >= w->p.b1) return NULL;
+  return w->gram[(b - w->p.b0) * CLOQ_NIN + input];
+}
+
+int64_t cloq_worker_tokens(const cloq_worker *w) { return w->tokens; }
+
+double cloq_worker_forward_seconds(const cloq_worker *w, int64_t b) {
+  return w->fwd_sec[b - w->p.b0];
+}
+
+void cloq_worker_free_gram(cloq_worker *w, int64_t b) {
+  if (!w->gram) return;
+  for (int i = 0; i < CLOQ_NIN; i++) {
+    free(w->gram[(b - w->p.b0) * CLOQ_NIN + i]);
+    w->gram[(b - w->p.b0) * CLOQ_NIN + i] = NULL;
+  }
+}

@@ -1,0 +1,60 @@
+/* cloq_worker: the blocks a rank owns: their float32 weights, the forward pass (RMSNorm, RoPE in
+ * the Hugging Face rotate_half layout, grouped-query causal attention, SwiGLU MLP), the float64
+ * Gram matrix of each distinct linear input, and, for the rank owning the last block of an eval,
+ * the final norm, the head and the log-likelihood.
+ *
+ * Nothing here is collective: a worker is local state. Activations x are (t, dim) float32,
+ * row-major. The result of a forward pass depends only on the weights and the input, never on
+ * which rank runs it, which is what makes stores identical across rank counts.
+ */
+#ifndef CLOQ_WORKER_H
+#define CLOQ_WORKER_H
+
+#include <stdint.h>
+
+#include "cloq_io.h"
+#include "cloq_modules.h"
+
+typedef struct {
+  float *attn_norm;    /* (dim) */
+  float *ffn_norm;     /* (dim) */
+  float *w[CLOQ_NMOD]; /* module m: (n_out, n_in), see cloq_module_shape */
+} cloq_block;
+
+typedef struct cloq_worker cloq_worker;
+
+typedef struct {
+  int64_t b0, b1;  /* owned blocks [b0, b1) */
+  int gram;        /* accumulate Gram matrices during forward */
+  int head;        /* load final norm + head (for the NLL) */
+  int64_t max_t;   /* longest sequence that will be run */
+} cloq_worker_params;
+
+/* Loads the owned blocks' weights from the checkpoint as float32 (checking shapes and that every
+ * value is finite; the error names the tensor). Touches only those tensors (plus model.norm and
+ * the head when params->head). */
+int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_worker_params *p,
+                       cloq_worker **out);
+void cloq_worker_destroy(cloq_worker **w);
+
+/* Runs the owned blocks on x (t, dim) in place; accumulates Gram matrices when enabled. Fails on
+ * non-finite activations, naming the block and stage. */
+int cloq_worker_forward(cloq_worker *w, float *x, int64_t t);
+
+/* Final RMSNorm + head on x (t, dim); adds -log p(ids[i+1] | ..i) for i in [0, t-1) to *nll and
+ * t-1 to *count. If logits != NULL, the first min(nlog, t) rows of logits (vocab each) are
+ * copied there. */
+int cloq_worker_nll(cloq_worker *w, const float *x, const int32_t *ids, int64_t t, double *nll,
+                    int64_t *count, float *logits, int64_t nlog);
+
+/* The owned block b (global index) and its Gram matrix for input i: (n, n) float64, upper
+ * triangle accumulated (symmetrize before use). Samples and tokens seen so far. */
+cloq_block *cloq_worker_block(cloq_worker *w, int64_t b);
+double *cloq_worker_gram(cloq_worker *w, int64_t b, int input);
+int64_t cloq_worker_tokens(const cloq_worker *w);
+/* Seconds spent in the forward pass (with Gram accumulation) of block b. */
+double cloq_worker_forward_seconds(const cloq_worker *w, int64_t b);
+/* Frees the Gram matrices of block b once initialized. */
+void cloq_worker_free_gram(cloq_worker *w, int64_t b);
+
+#endif
