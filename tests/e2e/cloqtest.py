@@ -1,0 +1,130 @@
+"""Shared helpers of the end-to-end tests: how to run cloq (plain or under mpirun), where the
+assets are, and a check() that prints expected vs got and counts failures."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+CLOQ = os.environ.get("CLOQ_BIN", "build/driver/cloq")
+MPIRUN = os.environ.get("CLOQ_MPIRUN", "scripts/mpirun.sh")
+ASSETS = os.environ.get("CLOQ_ASSETS", os.path.join(os.path.dirname(__file__), "../../../shared/assets"))
+MODEL = os.path.join(ASSETS, "stories260K-hf")
+REF = os.path.join(ASSETS, "stories260K", "reference_outputs.json")
+WIKI_VALID = os.path.join(ASSETS, "wikitext-2", "wiki.valid.tokens")
+WIKI_TEST = os.path.join(ASSETS, "wikitext-2", "wiki.test.raw")
+
+_failures = 0
+_checks = 0
+
+
+def check(ok, what, expected=None, got=None):
+    global _failures, _checks
+    _checks += 1
+    if ok:
+        print(f"ok   {what}")
+    else:
+        _failures += 1
+        print(f"FAIL {what}: expected {expected}, got {got}")
+
+
+def done():
+    print(f"{_checks - _failures} of {_checks} checks passed")
+    sys.exit(1 if _failures else 0)
+
+
+def run(args, np_=0, env=None, timeout=600):
+    """np_ = 0: a plain process; otherwise mpirun -np np_. Returns CompletedProcess."""
+    cmd = ([CLOQ] if np_ == 0 else [MPIRUN, "-np", str(np_), CLOQ]) + [str(a) for a in args]
+    e = dict(os.environ)
+    e.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if env:
+        e.update(env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def ppl_of(proc):
+    lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("ppl "):
+        raise RuntimeError(f"cloq failed (rc {proc.returncode}): {proc.stderr.strip()}")
+    return float(lines[-1].split()[1])
+
+
+def reference():
+    with open(REF) as f:
+        return json.load(f)
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="cloq-test-")
+
+
+def write_tokens(path, seqs):
+    with open(path, "w") as f:
+        for s in seqs:
+            f.write(" ".join(str(int(i)) for i in s) + "\n")
+
+
+def read_safetensors(path):
+    """Independent reader: name -> float64 array (F32 only, as the asset is)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = json.loads(data[8:8 + n])
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32"
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").reshape(v["shape"])
+    return out
+
+
+def load_tok(path):
+    """llama2.c tokenizer file -> (pieces, scores)."""
+    with open(path, "rb") as f:
+        f.read(4)
+        pieces, scores = [], []
+        while True:
+            h = f.read(8)
+            if len(h) < 8:
+                break
+            sc, ln = struct.unpack("<fi", h)
+            pieces.append(f.read(ln))
+            scores.append(sc)
+    return pieces, scores
+
+
+def encode(text, pieces, scores, bos=True):
+    """Plain llama2.c BPE (quadratic; for short texts), independent of io/tokenizer.c."""
+    lut = {p: i for i, p in enumerate(pieces)}
+    toks = [1] if bos else []
+    if text:
+        text = " " + text
+    syms = []
+    b = text.encode("utf-8")
+    i = 0
+    while i < len(b):
+        j = i + 1
+        while j < len(b) and (b[j] & 0xC0) == 0x80 and j - i < 4:
+            j += 1
+        cp = b[i:j]
+        if cp in lut:
+            syms.append(lut[cp])
+        else:
+            syms.extend(x + 3 for x in cp)
+        i = j
+    while True:
+        best, bi, bid = -1e10, -1, -1
+        for k in range(len(syms) - 1):
+            m = pieces[syms[k]] + pieces[syms[k + 1]]
+            if m in lut and scores[lut[m]] > best:
+                best, bi, bid = scores[lut[m]], k, lut[m]
+        if bi < 0:
+            break
+        syms[bi:bi + 2] = [bid]
+    return toks + syms

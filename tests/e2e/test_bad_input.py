@@ -1,0 +1,161 @@
+"""Bad input gets one error line naming the problem, a non-zero exit, and leaves nothing that looks
+complete: missing/truncated/corrupt safetensors, shapes that disagree with the config, an
+unsupported dtype, NaN weights, activations that overflow (mid-stream, on a downstream rank),
+impossible settings, empty or too-short calibration, an existing --out."""
+import hashlib
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+
+from cloqtest import MODEL, WIKI_VALID, check, done, run, tmpdir, write_tokens
+
+d = tmpdir()
+calib = os.path.join(d, "calib.tokens")
+write_tokens(calib, [list(range(3, 67)), list(range(100, 164))])
+BASE = ["--calib", calib, "--calib-format", "tokens", "--bits", "4", "--group-size", "32", "--rank", "4"]
+
+
+def model_copy(name):
+    m = os.path.join(d, name)
+    shutil.copytree(MODEL, m)
+    os.chmod(os.path.join(m, "model.safetensors"), 0o644)
+    os.chmod(os.path.join(m, "config.json"), 0o644)
+    return m
+
+
+def edit_header(m, fn):
+    p = os.path.join(m, "model.safetensors")
+    data = open(p, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = json.loads(data[8:8 + n])
+    fn(hdr, data, 8 + n)
+    return hdr, data, n
+
+
+def poke_float(m, tensor, index, value):
+    p = os.path.join(m, "model.safetensors")
+    data = bytearray(open(p, "rb").read())
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = json.loads(data[8:8 + n])
+    off = 8 + n + hdr[tensor]["data_offsets"][0] + 4 * index
+    data[off:off + 4] = struct.pack("<f", value)
+    open(p, "wb").write(bytes(data))
+
+
+def expect_error(name, args, words, np_=0, out=None):
+    p = run(args, np_, timeout=120)
+    errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+    text = errs[0] if errs else p.stderr.strip()[:300]
+    ok = p.returncode != 0 and len(errs) == 1 and all(w.lower() in text.lower() for w in words)
+    if np_ == 0:
+        ok = ok and len(p.stderr.strip().splitlines()) == 1
+    check(ok, f"{name} (np={np_}): rc {p.returncode}: {text}", f"one line with {words}", p.stderr.strip()[:400])
+    if out:
+        check(not os.path.exists(out), f"{name}: no complete-looking {os.path.basename(out)}", "absent", "present")
+
+
+out = os.path.join(d, "out.h5")
+init = ["init", "--out", out] + BASE
+
+expect_error("missing model folder", ["init", "--model", os.path.join(d, "nope")] + init[1:], ["config.json"], out=out)
+
+m = model_copy("nost")
+os.remove(os.path.join(m, "model.safetensors"))
+expect_error("missing safetensors", init + ["--model", m], ["model.safetensors"], out=out)
+
+m = model_copy("trunc")
+p = os.path.join(m, "model.safetensors")
+open(p, "r+b").truncate(os.path.getsize(p) - 1000)
+expect_error("truncated safetensors", init + ["--model", m], ["model.safetensors"], out=out)
+expect_error("truncated safetensors", init + ["--model", m], ["model.safetensors"], np_=2, out=out)
+
+m = model_copy("garbage")
+p = os.path.join(m, "model.safetensors")
+data = bytearray(open(p, "rb").read())
+data[8:20] = b"not json!!!!"
+open(p, "wb").write(bytes(data))
+expect_error("corrupt header", init + ["--model", m], ["model.safetensors"], out=out)
+
+m = model_copy("shape")
+cfg = json.load(open(os.path.join(m, "config.json")))
+cfg["intermediate_size"] = 200
+json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+expect_error("config/tensor shape mismatch", init + ["--model", m], ["shape"], out=out)
+
+m = model_copy("dtype")
+def to_f64(hdr, data, base):
+    t = hdr["model.layers.0.self_attn.q_proj.weight"]
+    t["dtype"], t["shape"] = "F64", [32, 64]
+    body = json.dumps(hdr).encode()
+    body += b" " * (-len(body) % 8)
+    open(os.path.join(m, "model.safetensors"), "wb").write(struct.pack("<Q", len(body)) + body + data[base:])
+edit_header(m, to_f64)
+expect_error("unsupported dtype", init + ["--model", m], ["dtype", "F64"], out=out)
+
+m = model_copy("nan")
+poke_float(m, "model.layers.3.mlp.down_proj.weight", 17, float("nan"))
+expect_error("NaN weight", init + ["--model", m], ["model.layers.3.mlp.down_proj.weight"], out=out)
+expect_error("NaN weight (owned by rank 1)", init + ["--model", m], ["rank 1", "down_proj"], np_=2, out=out)
+
+m = model_copy("inf")
+wn = np.full(64, 3e38, np.float32)
+for i in range(64):
+    poke_float(m, "model.layers.2.post_attention_layernorm.weight", i, 3e38)
+    poke_float(m, "model.layers.2.mlp.down_proj.weight", i, 3e38)
+expect_error("activations overflow mid-stream", init + ["--model", m], ["non-finite activation", "block 2"], out=out)
+expect_error("activations overflow mid-stream on rank 1 of 3", init + ["--model", m],
+             ["rank 1", "non-finite activation", "block 2"], np_=3, out=out)
+
+expect_error("rank too large", ["init", "--model", MODEL, "--out", out] + BASE + ["--rank", "40"],
+             ["--rank 40", "k_proj"], out=out)
+expect_error("bits outside {2,3,4,8}", init + ["--model", MODEL, "--bits", "5"], ["--bits"], out=out)
+expect_error("group size 0", init + ["--model", MODEL, "--group-size", "0"], ["--group-size"], out=out)
+expect_error("unknown init", init + ["--model", MODEL, "--init", "magic"], ["--init"], out=out)
+
+empty = os.path.join(d, "empty.txt")
+open(empty, "w").close()
+expect_error("empty calibration text", ["init", "--model", MODEL, "--out", out, "--calib", empty], ["empty"], out=out)
+expect_error("empty calibration tokens", ["init", "--model", MODEL, "--out", out, "--calib", empty,
+                                          "--calib-format", "tokens"], ["no sequences"], out=out)
+short = os.path.join(d, "short.txt")
+open(short, "w").write("Once upon a time.")
+expect_error("too-short calibration", ["init", "--model", MODEL, "--out", out, "--calib", short, "--seqlen", "128"],
+             ["too short"], out=out)
+expect_error("too-short calibration", ["init", "--model", MODEL, "--out", out, "--calib", short, "--seqlen", "128"],
+             ["too short"], np_=2, out=out)
+badtok = os.path.join(d, "bad.tokens")
+open(badtok, "w").write("1 2 3 600 4\n")
+expect_error("token id outside the vocabulary", ["init", "--model", MODEL, "--out", out, "--calib", badtok,
+                                                 "--calib-format", "tokens"], ["600"], out=out)
+
+# an existing --out is refused and left untouched; --force replaces it
+open(out, "w").write("precious")
+h = hashlib.md5(open(out, "rb").read()).hexdigest()
+expect_error("existing --out", init + ["--model", MODEL], ["exists", "--force"])
+expect_error("existing --out", init + ["--model", MODEL], ["exists", "--force"], np_=2)
+check(hashlib.md5(open(out, "rb").read()).hexdigest() == h, "existing --out unchanged", h, "modified")
+p = run(init + ["--model", MODEL, "--force"])
+check(p.returncode == 0 and open(out, "rb").read(8) == b"\x89HDF\r\n\x1a\n", "--force overwrites", 0, p.stderr.strip())
+
+# eval refuses a store left incomplete by a failed run, and a store of another model shape
+m = model_copy("inf2")
+for i in range(64):
+    poke_float(m, "model.layers.2.post_attention_layernorm.weight", i, 3e38)
+    poke_float(m, "model.layers.2.mlp.down_proj.weight", i, 3e38)
+out2 = os.path.join(d, "failed.h5")
+run(["init", "--model", m, "--out", out2] + BASE)
+check(os.path.exists(out2 + ".partial") and not os.path.exists(out2), "failed run leaves only .partial",
+      ".partial only", os.listdir(d))
+story = os.path.join(d, "story.tokens")
+write_tokens(story, [list(range(1, 60))])
+if os.path.exists(out2 + ".partial"):
+    expect_error("eval of an incomplete store", ["eval", "--model", MODEL, "--store", out2 + ".partial", "--data",
+                                                 story, "--data-format", "tokens"], ["not complete"])
+expect_error("eval of a missing store", ["eval", "--model", MODEL, "--store", os.path.join(d, "none.h5"), "--data",
+                                         story, "--data-format", "tokens"], ["none.h5"])
+expect_error("eval of a non-store", ["eval", "--model", MODEL, "--store", calib, "--data", story,
+                                     "--data-format", "tokens"], ["HDF5"])
+done()
