@@ -12,25 +12,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cblas.h>
 
 #include "cloq_blockinit.h"
 #include "cloq_driver.h"
+#include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 #include "cloq_store.h"
 #include "cloq_stream.h"
 
 enum { TAG_PROGRESS = 21 };
-
-static double now_sec(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
   MPI_Comm comm;
@@ -116,11 +110,17 @@ static int sink_nll(void *ctx, int64_t s, const float *x, const int32_t *ids, in
 
 static const char *const stage_names[CLOQ_NST] = {"eig", "quant", "init", "write"};
 
-static void print_progress(const double *v, int64_t n_layers, double t0) {
+/* One line per finished block; `done` counts the blocks reported so far (this one included),
+ * and the ETA assumes the remaining blocks take as long as the average one so far since t_init
+ * (owners work concurrently, so this is the time until the last report, not a sum). */
+static void print_progress(const double *v, int64_t n_layers, int64_t done, double t0,
+                           double t_init) {
+  double now = cloq_now();
   printf("block %lld/%lld (rank %d): forward+gram %.3f s", (long long)v[0] + 1,
          (long long)n_layers, (int)v[2], v[3]);
   for (int i = 0; i < CLOQ_NST; i++) printf(", %s %.3f s", stage_names[i], v[4 + i]);
-  printf("  [%.1f s]\n", now_sec() - t0);
+  printf("  [%lld/%lld done, %.1f s, ETA %.1f s]\n", (long long)done, (long long)n_layers,
+         now - t0, (now - t_init) / (double)done * (double)(n_layers - done));
   fflush(stdout);
 }
 
@@ -135,6 +135,8 @@ static int init_blocks(const cloq_opts *o, run_ctx *c, cloq_store *store, double
                          .damp = o->damp,
                          .seed = (uint64_t)o->seed};
   int rc = CLOQ_OK;
+  int64_t done = 0;
+  double t_init = cloq_now();
   for (int64_t b = c->plan.b0; b < c->plan.b1; b++) {
     double v[4 + CLOQ_NST] = {(double)b, 0, (double)c->rank, 0};
     if (rc == CLOQ_OK) {
@@ -143,7 +145,7 @@ static int init_blocks(const cloq_opts *o, run_ctx *c, cloq_store *store, double
     }
     v[1] = rc == CLOQ_OK;
     if (c->rank == 0) {
-      if (rc == CLOQ_OK) print_progress(v, c->cfg.n_layers, t0);
+      if (rc == CLOQ_OK) print_progress(v, c->cfg.n_layers, ++done, t0, t_init);
     } else {
       MPI_Send(v, 4 + CLOQ_NST, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
     }
@@ -154,7 +156,7 @@ static int init_blocks(const cloq_opts *o, run_ctx *c, cloq_store *store, double
       double v[4 + CLOQ_NST];
       MPI_Recv(v, 4 + CLOQ_NST, MPI_DOUBLE, MPI_ANY_SOURCE, TAG_PROGRESS, c->comm,
                MPI_STATUS_IGNORE);
-      if (v[1] != 0) print_progress(v, c->cfg.n_layers, t0);
+      if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++done, t0, t_init);
     }
   }
   return rc;
@@ -170,7 +172,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   cloq_store *store = NULL;
   MPI_Comm_rank(comm, &c.rank);
   MPI_Comm_size(comm, &c.size);
-  double t0 = now_sec();
+  double t0 = cloq_now();
   int rc = access(o->out, F_OK) == 0 && !o->force
                ? CLOQ_FAIL("output %s exists (use --force to overwrite it)", o->out)
                : CLOQ_OK;
@@ -214,16 +216,16 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
   }
   AGREE(rc);
-  double ts = now_sec();
+  double ts = cloq_now();
   AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], source,
                         NULL, &c, 1));
   if (c.rank == 0) {
-    printf("calibration pass: %.2f s\n", now_sec() - ts);
+    printf("calibration pass: %.2f s\n", cloq_now() - ts);
     fflush(stdout);
   }
   AGREE(init_blocks(o, &c, store, t0));
   AGREE(cloq_store_finish(&store));
-  if (c.rank == 0) printf("wrote %s in %.2f s\n", o->out, now_sec() - t0);
+  if (c.rank == 0) printf("wrote %s in %.2f s\n", o->out, cloq_now() - t0);
   ctx_free(&c);
   return CLOQ_OK;
 fail:
@@ -284,7 +286,7 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   cloq_store *store = NULL;
   MPI_Comm_rank(comm, &c.rank);
   MPI_Comm_size(comm, &c.size);
-  double t0 = now_sec();
+  double t0 = cloq_now();
   AGREE(load_model(o, &c));
   AGREE(load_samples(o, &c, 1));
   int64_t stats[4];
@@ -316,18 +318,15 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   }
   AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], source,
                         sink_nll, &c, 0));
-  if (c.rank == c.plan.last && o->dump_logits) {
-    int64_t rows = c.samples.n ? 0 : 0;
-    (void)rows;
+  if (c.rank == c.plan.last && o->dump_logits)
     rc = dump_logits(o->dump_logits, c.logits, c.nlog, c.cfg.vocab_size);
-  }
   AGREE(rc);
   double v[2] = {c.nll, (double)c.count}, tot[2];
   /* only the last rank holds non-zero values: the sum is exact and rank-count independent */
   MPI_Allreduce(v, tot, 2, MPI_DOUBLE, MPI_SUM, comm);
   if (c.rank == 0) {
     double mean = tot[0] / tot[1];
-    printf("eval: %.0f predicted tokens, mean nll %.6f, %.2f s\n", tot[1], mean, now_sec() - t0);
+    printf("eval: %.0f predicted tokens, mean nll %.6f, %.2f s\n", tot[1], mean, cloq_now() - t0);
     printf("ppl %.6f\n", exp(mean));
     fflush(stdout);
   }

@@ -5,16 +5,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
-
-static double now_sec(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
   uint8_t *codes;
@@ -56,7 +50,7 @@ static int init_module(cloq_worker *w, const cloq_config *cfg, int64_t b, int m,
   MB_ALLOC(mb.A, r * ni);
   MB_ALLOC(mb.B, no * r);
 #undef MB_ALLOC
-  double t0 = now_sec();
+  double t0 = cloq_now();
   rc = cloq_quant_rtn(W, no, ni, ip->bits, ip->group_size, mb.codes, mb.scales, mb.zeros);
   if (rc) {
     CLOQ_FAIL("quantizing block %lld %s", (long long)b, cloq_module_name[m]);
@@ -64,7 +58,7 @@ static int init_module(cloq_worker *w, const cloq_config *cfg, int64_t b, int m,
   }
   cloq_dequant(mb.codes, mb.scales, mb.zeros, no, ni, ip->group_size, mb.Q);
   for (int64_t i = 0; i < n; i++) mb.E[i] = (double)W[i] - (double)mb.Q[i];
-  double t1 = now_sec();
+  double t1 = cloq_now();
   sec[CLOQ_ST_QUANT] += t1 - t0;
   switch (ip->init) {
   case CLOQ_INIT_ZERO:
@@ -74,10 +68,10 @@ static int init_module(cloq_worker *w, const cloq_config *cfg, int64_t b, int m,
   default: rc = cloq_lora_cloq(mb.E, no, ni, s, U, r, mb.A, mb.B); break;
   }
   if (rc) goto done;
-  double t2 = now_sec();
+  double t2 = cloq_now();
   sec[CLOQ_ST_INIT] += t2 - t1;
   rc = cloq_store_write_module(store, b, m, mb.codes, mb.scales, mb.zeros, mb.A, mb.B);
-  sec[CLOQ_ST_WRITE] += now_sec() - t2;
+  sec[CLOQ_ST_WRITE] += cloq_now() - t2;
 done:
   mb_free(&mb);
   return rc;
@@ -104,10 +98,10 @@ int cloq_block_init(cloq_worker *w, const cloq_config *cfg, int64_t b, const clo
         return CLOQ_FAIL("out of memory for eigenvectors of block %lld %s", (long long)b,
                          cloq_input_name[in]);
       }
-      double t0 = now_sec();
+      double t0 = cloq_now();
       int64_t ncl = 0;
       int rc = cloq_eig_damped(H, n, ip->damp, s, U, &ncl);
-      sec[CLOQ_ST_EIG] += now_sec() - t0;
+      sec[CLOQ_ST_EIG] += cloq_now() - t0;
       if (rc) {
         free(s);
         free(U);
@@ -125,9 +119,9 @@ int cloq_block_init(cloq_worker *w, const cloq_config *cfg, int64_t b, const clo
     free(U);
     CLOQ_CALL(rc);
   }
-  double t0 = now_sec();
+  double t0 = cloq_now();
   CLOQ_CALL(cloq_store_mark_block(store, b));
-  sec[CLOQ_ST_WRITE] += now_sec() - t0;
+  sec[CLOQ_ST_WRITE] += cloq_now() - t0;
   cloq_worker_free_gram(w, b);
   return CLOQ_OK;
 }

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cloq_clock.h"
 #include "cloq_err.h"
 
 enum { TAG_DATA = 11, TAG_END = 12 };
@@ -108,12 +108,6 @@ static void send_end(int dest, int failed, MPI_Comm comm) {
   if (dest >= 0) MPI_Send(&failed, 1, MPI_INT, dest, TAG_END, comm);
 }
 
-static double now_sec(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Work on one sample held in msg: own blocks, then forward or consume. */
 static int process(const cloq_plan *p, cloq_worker *w, sendbufs *sb, char *msg, int64_t s,
                    int64_t dim, cloq_sink_fn sink, void *ctx) {
@@ -135,7 +129,7 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
   /* When this rank is the last, it consumes in place: one private buffer is enough. */
   int rc = CLOQ_OK;
   if (p->rank == 0) {
-    double t0 = now_sec();
+    double t0 = cloq_now();
     int64_t tokens = 0, every = nsamples >= 10 ? nsamples / 10 : 1;
     for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
       const int32_t *ids;
@@ -160,7 +154,7 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
       rc = process(p, w, &sb, msg, s, dim, sink, ctx);
       tokens += t;
       if (progress && rc == CLOQ_OK && ((s + 1) % every == 0 || s + 1 == nsamples)) {
-        double el = now_sec() - t0;
+        double el = cloq_now() - t0;
         printf("stream: %lld/%lld samples, %lld tokens, %.1f s, ETA %.1f s\n", (long long)(s + 1),
                (long long)nsamples, (long long)tokens, el,
                el / (double)(s + 1) * (double)(nsamples - s - 1));

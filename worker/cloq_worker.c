@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 
@@ -46,12 +46,6 @@ struct cloq_worker {
   float *logits; /* (HEAD_ROWS, vocab) */
   double *work;  /* (t, max input width) for the Gram widening */
 };
-
-static double now_sec(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int load_tensor(const cloq_st *st, const char *name, int ndim, int64_t d0, int64_t d1,
                        float **out) {
@@ -317,9 +311,9 @@ int cloq_worker_forward(cloq_worker *w, float *x, int64_t t) {
              (long long)t, (long long)w->p.max_t);
   CLOQ_CALL(check_finite(x, t * w->cfg.dim, w->p.b0, "block input"));
   for (int64_t bi = 0; bi < w->nb; bi++) {
-    double t0 = now_sec();
+    double t0 = cloq_now();
     CLOQ_CALL(block_forward(w, bi, x, t));
-    w->fwd_sec[bi] += now_sec() - t0;
+    w->fwd_sec[bi] += cloq_now() - t0;
   }
   w->tokens += t;
   return CLOQ_OK;

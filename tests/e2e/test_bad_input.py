@@ -140,6 +140,23 @@ check(hashlib.md5(open(out, "rb").read()).hexdigest() == h, "existing --out unch
 p = run(init + ["--model", MODEL, "--force"])
 check(p.returncode == 0 and open(out, "rb").read(8) == b"\x89HDF\r\n\x1a\n", "--force overwrites", 0, p.stderr.strip())
 
+# a forced run that fails keeps the old output
+good = open(out, "rb").read()
+m = model_copy("nan-force")
+poke_float(m, "model.layers.1.self_attn.o_proj.weight", 3, float("inf"))
+expect_error("failed --force run", init + ["--model", m, "--force"], ["o_proj"])
+check(open(out, "rb").read() == good, "failed --force run leaves the old --out intact", "unchanged", "modified")
+expect_error("unwritable --out folder", ["init", "--model", MODEL, "--out", os.path.join(d, "no", "such", "x.h5")] + BASE,
+             ["cannot create"])
+
+# too few tokens for the Gram matrices to be positive definite: a warning names the layer, the run goes on
+few = os.path.join(d, "few.tokens")
+write_tokens(few, [list(range(3, 19))])
+p = run(["init", "--model", MODEL, "--out", os.path.join(d, "few.h5"), "--calib", few, "--calib-format", "tokens",
+         "--damp", "0", "--rank", "4"])
+check(p.returncode == 0 and "warning: block 0 input attn_in" in p.stderr and "clamped" in p.stderr,
+      "rank-deficient Gram matrix: warning naming the layer", "warning for block 0 attn_in", p.stderr.strip()[:300])
+
 # eval refuses a store left incomplete by a failed run, and a store of another model shape
 m = model_copy("inf2")
 for i in range(64):
