@@ -41,7 +41,8 @@ void cloq_cli_usage(int cmd) {
         "  --init I               zero | svd | cloq (default cloq)\n"
         "  --quantizer Q          rtn (default rtn)\n"
         "  --damp F               Gram damping, fraction of mean(diag H) (default 0.01)\n"
-        "  --nsamples N           calibration windows drawn from text (default 128)\n"
+        "  --nsamples N           windows drawn from text, or the first N lines of a token file\n"
+        "                         (default 128)\n"
         "  --seqlen N             tokens per window (default min(2048, max_position_embeddings))\n"
         "  --seed N               sampling and zero-init seed (default 0)\n");
   } else if (cmd == CLOQ_CMD_EVAL) {
