@@ -136,7 +136,7 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
       int64_t t;
       rc = src(ctx, s, &ids, &t);
       if (rc) break;
-      char *msg;
+      char *msg = NULL;
       rc = sb_acquire(&sb, msg_bytes(t, dim), &msg);
       if (rc) break;
       memcpy(msg, &t, 8);
@@ -178,33 +178,40 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
     }
     int count;
     MPI_Get_count(&st, MPI_BYTE, &count);
-    char *msg;
-    if (rc == CLOQ_OK && p->next >= 0) {
-      rc = sb_acquire(&sb, (size_t)count, &msg);
-    } else {
+    /* A sample to pass on is received straight into a send buffer; one that is consumed here,
+     * or drained after a failure, into a private buffer. */
+    char *msg = NULL;
+    if (rc == CLOQ_OK && p->next >= 0 && sb_acquire(&sb, (size_t)count, &msg) != CLOQ_OK) {
+      rc = CLOQ_ERR;
+      msg = NULL;
+    }
+    if (!msg) {
       if (owncap < (size_t)count) {
         free(own);
         own = malloc((size_t)count);
         owncap = own ? (size_t)count : 0;
       }
       msg = own;
-      if (!own && rc == CLOQ_OK) rc = CLOQ_FAIL("out of memory for a stream buffer");
     }
-    if (!msg) { /* cannot even drain: receive into a byte at a time is not possible; give up */
+    if (!msg) {
+      /* Not even a buffer to drain into: the upstream rank would block forever. */
+      CLOQ_FAIL("out of memory for a %d-byte stream buffer", count);
+      fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
       MPI_Abort(p->comm, 1);
     }
     MPI_Recv(msg, count, MPI_BYTE, p->prev, TAG_DATA, p->comm, MPI_STATUS_IGNORE);
-    if (rc != CLOQ_OK) continue; /* draining after a failure */
-    int64_t t;
-    memcpy(&t, msg, 8);
-    if (t < 1 || msg_bytes(t, dim) != (size_t)count)
-      rc = CLOQ_FAIL("malformed stream message from rank %d", p->prev);
-    else
-      rc = process(p, w, &sb, msg, s, dim, sink, ctx);
+    if (rc == CLOQ_OK) {
+      int64_t t;
+      memcpy(&t, msg, 8);
+      if (t < 1 || msg_bytes(t, dim) != (size_t)count)
+        rc = CLOQ_FAIL("malformed stream message from rank %d", p->prev);
+      else
+        rc = process(p, w, &sb, msg, s, dim, sink, ctx);
+    }
+    /* First failure: stop the ranks downstream now, then keep draining upstream. */
     if (rc != CLOQ_OK && !sent_end) {
       sb_finish(&sb);
-      memset(&sb, 0, sizeof sb);
-      sb.req[0] = sb.req[1] = MPI_REQUEST_NULL;
+      sb = (sendbufs){.req = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}};
       send_end(p->next, 1, p->comm);
       sent_end = 1;
     }
