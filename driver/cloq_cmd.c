@@ -234,38 +234,37 @@ fail:
   return CLOQ_ERR;
 }
 
+/* Every value of n finite, else an error naming the block, module and array. */
+static int check_finite_f(const float *v, int64_t n, int64_t b, int m, const char *what) {
+  for (int64_t i = 0; i < n; i++)
+    CLOQ_CHECK(isfinite(v[i]), "store: non-finite %s in block %lld %s", what, (long long)b,
+               cloq_module_name[m]);
+  return CLOQ_OK;
+}
+
+static int apply_module(run_ctx *c, cloq_store *s, const cloq_store_meta *meta, int64_t b,
+                        int m, cloq_qmodule *q) {
+  CLOQ_CALL(cloq_store_read_module(s, b, m, q));
+  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
+  CLOQ_CALL(check_finite_f(q->scales, no * ng, b, m, "scale"));
+  CLOQ_CALL(check_finite_f(q->zeros, no * ng, b, m, "zero"));
+  CLOQ_CALL(check_finite_f(q->A, r * ni, b, m, "LoRA factor"));
+  CLOQ_CALL(check_finite_f(q->B, no * r, b, m, "LoRA factor"));
+  float *W = cloq_worker_block(c->w, b)->w[m];
+  cloq_dequant(q->codes, q->scales, q->zeros, no, ni, meta->group_size, W);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, 1.0f, q->B,
+              (int)r, q->A, (int)ni, 1.0f, W, (int)ni);
+  return CLOQ_OK;
+}
+
 /* Replace this rank's block weights by the store's effective weights. */
 static int apply_store(run_ctx *c, cloq_store *s, const cloq_store_meta *meta) {
   for (int64_t b = c->plan.b0; b < c->plan.b1; b++)
     for (int m = 0; m < CLOQ_NMOD; m++) {
-      int64_t no, ni, n, r = meta->rank;
-      cloq_module_shape(&c->cfg, m, &no, &ni);
-      CLOQ_CALL(cloq_mul64(no, ni, &n));
-      int64_t ng = cloq_quant_ngroups(ni, meta->group_size);
-      uint8_t *codes = cloq_calloc_checked(n, 1);
-      float *sc = cloq_calloc_checked(no * ng, 4), *ze = cloq_calloc_checked(no * ng, 4);
-      float *A = cloq_calloc_checked(r * ni, 4), *B = cloq_calloc_checked(no * r, 4);
-      int rc = codes && sc && ze && A && B ? CLOQ_OK : CLOQ_FAIL("out of memory reading the store");
-      if (rc == CLOQ_OK) rc = cloq_store_read_module(s, b, m, codes, sc, ze, A, B);
-      for (int64_t i = 0; rc == CLOQ_OK && i < no * ng; i++)
-        if (!isfinite(sc[i]) || !isfinite(ze[i]))
-          rc = CLOQ_FAIL("store: non-finite scale or zero in block %lld %s", (long long)b,
-                         cloq_module_name[m]);
-      for (int64_t i = 0; rc == CLOQ_OK && i < r * ni + no * r; i++)
-        if (!isfinite(i < r * ni ? A[i] : B[i - r * ni]))
-          rc = CLOQ_FAIL("store: non-finite LoRA factor in block %lld %s", (long long)b,
-                         cloq_module_name[m]);
-      if (rc == CLOQ_OK) {
-        float *W = cloq_worker_block(c->w, b)->w[m];
-        cloq_dequant(codes, sc, ze, no, ni, meta->group_size, W);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, 1.0f, B,
-                    (int)r, A, (int)ni, 1.0f, W, (int)ni);
-      }
-      free(codes);
-      free(sc);
-      free(ze);
-      free(A);
-      free(B);
+      cloq_qmodule q;
+      CLOQ_CALL(cloq_qmodule_alloc(&c->cfg, b, m, meta->group_size, meta->rank, &q));
+      int rc = apply_module(c, s, meta, b, m, &q);
+      cloq_qmodule_free(&q);
       CLOQ_CALL(rc);
     }
   return CLOQ_OK;

@@ -91,18 +91,50 @@ static int attr_read_str(hid_t obj, const char *name, char *buf, size_t cap) {
   return CLOQ_OK;
 }
 
-static void module_dims(const cloq_config *cfg, const cloq_store_meta *meta, int m, int d,
-                        hsize_t dims[2]) {
-  int64_t no, ni;
-  cloq_module_shape(cfg, m, &no, &ni);
-  int64_t ng = cloq_quant_ngroups(ni, meta->group_size);
-  switch (d) {
-  case 0: dims[0] = (hsize_t)no; dims[1] = (hsize_t)ni; break;
-  case 1:
-  case 2: dims[0] = (hsize_t)no; dims[1] = (hsize_t)ng; break;
-  case 3: dims[0] = (hsize_t)meta->rank; dims[1] = (hsize_t)ni; break;
-  default: dims[0] = (hsize_t)no; dims[1] = (hsize_t)meta->rank; break;
+void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64_t rank,
+                        cloq_qmodule *q) {
+  memset(q, 0, sizeof *q);
+  cloq_module_shape(cfg, m, &q->n_out, &q->n_in);
+  q->n_groups = cloq_quant_ngroups(q->n_in, group_size);
+  q->rank = rank;
+}
+
+int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
+                       int64_t rank, cloq_qmodule *q) {
+  cloq_qmodule_shape(cfg, m, group_size, rank, q);
+  int64_t n, ng, na, nb;
+  CLOQ_CALL(cloq_mul64(q->n_out, q->n_in, &n));
+  CLOQ_CALL(cloq_mul64(q->n_out, q->n_groups, &ng));
+  CLOQ_CALL(cloq_mul64(q->rank, q->n_in, &na));
+  CLOQ_CALL(cloq_mul64(q->n_out, q->rank, &nb));
+  q->codes = cloq_calloc_checked(n, sizeof *q->codes);
+  q->scales = cloq_calloc_checked(ng, sizeof *q->scales);
+  q->zeros = cloq_calloc_checked(ng, sizeof *q->zeros);
+  q->A = cloq_calloc_checked(na, sizeof *q->A);
+  q->B = cloq_calloc_checked(nb, sizeof *q->B);
+  if (!q->codes || !q->scales || !q->zeros || !q->A || !q->B) {
+    cloq_qmodule_free(q);
+    return CLOQ_FAIL("out of memory for block %lld %s", (long long)b, cloq_module_name[m]);
   }
+  return CLOQ_OK;
+}
+
+void cloq_qmodule_free(cloq_qmodule *q) {
+  free(q->codes);
+  free(q->scales);
+  free(q->zeros);
+  free(q->A);
+  free(q->B);
+  q->codes = NULL;
+  q->scales = q->zeros = q->A = q->B = NULL;
+}
+
+/* Shape of dataset d (ds_name order) of a module. */
+static void dataset_dims(const cloq_qmodule *q, int d, hsize_t dims[2]) {
+  const int64_t rows[5] = {q->n_out, q->n_out, q->n_out, q->rank, q->n_out};
+  const int64_t cols[5] = {q->n_in, q->n_groups, q->n_groups, q->n_in, q->rank};
+  dims[0] = (hsize_t)rows[d];
+  dims[1] = (hsize_t)cols[d];
 }
 
 static hid_t open_fapl(MPI_Comm comm) {
@@ -193,9 +225,11 @@ int cloq_store_create(MPI_Comm comm, const char *path, int force, const cloq_con
     for (int m = 0; m < CLOQ_NMOD && rc == CLOQ_OK; m++) {
       hid_t mg = H5Gcreate2(bg, cloq_module_name[m], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
       if (mg < 0) { rc = CLOQ_FAIL("HDF5: creating group %s failed", cloq_module_name[m]); break; }
+      cloq_qmodule shape;
+      cloq_qmodule_shape(cfg, m, meta->group_size, meta->rank, &shape);
       for (int d = 0; d < 5 && rc == CLOQ_OK; d++) {
         hsize_t dims[2];
-        module_dims(cfg, meta, m, d, dims);
+        dataset_dims(&shape, d, dims);
         hid_t dsp = H5Screate_simple(2, dims, NULL);
         hid_t ds = H5Dcreate2(mg, ds_name[d], d == 0 ? H5T_STD_U8LE : H5T_IEEE_F32LE, dsp,
                               H5P_DEFAULT, ddcpl, H5P_DEFAULT);
@@ -218,24 +252,31 @@ static int module_path(char *buf, size_t cap, int64_t b, int m, int d) {
   return CLOQ_OK;
 }
 
-static int rw_module(cloq_store *s, int write, int64_t b, int m, void *const bufs[5]) {
+static int rw_module(cloq_store *s, int write, int64_t b, int m, const cloq_qmodule *q) {
   CLOQ_CHECK(b >= 0 && b < s->cfg.n_layers && m >= 0 && m < CLOQ_NMOD, "bad block/module");
+  cloq_qmodule want;
+  cloq_qmodule_shape(&s->cfg, m, s->meta.group_size, s->meta.rank, &want);
+  CLOQ_CHECK(q->n_out == want.n_out && q->n_in == want.n_in && q->n_groups == want.n_groups &&
+                 q->rank == want.rank,
+             "block %lld %s: buffers shaped for another group size or rank than the store's",
+             (long long)b, cloq_module_name[m]);
+  void *const bufs[5] = {q->codes, q->scales, q->zeros, q->A, q->B};
   for (int d = 0; d < 5; d++) {
     char p[256];
     CLOQ_CALL(module_path(p, sizeof p, b, m, d));
     hid_t ds = H5Dopen2(s->file, p, H5P_DEFAULT);
     CLOQ_CHECK(ds >= 0, "store: dataset %s is missing", p);
-    hsize_t want[2], have[2] = {0, 0};
-    module_dims(&s->cfg, &s->meta, m, d, want);
+    hsize_t dims[2], have[2] = {0, 0};
+    dataset_dims(&want, d, dims);
     hid_t sp = H5Dget_space(ds);
     int nd = H5Sget_simple_extent_ndims(sp);
     if (nd == 2) H5Sget_simple_extent_dims(sp, have, NULL);
     H5Sclose(sp);
-    if (nd != 2 || have[0] != want[0] || have[1] != want[1]) {
+    if (nd != 2 || have[0] != dims[0] || have[1] != dims[1]) {
       H5Dclose(ds);
       return CLOQ_FAIL("store: dataset %s has shape (%llu, %llu), expected (%llu, %llu)", p,
                        (unsigned long long)have[0], (unsigned long long)have[1],
-                       (unsigned long long)want[0], (unsigned long long)want[1]);
+                       (unsigned long long)dims[0], (unsigned long long)dims[1]);
     }
     hid_t mt = d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
     herr_t e = write ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, bufs[d])
@@ -246,18 +287,13 @@ static int rw_module(cloq_store *s, int write, int64_t b, int m, void *const buf
   return CLOQ_OK;
 }
 
-int cloq_store_write_module(cloq_store *s, int64_t b, int m, const uint8_t *codes,
-                            const float *scales, const float *zeros, const float *A,
-                            const float *B) {
+int cloq_store_write_module(cloq_store *s, int64_t b, int m, const cloq_qmodule *q) {
   CLOQ_CHECK(s->writable, "store opened read-only");
-  void *const bufs[5] = {(void *)codes, (void *)scales, (void *)zeros, (void *)A, (void *)B};
-  return rw_module(s, 1, b, m, bufs);
+  return rw_module(s, 1, b, m, q);
 }
 
-int cloq_store_read_module(cloq_store *s, int64_t b, int m, uint8_t *codes, float *scales,
-                           float *zeros, float *A, float *B) {
-  void *const bufs[5] = {codes, scales, zeros, A, B};
-  return rw_module(s, 0, b, m, bufs);
+int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
+  return rw_module(s, 0, b, m, q);
 }
 
 int cloq_store_mark_block(cloq_store *s, int64_t b) {

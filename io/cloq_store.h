@@ -37,16 +37,32 @@ typedef struct {
 
 typedef struct cloq_store cloq_store;
 
+/* One quantized module as the store holds it: its shapes and its five arrays, row-major. */
+typedef struct {
+  int64_t n_out, n_in, n_groups, rank;
+  uint8_t *codes;  /* (n_out, n_in) */
+  float *scales;   /* (n_out, n_groups) */
+  float *zeros;    /* (n_out, n_groups) */
+  float *A;        /* (rank, n_in) */
+  float *B;        /* (n_out, rank) */
+} cloq_qmodule;
+
+/* Sets the shapes of module m for a group size and LoRA rank; arrays stay NULL. */
+void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64_t rank,
+                        cloq_qmodule *q);
+/* Sets the shapes and allocates zeroed arrays (the error names block b and the module). */
+int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
+                       int64_t rank, cloq_qmodule *q);
+/* Frees the arrays; accepts a zeroed or partly allocated q. */
+void cloq_qmodule_free(cloq_qmodule *q);
+
 /* Collective over comm. Creates PATH.partial (replacing a stale one) with the full layout for
  * cfg's blocks and the meta attributes. Fails if PATH exists unless force. */
 int cloq_store_create(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
                       const cloq_store_meta *meta, cloq_store **out);
 
-/* Independent. Writes module m of block b: codes (n_out, n_in) uint8, scales and zeros
- * (n_out, n_groups) float32, A (r, n_in) and B (n_out, r) float32. */
-int cloq_store_write_module(cloq_store *s, int64_t b, int m, const uint8_t *codes,
-                            const float *scales, const float *zeros, const float *A,
-                            const float *B);
+/* Independent. Writes module m of block b; q's shapes must be the store's. */
+int cloq_store_write_module(cloq_store *s, int64_t b, int m, const cloq_qmodule *q);
 /* Independent. Records in /status that block b's data are all written. */
 int cloq_store_mark_block(cloq_store *s, int64_t b);
 
@@ -61,9 +77,9 @@ void cloq_store_abandon(cloq_store **s);
  * complete and that its shapes match cfg. */
 int cloq_store_open(MPI_Comm comm, const char *path, const cloq_config *cfg,
                     cloq_store_meta *meta, cloq_store **out);
-/* Independent. Reads module m of block b into caller buffers sized as for write. */
-int cloq_store_read_module(cloq_store *s, int64_t b, int m, uint8_t *codes, float *scales,
-                           float *zeros, float *A, float *B);
+/* Independent. Reads module m of block b into q (allocated with the store's group size and
+ * rank, e.g. by cloq_qmodule_alloc). */
+int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
 /* Collective. Accepts NULL. */
 void cloq_store_close(cloq_store **s);
 

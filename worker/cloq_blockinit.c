@@ -10,70 +10,42 @@
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 
-typedef struct {
-  uint8_t *codes;
-  float *scales, *zeros, *Q, *A, *B;
-  double *E;
-} modbufs;
-
-static void mb_free(modbufs *m) {
-  free(m->codes);
-  free(m->scales);
-  free(m->zeros);
-  free(m->Q);
-  free(m->A);
-  free(m->B);
-  free(m->E);
-  memset(m, 0, sizeof *m);
-}
-
 static int init_module(cloq_worker *w, const cloq_config *cfg, int64_t b, int m,
                        const cloq_init_params *ip, const double *s, const double *U,
                        cloq_store *store, double sec[CLOQ_NST]) {
-  int64_t no, ni, n, ng, r = ip->rank;
-  cloq_module_shape(cfg, m, &no, &ni);
-  CLOQ_CALL(cloq_mul64(no, ni, &n));
-  ng = cloq_quant_ngroups(ni, ip->group_size);
+  cloq_qmodule q;
+  CLOQ_CALL(cloq_qmodule_alloc(cfg, b, m, ip->group_size, ip->rank, &q));
+  int64_t no = q.n_out, ni = q.n_in, r = q.rank, n = no * ni; /* product checked by alloc */
   const float *W = cloq_worker_block(w, b)->w[m];
-  modbufs mb = {0};
-  int rc = CLOQ_OK;
-#define MB_ALLOC(p, cnt)                                                                           \
-  do {                                                                                             \
-    (p) = cloq_calloc_checked((cnt), sizeof(*(p)));                                                \
-    if (!(p)) { rc = CLOQ_FAIL("out of memory for block %lld %s", (long long)b, cloq_module_name[m]); goto done; } \
-  } while (0)
-  MB_ALLOC(mb.codes, n);
-  MB_ALLOC(mb.scales, no * ng);
-  MB_ALLOC(mb.zeros, no * ng);
-  MB_ALLOC(mb.Q, n);
-  MB_ALLOC(mb.E, n);
-  MB_ALLOC(mb.A, r * ni);
-  MB_ALLOC(mb.B, no * r);
-#undef MB_ALLOC
+  float *Q = cloq_calloc_checked(n, sizeof *Q);
+  double *E = cloq_calloc_checked(n, sizeof *E);
+  int rc = Q && E ? CLOQ_OK
+                  : CLOQ_FAIL("out of memory for block %lld %s", (long long)b, cloq_module_name[m]);
   double t0 = cloq_now();
-  rc = cloq_quant_rtn(W, no, ni, ip->bits, ip->group_size, mb.codes, mb.scales, mb.zeros);
-  if (rc) {
-    CLOQ_FAIL("quantizing block %lld %s", (long long)b, cloq_module_name[m]);
-    goto done;
+  if (rc == CLOQ_OK)
+    rc = cloq_quant_rtn(W, no, ni, ip->bits, ip->group_size, q.codes, q.scales, q.zeros);
+  if (rc == CLOQ_OK) {
+    cloq_dequant(q.codes, q.scales, q.zeros, no, ni, ip->group_size, Q);
+    for (int64_t i = 0; i < n; i++) E[i] = (double)W[i] - (double)Q[i];
   }
-  cloq_dequant(mb.codes, mb.scales, mb.zeros, no, ni, ip->group_size, mb.Q);
-  for (int64_t i = 0; i < n; i++) mb.E[i] = (double)W[i] - (double)mb.Q[i];
   double t1 = cloq_now();
   sec[CLOQ_ST_QUANT] += t1 - t0;
-  switch (ip->init) {
-  case CLOQ_INIT_ZERO:
-    cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)b, (uint64_t)m), mb.A, mb.B);
-    break;
-  case CLOQ_INIT_SVD: rc = cloq_lora_svd(mb.E, no, ni, r, mb.A, mb.B); break;
-  default: rc = cloq_lora_cloq(mb.E, no, ni, s, U, r, mb.A, mb.B); break;
+  if (rc == CLOQ_OK) {
+    switch (ip->init) {
+    case CLOQ_INIT_ZERO:
+      cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)b, (uint64_t)m), q.A, q.B);
+      break;
+    case CLOQ_INIT_SVD: rc = cloq_lora_svd(E, no, ni, r, q.A, q.B); break;
+    default: rc = cloq_lora_cloq(E, no, ni, s, U, r, q.A, q.B); break;
+    }
   }
-  if (rc) goto done;
   double t2 = cloq_now();
   sec[CLOQ_ST_INIT] += t2 - t1;
-  rc = cloq_store_write_module(store, b, m, mb.codes, mb.scales, mb.zeros, mb.A, mb.B);
+  if (rc == CLOQ_OK) rc = cloq_store_write_module(store, b, m, &q);
   sec[CLOQ_ST_WRITE] += cloq_now() - t2;
-done:
-  mb_free(&mb);
+  free(Q);
+  free(E);
+  cloq_qmodule_free(&q);
   return rc;
 }
 
