@@ -94,6 +94,22 @@ int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const doubl
                        const double *U, int64_t r, float *A, float *B);
 void cloq_lora_zero(int64_t n_out, int64_t n_in, int64_t r, uint64_t seed, float *A, float *B);
 
+/* The same initializations in steps, for sweeps (one SVD per bits setting, every rank derived from
+ * the largest) and for SVDs computed elsewhere (ScaLAPACK). Given the leading rmax triplets of the
+ * matrix to truncate, the rank-r factors (1 <= r <= rmax) are bitwise those that cloq_lora_svd /
+ * cloq_lora_cloq return for rank r, because both truncate the same full SVD.
+ * cloq_lora_cloq_matrix: M (n_in, n_out) = diag(sqrt s) U^T E^T (dgemm).
+ * cloq_lora_cloq_factors: M ~ P (n_in, rmax) diag(S) Vt (rmax, n_out) -> A, B for rank r.
+ * cloq_lora_svd_factors:  E ~ P (n_out, rmax) diag(S) Vt (rmax, n_in) -> A, B for rank r.
+ * Shapes and failures as for cloq_lora_cloq / cloq_lora_svd. */
+int cloq_lora_cloq_matrix(const double *E, int64_t n_out, int64_t n_in, const double *s,
+                          const double *U, double *M);
+int cloq_lora_cloq_factors(const double *s, const double *U, int64_t n_out, int64_t n_in,
+                           const double *P, const double *S, const double *Vt, int64_t rmax,
+                           int64_t r, float *A, float *B);
+int cloq_lora_svd_factors(const double *P, const double *S, const double *Vt, int64_t n_out,
+                          int64_t n_in, int64_t rmax, int64_t r, float *A, float *B);
+
 /* Calibrated objective tr((E - BA) H (E - BA)^T) = ||X (Q + BA - W)^T||_F^2 for H = X^T X
  * (pass B = A = NULL, r = 0 for the objective of the bare quantized weight). float64.
  * Reads only the upper triangle of H. On an invalid shape or an allocation failure it records

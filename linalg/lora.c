@@ -80,7 +80,38 @@ done:
 }
 
 int cloq_lora_svd(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A, float *B) {
-  return lora_svd_impl(E, n_out, n_in, r, A, B, cloq_svd_trunc);
+  CLOQ_CALL(lora_check(E, n_out, n_in, r));
+  double *P = NULL, *S = NULL, *Vt = NULL;
+  int rc = CLOQ_ERR;
+  if (CLOQ_TRY_ALLOC(P, n_out * r, "left singular vectors") &&
+      CLOQ_TRY_ALLOC(S, r, "singular values") &&
+      CLOQ_TRY_ALLOC(Vt, r * n_in, "right singular vectors") &&
+      cloq_svd_trunc(E, n_out, n_in, r, P, S, Vt) == 0)
+    rc = cloq_lora_svd_factors(P, S, Vt, n_out, n_in, r, r, A, B);
+  free(P);
+  free(S);
+  free(Vt);
+  return rc;
+}
+
+int cloq_lora_svd_factors(const double *P, const double *S, const double *Vt, int64_t n_out,
+                          int64_t n_in, int64_t rmax, int64_t r, float *A, float *B) {
+  CLOQ_CHECK(r >= 1 && r <= rmax, "LoRA rank %lld out of range [1, %lld]", (long long)r,
+             (long long)rmax);
+  for (int64_t j = 0; j < r; j++) {
+    const double h = sqrt(S[j]);
+    for (int64_t o = 0; o < n_out; o++) {
+      B[o * r + j] = (float)(P[o * rmax + j] * h);
+      CLOQ_CHECK(isfinite(B[o * r + j]), "LoRA factor B: entry %lld does not fit in float32",
+                 (long long)(o * r + j));
+    }
+    for (int64_t i = 0; i < n_in; i++) {
+      A[j * n_in + i] = (float)(Vt[j * n_in + i] * h);
+      CLOQ_CHECK(isfinite(A[j * n_in + i]), "LoRA factor A: entry %lld does not fit in float32",
+                 (long long)(j * n_in + i));
+    }
+  }
+  return CLOQ_OK;
 }
 
 int cloq_lora_svd_ref(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
@@ -164,7 +195,78 @@ done:
 
 int cloq_lora_cloq(const double *E, int64_t n_out, int64_t n_in, const double *s,
                    const double *U, int64_t r, float *A, float *B) {
-  return lora_cloq_impl(E, n_out, n_in, s, U, r, A, B, 1);
+  CLOQ_CALL(lora_check(E, n_out, n_in, r));
+  double *M = NULL, *P = NULL, *S = NULL, *Vt = NULL;
+  int rc = CLOQ_ERR;
+  if (CLOQ_TRY_ALLOC(M, n_in * n_out, "CLoQ matrix M = R E^T") &&
+      CLOQ_TRY_ALLOC(P, n_in * r, "left singular vectors of M") &&
+      CLOQ_TRY_ALLOC(S, r, "singular values of M") &&
+      CLOQ_TRY_ALLOC(Vt, r * n_out, "right singular vectors of M") &&
+      cloq_lora_cloq_matrix(E, n_out, n_in, s, U, M) == 0 &&
+      cloq_svd_trunc(M, n_in, n_out, r, P, S, Vt) == 0)
+    rc = cloq_lora_cloq_factors(s, U, n_out, n_in, P, S, Vt, r, r, A, B);
+  free(M);
+  free(P);
+  free(S);
+  free(Vt);
+  return rc;
+}
+
+int cloq_lora_cloq_matrix(const double *E, int64_t n_out, int64_t n_in, const double *s,
+                          const double *U, double *M) {
+  CLOQ_CALL(lora_check(E, n_out, n_in, 1));
+  CLOQ_CALL(check_eigs(s, n_in));
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)n_in, (int)n_out, (int)n_in, 1.0, U,
+              (int)n_in, E, (int)n_in, 0.0, M, (int)n_out);
+  for (int64_t i = 0; i < n_in; i++) {
+    const double h = sqrt(s[i]);
+    for (int64_t o = 0; o < n_out; o++) M[i * n_out + o] *= h;
+  }
+  return CLOQ_OK;
+}
+
+/* The arithmetic is that of lora_cloq_impl (fast), operation for operation; the leading r
+ * columns of P are copied to a contiguous (n_in, r) block first so that the dgemm call is the
+ * same for every rmax (its result then does not depend on rmax). */
+int cloq_lora_cloq_factors(const double *s, const double *U, int64_t n_out, int64_t n_in,
+                           const double *P, const double *S, const double *Vt, int64_t rmax,
+                           int64_t r, float *A, float *B) {
+  CLOQ_CHECK(r >= 1 && r <= rmax, "LoRA rank %lld out of range [1, %lld]", (long long)r,
+             (long long)rmax);
+  double *Pr = NULL, *Ad = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(Pr, n_in * r, "CLoQ factor workspace") ||
+      !CLOQ_TRY_ALLOC(Ad, r * n_in, "CLoQ factor A"))
+    goto done;
+  /* B (n_out, r) = Vt_r^T diag(sqrt S) */
+  for (int64_t j = 0; j < r; j++) {
+    const double h = sqrt(S[j]);
+    for (int64_t o = 0; o < n_out; o++) {
+      B[o * r + j] = (float)(Vt[j * n_out + o] * h);
+      if (!isfinite(B[o * r + j])) {
+        CLOQ_FAIL("LoRA factor B: entry %lld = %g does not fit in float32",
+                  (long long)(o * r + j), Vt[j * n_out + o] * h);
+        goto done;
+      }
+    }
+  }
+  /* A (r, n_in) = diag(sqrt S) P_r^T diag(s^-1/2) U^T */
+  for (int64_t i = 0; i < n_in; i++) {
+    const double h = 1.0 / sqrt(s[i]);
+    for (int64_t j = 0; j < r; j++) Pr[i * r + j] = P[i * rmax + j] * h;
+  }
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)r, (int)n_in, (int)n_in, 1.0, Pr,
+              (int)r, U, (int)n_in, 0.0, Ad, (int)n_in);
+  for (int64_t j = 0; j < r; j++) {
+    const double h = sqrt(S[j]);
+    for (int64_t k = 0; k < n_in; k++) Ad[j * n_in + k] *= h;
+  }
+  if (to_float(Ad, r * n_in, A, "A") != 0) goto done;
+  rc = CLOQ_OK;
+done:
+  free(Pr);
+  free(Ad);
+  return rc;
 }
 
 int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *s,

@@ -221,6 +221,39 @@ static void test_lora_rejects_invalid(void **state) {
   free_problem(&p);
 }
 
+/* Sweeps derive every rank from one SVD at the largest rank: the factors must be bitwise those
+ * of a direct run at that rank, for both inits. */
+static void test_lora_factors_from_largest_rank_are_bitwise_direct(void **state) {
+  (void)state;
+  for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
+    shape sh = SHAPES[si];
+    problem p = make_problem(sh, 500 + si);
+    int64_t no = sh.n_out, ni = sh.n_in, rmax = no < ni ? no : ni;
+    double *M = XALLOC(double, ni * no), *P = XALLOC(double, ni * rmax),
+           *S = XALLOC(double, rmax), *Vt = XALLOC(double, rmax * (no > ni ? no : ni));
+    float *A = XALLOC(float, rmax * ni), *B = XALLOC(float, no * rmax);
+    float *A2 = XALLOC(float, rmax * ni), *B2 = XALLOC(float, no * rmax);
+    EXPECT_OK(cloq_lora_cloq_matrix(p.E, no, ni, p.s, p.U, M));
+    EXPECT_OK(cloq_svd_trunc(M, ni, no, rmax, P, S, Vt));
+    for (int64_t r = 1; r <= rmax; r += 3) {
+      EXPECT_OK(cloq_lora_cloq(p.E, no, ni, p.s, p.U, r, A, B));
+      EXPECT_OK(cloq_lora_cloq_factors(p.s, p.U, no, ni, P, S, Vt, rmax, r, A2, B2));
+      assert_memory_equal(A, A2, (size_t)(r * ni) * sizeof *A);
+      assert_memory_equal(B, B2, (size_t)(no * r) * sizeof *B);
+    }
+    double *Pe = XALLOC(double, no * rmax);
+    EXPECT_OK(cloq_svd_trunc(p.E, no, ni, rmax, Pe, S, Vt));
+    for (int64_t r = 1; r <= rmax; r += 3) {
+      EXPECT_OK(cloq_lora_svd(p.E, no, ni, r, A, B));
+      EXPECT_OK(cloq_lora_svd_factors(Pe, S, Vt, no, ni, rmax, r, A2, B2));
+      assert_memory_equal(A, A2, (size_t)(r * ni) * sizeof *A);
+      assert_memory_equal(B, B2, (size_t)(no * r) * sizeof *B);
+    }
+    free(M), free(P), free(S), free(Vt), free(A), free(B), free(A2), free(B2), free(Pe);
+    free_problem(&p);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lora_cloq_fast_matches_ref),
@@ -229,6 +262,7 @@ int main(void) {
       cmocka_unit_test(test_lora_cloq_even_split),
       cmocka_unit_test(test_lora_zero),
       cmocka_unit_test(test_lora_rejects_invalid),
+      cmocka_unit_test(test_lora_factors_from_largest_rank_are_bitwise_direct),
   };
   return cmocka_run_group_tests_name("linalg_lora", tests, NULL, NULL);
 }
