@@ -26,14 +26,5 @@ static inline int64_t cloq_first_nonfinite_d(const double *x, int64_t n) {
   return -1;
 }
 
-/* Zeroed allocation of nelem elements of *ptr into ptr; evaluates to 1 on success, else records
- * "out of memory allocating <what> (...)" at the caller's line and evaluates to 0, so that the
- * caller can free what it already holds before returning CLOQ_ERR:
- *   if (!CLOQ_TRY_ALLOC(a, n, "a") || !CLOQ_TRY_ALLOC(b, n, "b")) goto fail; */
-#define CLOQ_TRY_ALLOC(ptr, nelem, what)                                                           \
-  ((((ptr) = cloq_calloc_checked((int64_t)(nelem), sizeof(*(ptr)))) != NULL) ||                   \
-   (CLOQ_FAIL("out of memory allocating %s (%lld elements of %zu bytes)", (what),                 \
-              (long long)(nelem), sizeof(*(ptr))),                                                 \
-    0))
 
 #endif
