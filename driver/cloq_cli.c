@@ -22,6 +22,9 @@ static void defaults(cloq_opts *o) {
   o->nsamples = 128;
   o->seqlen = 0;
   o->seed = 0;
+  o->propagate = "full";
+  o->dist_threshold = 8192;
+  o->dist_nb = 64;
 }
 
 void cloq_cli_usage(int cmd) {
@@ -44,7 +47,32 @@ void cloq_cli_usage(int cmd) {
         "  --nsamples N           windows drawn from text, or the first N lines of a token file\n"
         "                         (default 128)\n"
         "  --seqlen N             tokens per window (default min(2048, max_position_embeddings))\n"
-        "  --seed N               sampling and zero-init seed (default 0)\n");
+        "  --seed N               sampling and zero-init seed (default 0)\n"
+        "  --propagate P          full | sequential (default full): what feeds block b's\n"
+        "                         calibration inputs: the full-precision blocks before it\n"
+        "                         (streamed through all ranks at once), or the already\n"
+        "                         initialized Q + B A blocks (GPTQ-style, block by block)\n"
+        "  --dist-threshold N     decompose matrices whose smaller side is >= N with ScaLAPACK\n"
+        "                         over all ranks (default 8192; 1 forces it, 0 disables it)\n"
+        "  --dist-block N         ScaLAPACK block size (default 64)\n"
+        "  --dry-run              print the plan (blocks per rank, peak memory, flops per stage)\n"
+        "                         and stop\n"
+        "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
+        "complete in FILE.h5.partial.d/.\n");
+  } else if (cmd == CLOQ_CMD_SWEEP) {
+    printf(
+        "usage: cloq sweep --model DIR --calib FILE --bits 2,3,4 --ranks 8,16,32,64 --out DIR\n"
+        "One calibration pass and one eigendecomposition per distinct input for the whole sweep,\n"
+        "one quantization and one SVD per module and bits setting; every LoRA rank is derived from\n"
+        "the largest. Writes one store per configuration: DIR/b<bits>-r<rank>.h5, each equal to\n"
+        "what `cloq init` writes for that bits and rank. Options: those of `cloq init` (see\n"
+        "cloq init --help) except --bits and --rank, plus\n"
+        "  --bits LIST            comma-separated bits settings (2, 3, 4, 8), at most 4\n"
+        "  --ranks LIST           comma-separated LoRA ranks, at most 16\n"
+        "  --out DIR              output folder (created; stores already complete there are kept,\n"
+        "                         --force recomputes them; partial ones are resumed)\n"
+        "--propagate sequential is not available for sweeps (each configuration would need its\n"
+        "own calibration pass).\n");
   } else if (cmd == CLOQ_CMD_EVAL) {
     printf(
         "usage: cloq eval --model DIR --data FILE [options]\n"
@@ -63,7 +91,9 @@ void cloq_cli_usage(int cmd) {
     printf("usage: cloq <command> [options]    (cloq <command> --help for its options)\n"
            "commands:\n"
            "  init    quantize a model and compute LoRA initializations (zero, svd, cloq) into a store\n"
+           "  sweep   the same over lists of bits and ranks, sharing the expensive steps\n"
            "  eval    perplexity of a model, or of a store applied to it\n"
+           "  synth   write a synthetic Hugging Face checkpoint (scale tests, benchmarks)\n"
            "Runs as a plain process or under mpirun/srun with any number of ranks.\n");
   }
 }
@@ -76,6 +106,30 @@ static int parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, in
   CLOQ_CHECK(x >= lo && x <= hi, "%s: %lld is out of range [%lld, %lld]", flag, x, (long long)lo,
              (long long)hi);
   *out = x;
+  return CLOQ_OK;
+}
+
+/* A comma-separated list of integers in [lo, hi], at most cap of them. */
+static int parse_list(const char *flag, const char *v, int64_t lo, int64_t hi, int cap,
+                      int64_t *out, int *n) {
+  char buf[256];
+  CLOQ_CHECK(strlen(v) < sizeof buf, "%s: list too long", flag);
+  snprintf(buf, sizeof buf, "%s", v);
+  *n = 0;
+  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    CLOQ_CHECK(*n < cap, "%s: at most %d values", flag, cap);
+    CLOQ_CALL(parse_i64(flag, tok, lo, hi, &out[*n]));
+    for (int i = 0; i < *n; i++)
+      CLOQ_CHECK(out[i] != out[*n], "%s: %lld is listed twice", flag, (long long)out[*n]);
+    (*n)++;
+  }
+  CLOQ_CHECK(*n > 0, "%s: empty list", flag);
+  return CLOQ_OK;
+}
+
+static int check_bits(int64_t v) {
+  CLOQ_CHECK(v == 2 || v == 3 || v == 4 || v == 8, "--bits: %lld is not one of 2, 3, 4, 8",
+             (long long)v);
   return CLOQ_OK;
 }
 
@@ -108,6 +162,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   }
   const char *c = argv[1];
   if (!strcmp(c, "init")) o->cmd = CLOQ_CMD_INIT;
+  else if (!strcmp(c, "sweep")) o->cmd = CLOQ_CMD_SWEEP;
   else if (!strcmp(c, "eval")) o->cmd = CLOQ_CMD_EVAL;
   else if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
     o->help = 1;
@@ -116,8 +171,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     printf("cloq %s\n", CLOQ_VERSION);
     exit(0);
   } else
-    return CLOQ_FAIL("unknown command '%s' (commands: init, eval)", c);
-  int init = o->cmd == CLOQ_CMD_INIT;
+    return CLOQ_FAIL("unknown command '%s' (commands: init, sweep, eval, synth)", c);
+  int init = o->cmd == CLOQ_CMD_INIT || o->cmd == CLOQ_CMD_SWEEP;
+  int sweep = o->cmd == CLOQ_CMD_SWEEP;
+  int64_t list[16];
   int64_t v;
   for (int i = 2; i < argc; i++) {
     const char *f = argv[i];
@@ -127,6 +184,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     }
     if (!strcmp(f, "--force") && init) {
       o->force = 1;
+      continue;
+    }
+    if (!strcmp(f, "--dry-run") && init) {
+      o->dry_run = 1;
       continue;
     }
     CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s'", f);
@@ -140,15 +201,29 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
       o->calib_format = a;
     } else if (init && !strcmp(f, "--out")) o->out = a;
-    else if (init && !strcmp(f, "--bits")) {
+    else if (init && !sweep && !strcmp(f, "--bits")) {
       CLOQ_CALL(parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
-      CLOQ_CHECK(v == 2 || v == 3 || v == 4 || v == 8, "--bits: %lld is not one of 2, 3, 4, 8",
-                 (long long)v);
+      CLOQ_CALL(check_bits(v));
       o->bits = (int)v;
+    } else if (sweep && !strcmp(f, "--bits")) {
+      CLOQ_CALL(parse_list(f, a, INT32_MIN, INT32_MAX, 4, list, &o->nbits));
+      for (int k = 0; k < o->nbits; k++) {
+        CLOQ_CALL(check_bits(list[k]));
+        o->bits_list[k] = (int)list[k];
+      }
+    } else if (sweep && !strcmp(f, "--ranks")) {
+      CLOQ_CALL(parse_list(f, a, 1, 1 << 20, 16, o->rank_list, &o->nranks));
+    } else if (init && !strcmp(f, "--propagate")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"full", "sequential", NULL}));
+      o->propagate = a;
+    } else if (init && !strcmp(f, "--dist-threshold")) {
+      CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
+    } else if (init && !strcmp(f, "--dist-block")) {
+      CLOQ_CALL(parse_i64(f, a, 1, 1 << 16, &o->dist_nb));
     } else if (init && !strcmp(f, "--group-size")) {
       CLOQ_CALL(parse_i64(f, a, -1, INT64_MAX, &o->group_size));
       CLOQ_CHECK(o->group_size != 0, "--group-size: 0 is not allowed (use -1 for whole rows)");
-    } else if (init && !strcmp(f, "--rank")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->rank));
+    } else if (init && !sweep && !strcmp(f, "--rank")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->rank));
     else if (init && !strcmp(f, "--init")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", NULL}));
       o->init = a;
@@ -175,6 +250,18 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   if (init) {
     CLOQ_CHECK(o->calib, "--calib is required");
     CLOQ_CHECK(o->out, "--out is required");
+    if (!sweep) {
+      o->nbits = 1, o->bits_list[0] = o->bits;
+      o->nranks = 1, o->rank_list[0] = o->rank;
+    } else {
+      CLOQ_CHECK(o->nbits > 0, "--bits is required (a comma-separated list)");
+      CLOQ_CHECK(o->nranks > 0, "--ranks is required (a comma-separated list)");
+      CLOQ_CHECK(strcmp(o->propagate, "sequential") != 0,
+                 "--propagate sequential is not available for sweeps: each configuration would "
+                 "need its own calibration pass (run cloq init per configuration)");
+      o->bits = o->bits_list[0];
+      o->rank = o->rank_list[0];
+    }
   } else {
     CLOQ_CHECK(o->data, "--data is required");
   }

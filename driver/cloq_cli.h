@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-enum { CLOQ_CMD_INIT = 1, CLOQ_CMD_EVAL = 2 };
+enum { CLOQ_CMD_INIT = 1, CLOQ_CMD_EVAL = 2, CLOQ_CMD_SWEEP = 3 };
 
 typedef struct {
   int cmd;
@@ -27,6 +27,15 @@ typedef struct {
   int64_t nsamples;
   int64_t seqlen;         /* 0: min(2048, max_position_embeddings) */
   int64_t seed;
+  const char *propagate;  /* full | sequential */
+  int64_t dist_threshold; /* ScaLAPACK for matrices whose smaller side is >= this (0: never) */
+  int64_t dist_nb;        /* ScaLAPACK block size */
+  int dry_run;            /* print the plan (blocks, memory, flops per rank) and stop */
+  /* sweep: --bits and --ranks take comma lists (init: one value each) */
+  int nbits;
+  int bits_list[4];
+  int nranks;
+  int64_t rank_list[16];
   /* eval */
   const char *store;
   const char *data;

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -21,10 +24,20 @@
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
+#include "cloq_signal.h"
 #include "cloq_store.h"
 #include "cloq_stream.h"
 
-enum { TAG_PROGRESS = 21 };
+enum { TAG_PROGRESS = 21, TAG_SEQ = 22 };
+
+static int64_t max_rank_opts(const cloq_opts *o);
+
+/* In a collective step, whether any rank failed (its own error stays recorded). */
+static int any_failed_cmd(MPI_Comm comm, int rc) {
+  int bad = rc != CLOQ_OK, any;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any;
+}
 
 typedef struct {
   MPI_Comm comm;
@@ -59,17 +72,6 @@ static int load_model(const cloq_opts *o, run_ctx *c) {
   return CLOQ_OK;
 }
 
-static int check_rank(const cloq_opts *o, const cloq_config *cfg) {
-  for (int m = 0; m < CLOQ_NMOD; m++) {
-    int64_t no, ni;
-    cloq_module_shape(cfg, m, &no, &ni);
-    int64_t lim = no < ni ? no : ni;
-    CLOQ_CHECK(o->rank <= lim, "--rank %lld exceeds min(n_out, n_in) = %lld of %s (%lld x %lld)",
-               (long long)o->rank, (long long)lim, cloq_module_name[m], (long long)no,
-               (long long)ni);
-  }
-  return CLOQ_OK;
-}
 
 /* Phase 2 on rank 0: samples and the embedding table. */
 static int load_samples(const cloq_opts *o, run_ctx *c, int eval) {
@@ -110,55 +112,347 @@ static int sink_nll(void *ctx, int64_t s, const float *x, const int32_t *ids, in
 
 static const char *const stage_names[CLOQ_NST] = {"eig", "quant", "init", "write"};
 
+/* Progress record a block's owner sends rank 0: {block, ok, owner, forward s, stage s...}. */
+enum { PROG_N = 4 + CLOQ_NST };
+
 /* One line per finished block; `done` counts the blocks reported so far (this one included),
- * and the ETA assumes the remaining blocks take as long as the average one so far since t_init
- * (owners work concurrently, so this is the time until the last report, not a sum). */
-static void print_progress(const double *v, int64_t n_layers, int64_t done, double t0,
-                           double t_init) {
+ * `total` the blocks this run initializes. The ETA assumes the remaining blocks take as long as
+ * the average one so far since t_init (owners work concurrently, so this is the time until the
+ * last report, not a sum). */
+static void print_progress(const double *v, int64_t n_layers, int64_t done, int64_t total,
+                           double t0, double t_init) {
   double now = cloq_now();
   printf("block %lld/%lld (rank %d): forward+gram %.3f s", (long long)v[0] + 1,
          (long long)n_layers, (int)v[2], v[3]);
   for (int i = 0; i < CLOQ_NST; i++) printf(", %s %.3f s", stage_names[i], v[4 + i]);
-  printf("  [%lld/%lld done, %.1f s, ETA %.1f s]\n", (long long)done, (long long)n_layers,
-         now - t0, (now - t_init) / (double)done * (double)(n_layers - done));
+  printf("  [%lld/%lld done, %.1f s, ETA %.1f s]\n", (long long)done, (long long)total,
+         now - t0, (now - t_init) / (double)done * (double)(total - done));
   fflush(stdout);
 }
 
-/* Phase 6: initialize owned blocks; rank 0 prints one line per block as owners report. */
-static int init_blocks(const cloq_opts *o, run_ctx *c, cloq_store *store, double t0) {
-  cloq_init_params ip = {.bits = o->bits,
-                         .group_size = o->group_size,
-                         .rank = o->rank,
-                         .init = !strcmp(o->init, "zero")  ? CLOQ_INIT_ZERO
-                                 : !strcmp(o->init, "svd") ? CLOQ_INIT_SVD
-                                                           : CLOQ_INIT_CLOQ,
-                         .damp = o->damp,
-                         .seed = (uint64_t)o->seed};
+/* What an init or sweep run shares between its phases. */
+typedef struct {
+  const cloq_opts *o;
+  cloq_init_params ip;
+  int nconf;
+  cloq_store *stores[CLOQ_MAX_BITS * CLOQ_MAX_RANKS];
+  char paths[CLOQ_MAX_BITS * CLOQ_MAX_RANKS][1100];
+  uint8_t *todo;       /* (n_layers, nconf): config c still needs block b */
+  int64_t ntodo;       /* blocks with some config to do */
+  int sequential;
+  int group;           /* every block is a group block (cloq_block_needs_group) */
+  double t0, t_init;
+  int64_t reported;
+} init_run;
+
+static int block_todo(const init_run *r, int64_t b) {
+  for (int c = 0; c < r->nconf; c++)
+    if (r->todo[b * r->nconf + c]) return 1;
+  return 0;
+}
+
+static void make_params(const cloq_opts *o, cloq_init_params *ip) {
+  memset(ip, 0, sizeof *ip);
+  ip->nbits = o->nbits;
+  for (int i = 0; i < o->nbits; i++) ip->bits[i] = o->bits_list[i];
+  ip->nranks = o->nranks;
+  for (int i = 0; i < o->nranks; i++) ip->ranks[i] = o->rank_list[i];
+  ip->group_size = o->group_size;
+  ip->init = !strcmp(o->init, "zero")  ? CLOQ_INIT_ZERO
+             : !strcmp(o->init, "svd") ? CLOQ_INIT_SVD
+                                       : CLOQ_INIT_CLOQ;
+  ip->damp = o->damp;
+  ip->seed = (uint64_t)o->seed;
+  ip->dist_threshold = o->dist_threshold;
+  ip->dist_nb = o->dist_nb;
+}
+
+static int check_ranks(const cloq_opts *o, const cloq_config *cfg) {
+  for (int i = 0; i < o->nranks; i++) {
+    int64_t r = o->rank_list[i];
+    for (int m = 0; m < CLOQ_NMOD; m++) {
+      int64_t no, ni;
+      cloq_module_shape(cfg, m, &no, &ni);
+      int64_t lim = no < ni ? no : ni;
+      CLOQ_CHECK(r <= lim, "--rank %lld exceeds min(n_out, n_in) = %lld of %s (%lld x %lld)",
+                 (long long)r, (long long)lim, cloq_module_name[m], (long long)no, (long long)ni);
+    }
+  }
+  return CLOQ_OK;
+}
+
+/* Peak resident memory of every rank, printed by rank 0. Collective. */
+static void report_rss(MPI_Comm comm, int rank, int size) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double mine = (double)ru.ru_maxrss / 1024.0, *all = rank == 0 ? calloc(size, sizeof *all) : NULL;
+  MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, comm);
+  if (rank == 0 && all) {
+    printf("peak RSS (MiB):");
+    for (int i = 0; i < size; i++) printf(" rank %d %.1f%s", i, all[i], i + 1 < size ? "," : "\n");
+    fflush(stdout);
+  }
+  free(all);
+}
+
+/* ---- the plan (--dry-run) ------------------------------------------------------------------- */
+
+static double svd_flops(double m, double n) {
+  if (m < n) { double t = m; m = n; n = t; }
+  return 4.0 * m * n * n + 22.0 * n * n * n; /* dgesdd with vectors (LAWN 41 estimate) */
+}
+
+/* Prints, per rank, the blocks owned, the peak memory expected and the flops per stage. Sizes
+ * follow the buffers the code allocates; flops are the usual leading-order counts. */
+static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[4]) {
+  const cloq_config *cfg = &c->cfg;
+  const cloq_init_params *ip = &r->ip;
+  double d = (double)cfg->dim, T = (double)stats[1], tok = (double)stats[2];
+  double qd = (double)(cfg->n_heads * cfg->head_dim), H = (double)cfg->hidden_dim;
+  double params = 0, maxmod = 0;
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    int64_t no, ni;
+    cloq_module_shape(cfg, m, &no, &ni);
+    params += (double)no * (double)ni;
+    if ((double)no * (double)ni > maxmod) maxmod = (double)no * (double)ni;
+  }
+  double gram_bytes = 0, eig_flops = 0, gram_flops = 0, nmax = 0;
+  for (int in = 0; in < CLOQ_NIN; in++) {
+    double n = (double)cloq_input_dim(cfg, in);
+    gram_bytes += 8 * n * n;
+    eig_flops += 4.7 * n * n * n; /* tridiagonal reduction + divide and conquer + back-transform */
+    gram_flops += tok * n * (n + 1);
+    if (n > nmax) nmax = n;
+  }
+  double svdf = 0, rmax = (double)max_rank_opts(r->o);
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    int64_t no, ni;
+    cloq_module_shape(cfg, m, &no, &ni);
+    svdf += svd_flops((double)no, (double)ni);
+    if (ip->init == CLOQ_INIT_CLOQ) svdf += 4.0 * (double)no * (double)ni * (double)ni; /* M, A */
+  }
+  int cloq = ip->init == CLOQ_INIT_CLOQ;
+  double fwd_flops = tok * (2 * params + 4 * T / 2 * qd); /* linears + causal attention */
+  double act = T * (3 * d + 3 * qd + 2 * H) * 4 + T * T * 4 + (cloq ? T * (d > H ? d : H) * 8 : 0);
+  double stream = 2 * (T * d * 4 + T * 4 + 8);
+  /* init: one unit's H copy is the Gram itself; U, dsyevd work (~2 n^2), E, M, Q, P, Vt */
+  double init_ws = (cloq ? 8 * nmax * nmax * 3 : 0) + maxmod * (8 * 3 + 4 + 1) +
+                   8 * rmax * 2 * (d > H ? d : H);
+  /* the checkpoint's pages of the owned tensors stay mapped (counted in RSS) once read */
+  cloq_tensor tq;
+  double esz = cloq_st_find(c->st, "model.layers.0.self_attn.q_proj.weight", &tq) == CLOQ_OK
+                   ? (tq.dtype == CLOQ_DT_F32 ? 4.0 : 2.0)
+                   : 4.0;
+  const double base = 48.0 * 1024 * 1024; /* MPI, HDF5, OpenBLAS: measured at stories260K */
+  const char *gb = "GiB";
+  double G = 1024.0 * 1024.0 * 1024.0;
+  printf("plan: %s propagation, %d rank(s), %lld blocks; %s%s\n",
+         r->sequential ? "sequential" : "full-precision", c->size, (long long)cfg->n_layers,
+         r->group ? "decompositions shared by all ranks (ScaLAPACK above " : "each owner "
+                                                                            "initializes its blocks",
+         r->group ? "the threshold)" : "");
+  for (int k = 0; k < c->size; k++) {
+    int64_t nb = c->plan.first[k + 1] - c->plan.first[k];
+    double w = (double)nb * (params + 2 * d) * 4;
+    double grams = r->sequential ? (nb ? gram_bytes : 0) : (double)nb * (cloq ? gram_bytes : 0);
+    double hs = r->sequential && nb ? tok * d * 4 : 0;
+    double mapped = (double)nb * (params + 2 * d) * esz;
+    double mem = base + (nb ? w + mapped + grams + act + stream + init_ws + hs : 0);
+    if (k == 0)
+      mem += (double)cfg->vocab_size * d * (4 + esz) + stream + tok * 8 +
+             (r->sequential ? tok * d * 4 : 0);
+    printf("rank %d: blocks [%lld, %lld) (%lld), peak memory ~%.2f %s (weights %.2f + mapped %.2f, "
+           "Gram %.2f, activations %.2f, init workspace %.2f%s)\n",
+           k, (long long)c->plan.first[k], (long long)c->plan.first[k + 1], (long long)nb, mem / G,
+           gb, w / G, mapped / G, grams / G, (act + stream) / G, init_ws / G,
+           k == 0 ? ", + embedding table and samples" : "");
+    if (nb)
+      printf("rank %d: flops: forward %.3g, gram %.3g, eig %.3g, svd+factors %.3g (x %d bits)\n",
+             k, fwd_flops * (double)nb, cloq ? gram_flops * (double)nb : 0.0,
+             cloq ? eig_flops * (double)nb : 0.0, svdf * (double)nb * ip->nbits, ip->nbits);
+  }
+  fflush(stdout);
+}
+
+/* ---- phases ------------------------------------------------------------------------------ */
+
+/* Rank 0's side of the progress lines: blocks finished elsewhere arrive as messages. */
+static void progress_local(init_run *r, run_ctx *c, const double *v) {
+  if (c->rank == 0) {
+    if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+  } else {
+    MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
+  }
+}
+
+static int signal_agreed(MPI_Comm comm) {
+  int mine = cloq_signal_pending(), any;
+  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any;
+}
+
+/* Full-precision propagation, after the stream: owners initialize their blocks concurrently
+ * (local), or all ranks go through the blocks together (group). */
+static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
   int rc = CLOQ_OK;
-  int64_t done = 0;
-  double t_init = cloq_now();
+  r->t_init = cloq_now();
+  if (r->group) {
+    for (int64_t b = 0; b < c->cfg.n_layers; b++) {
+      if (!block_todo(r, b)) continue;
+      int sig = signal_agreed(c->comm);
+      if (sig) {
+        if (rc == CLOQ_OK)
+          rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to "
+                         "resume", sig, (long long)b);
+        break;
+      }
+      int owner = cloq_plan_owner(&c->plan, b);
+      double v[PROG_N] = {(double)b, 0, (double)owner, 0};
+      if (c->rank == owner) v[3] = cloq_worker_forward_seconds(c->w, b);
+      int r2 = cloq_block_init(x, b, owner, 1, r->todo + b * r->nconf, v + 4);
+      v[1] = r2 == CLOQ_OK;
+      if (rc == CLOQ_OK) rc = r2;
+      if (owner != 0) {
+        if (c->rank == owner) MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
+        if (c->rank == 0)
+          MPI_Recv(v, PROG_N, MPI_DOUBLE, owner, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
+      }
+      if (c->rank == 0 && v[1] != 0)
+        print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+      if (any_failed_cmd(c->comm, rc)) break;
+    }
+    return rc == CLOQ_STOPPED ? CLOQ_OK : rc;
+  }
   for (int64_t b = c->plan.b0; b < c->plan.b1; b++) {
-    double v[4 + CLOQ_NST] = {(double)b, 0, (double)c->rank, 0};
+    if (!block_todo(r, b)) continue;
+    double v[PROG_N] = {(double)b, 0, (double)c->rank, 0};
+    if (rc == CLOQ_OK && cloq_signal_pending())
+      rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to resume",
+                     cloq_signal_pending(), (long long)b);
     if (rc == CLOQ_OK) {
       v[3] = cloq_worker_forward_seconds(c->w, b);
-      rc = cloq_block_init(c->w, &c->cfg, b, &ip, store, v + 4);
+      rc = cloq_block_init(x, b, c->rank, 0, r->todo + b * r->nconf, v + 4);
     }
     v[1] = rc == CLOQ_OK;
-    if (c->rank == 0) {
-      if (rc == CLOQ_OK) print_progress(v, c->cfg.n_layers, ++done, t0, t_init);
-    } else {
-      MPI_Send(v, 4 + CLOQ_NST, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
-    }
+    progress_local(r, c, v);
   }
   if (c->rank == 0) {
-    int64_t others = c->cfg.n_layers - (c->plan.b1 - c->plan.b0);
+    int64_t others = 0;
+    for (int64_t b = 0; b < c->cfg.n_layers; b++)
+      if (block_todo(r, b) && (b < c->plan.b0 || b >= c->plan.b1)) others++;
     for (int64_t i = 0; i < others; i++) {
-      double v[4 + CLOQ_NST];
-      MPI_Recv(v, 4 + CLOQ_NST, MPI_DOUBLE, MPI_ANY_SOURCE, TAG_PROGRESS, c->comm,
-               MPI_STATUS_IGNORE);
-      if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++done, t0, t_init);
+      double v[PROG_N];
+      MPI_Recv(v, PROG_N, MPI_DOUBLE, MPI_ANY_SOURCE, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
+      if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
     }
   }
+  return rc;
+}
+
+/* Sequential propagation: block by block, the owner holds every sample's hidden state, runs the
+ * full-precision block once for its Gram matrices, the block is initialized (its decompositions
+ * spread over all ranks), and the owner runs the samples through Q + B A to make the next
+ * block's inputs. Hidden states move when the next block has another owner. */
+static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsamples,
+                          int64_t max_t) {
+  const cloq_config *cfg = &c->cfg;
+  int64_t d = cfg->dim, *len = NULL;
+  float **hs = NULL, *tmp = NULL;
+  int rc = CLOQ_OK;
+  CLOQ_ALLOC(len, nsamples, "sample lengths");
+  if (c->rank == 0)
+    for (int64_t s = 0; s < nsamples; s++) len[s] = c->samples.len[s];
+  MPI_Bcast(len, (int)nsamples, MPI_INT64_T, 0, c->comm);
+  hs = calloc(nsamples, sizeof *hs);
+  tmp = malloc((size_t)(max_t * d) * sizeof *tmp);
+  if (!hs || !tmp) rc = CLOQ_FAIL("out of memory for the hidden states");
+  /* rank 0 embeds every sample */
+  if (c->rank == 0)
+    for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
+      hs[s] = malloc((size_t)(len[s] * d) * sizeof(float));
+      if (!hs[s]) { rc = CLOQ_FAIL("out of memory for the hidden states"); break; }
+      for (int64_t i = 0; i < len[s]; i++) {
+        int32_t id = c->samples.ids[s][i];
+        if (id < 0 || id >= cfg->vocab_size) {
+          rc = CLOQ_FAIL("token id %d at position %lld of sample %lld is outside the vocabulary",
+                         (int)id, (long long)i, (long long)s);
+          break;
+        }
+        memcpy(hs[s] + i * d, c->embed + (int64_t)id * d, (size_t)d * sizeof(float));
+      }
+    }
+  int holder = 0;
+  int64_t last_todo = -1;
+  for (int64_t b = 0; b < cfg->n_layers; b++)
+    if (block_todo(r, b)) last_todo = b;
+  r->t_init = cloq_now();
+  for (int64_t b = 0; b <= last_todo; b++) {
+    int owner = cloq_plan_owner(&c->plan, b);
+    if (any_failed_cmd(c->comm, rc)) break;
+    int sig = signal_agreed(c->comm);
+    if (sig) {
+      rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to resume",
+                     sig, (long long)b);
+      break;
+    }
+    /* move the hidden states to the block's owner */
+    if (owner != holder) {
+      for (int64_t s = 0; s < nsamples; s++) {
+        if (c->rank == holder) {
+          MPI_Send(hs[s], (int)(len[s] * d), MPI_FLOAT, owner, TAG_SEQ, c->comm);
+          free(hs[s]);
+          hs[s] = NULL;
+        } else if (c->rank == owner) {
+          hs[s] = malloc((size_t)(len[s] * d) * sizeof(float));
+          if (!hs[s]) {
+            CLOQ_FAIL("out of memory for the hidden states");
+            fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
+            MPI_Abort(c->comm, 1);
+          }
+          MPI_Recv(hs[s], (int)(len[s] * d), MPI_FLOAT, holder, TAG_SEQ, c->comm,
+                   MPI_STATUS_IGNORE);
+        }
+      }
+      holder = owner;
+    }
+    int todo = block_todo(r, b);
+    double v[PROG_N] = {(double)b, 0, (double)owner, 0};
+    if (c->rank == owner && todo && r->ip.init == CLOQ_INIT_CLOQ) {
+      /* the full-precision block on every sample, for its Gram matrices */
+      double t0 = cloq_now();
+      rc = cloq_worker_alloc_gram(c->w, b);
+      for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
+        memcpy(tmp, hs[s], (size_t)(len[s] * d) * sizeof(float));
+        rc = cloq_worker_forward_block(c->w, b, tmp, len[s]);
+      }
+      v[3] = cloq_now() - t0;
+    }
+    if (any_failed_cmd(c->comm, rc)) break;
+    if (todo) {
+      int r2 = cloq_block_init(x, b, owner, c->size > 1, r->todo + b * r->nconf, v + 4);
+      v[1] = r2 == CLOQ_OK;
+      if (r2 != CLOQ_STOPPED) rc = r2;
+    } else if (c->rank == owner) {
+      rc = cloq_block_apply_done(x, b); /* resumed: the block's Q + B A from its file */
+    }
+    /* the next block's inputs */
+    if (c->rank == owner && rc == CLOQ_OK && b < last_todo)
+      for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++)
+        rc = cloq_worker_forward_block(c->w, b, hs[s], len[s]);
+    if (todo) {
+      if (owner != 0) {
+        if (c->rank == owner) MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
+        if (c->rank == 0)
+          MPI_Recv(v, PROG_N, MPI_DOUBLE, owner, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
+      }
+      if (c->rank == 0 && v[1] != 0)
+        print_progress(v, cfg->n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+    }
+  }
+  for (int64_t s = 0; hs && s < nsamples; s++) free(hs[s]);
+  free(hs);
+  free(tmp);
+  free(len);
   return rc;
 }
 
@@ -167,69 +461,157 @@ static int init_blocks(const cloq_opts *o, run_ctx *c, cloq_store *store, double
     if (cloq_agree(c.comm, (expr)) != CLOQ_OK) goto fail;                                          \
   } while (0)
 
+static int64_t max_rank_opts(const cloq_opts *o) {
+  int64_t r = 0;
+  for (int i = 0; i < o->nranks; i++)
+    if (o->rank_list[i] > r) r = o->rank_list[i];
+  return r;
+}
+
+/* Output path of config (ib, ir): --out for init, DIR/b<bits>-r<rank>.h5 for a sweep. */
+static int config_path(const cloq_opts *o, int ib, int ir, char *buf, size_t cap) {
+  int n = o->cmd == CLOQ_CMD_SWEEP
+              ? snprintf(buf, cap, "%s/b%d-r%lld.h5", o->out, o->bits_list[ib],
+                         (long long)o->rank_list[ir])
+              : snprintf(buf, cap, "%s", o->out);
+  CLOQ_CHECK(n > 0 && (size_t)n < cap, "output path too long");
+  return CLOQ_OK;
+}
+
+/* `cloq init` and `cloq sweep` (init is a sweep of one configuration). Collective. */
 int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   run_ctx c = {.comm = comm};
-  cloq_store *store = NULL;
+  init_run r = {.o = o, .sequential = !strcmp(o->propagate, "sequential")};
   MPI_Comm_rank(comm, &c.rank);
   MPI_Comm_size(comm, &c.size);
-  double t0 = cloq_now();
-  int rc = access(o->out, F_OK) == 0 && !o->force
-               ? CLOQ_FAIL("output %s exists (use --force to overwrite it)", o->out)
-               : CLOQ_OK;
+  r.t0 = cloq_now();
+  make_params(o, &r.ip);
+  r.nconf = o->nbits * o->nranks;
+  cloq_signal_install();
+  int rc = CLOQ_OK;
+  if (o->cmd == CLOQ_CMD_SWEEP && c.rank == 0 && !o->dry_run && mkdir(o->out, 0777) != 0 &&
+      errno != EEXIST)
+    rc = CLOQ_FAIL("cannot create folder %s: %s", o->out, strerror(errno));
+  for (int ib = 0; ib < o->nbits && rc == CLOQ_OK; ib++)
+    for (int ir = 0; ir < o->nranks && rc == CLOQ_OK; ir++)
+      rc = config_path(o, ib, ir, r.paths[ib * o->nranks + ir], sizeof r.paths[0]);
   if (rc == CLOQ_OK) rc = load_model(o, &c);
-  if (rc == CLOQ_OK) rc = check_rank(o, &c.cfg);
+  if (rc == CLOQ_OK) rc = check_ranks(o, &c.cfg);
   AGREE(rc);
+  r.group = c.size > 1 && (r.sequential || cloq_block_needs_group(&c.cfg, &r.ip, c.size));
   AGREE(load_samples(o, &c, 0));
   int64_t stats[4];
   bcast_stats(&c, stats);
   if (c.rank == 0) {
-    printf("cloq init: %s: %lld blocks, d %lld, mlp %lld, heads %lld/%lld; %d rank(s)\n",
-           o->model, (long long)c.cfg.n_layers, (long long)c.cfg.dim, (long long)c.cfg.hidden_dim,
-           (long long)c.cfg.n_heads, (long long)c.cfg.n_kv_heads, c.size);
-    printf("settings: quantizer %s, bits %d, group %lld, init %s, rank %lld, damp %g, seed %lld\n",
-           o->quantizer, o->bits, (long long)o->group_size, o->init, (long long)o->rank, o->damp,
-           (long long)o->seed);
+    printf("cloq %s: %s: %lld blocks, d %lld, mlp %lld, heads %lld/%lld; %d rank(s)\n",
+           o->cmd == CLOQ_CMD_SWEEP ? "sweep" : "init", o->model, (long long)c.cfg.n_layers,
+           (long long)c.cfg.dim, (long long)c.cfg.hidden_dim, (long long)c.cfg.n_heads,
+           (long long)c.cfg.n_kv_heads, c.size);
+    printf("settings: quantizer %s, bits", o->quantizer);
+    for (int i = 0; i < o->nbits; i++) printf("%s%d", i ? "," : " ", o->bits_list[i]);
+    printf(", group %lld, init %s, rank", (long long)o->group_size, o->init);
+    for (int i = 0; i < o->nranks; i++) printf("%s%lld", i ? "," : " ", (long long)o->rank_list[i]);
+    printf(", damp %g, seed %lld, propagate %s\n", o->damp, (long long)o->seed, o->propagate);
     printf("calibration: %lld samples, %lld tokens from %s (%s)\n", (long long)stats[0],
            (long long)stats[2], o->calib, o->calib_format);
+    if (o->dry_run) print_plan(&r, &c, stats);
     fflush(stdout);
   }
-  cloq_store_meta meta = {.bits = o->bits,
-                          .group_size = o->group_size,
-                          .rank = o->rank,
-                          .damp = o->damp,
-                          .seed = o->seed,
-                          .nsamples = stats[0],
-                          .seqlen = stats[3],
-                          .calib_tokens = stats[2],
-                          .nranks = c.size};
-  snprintf(meta.model, sizeof meta.model, "%s", o->model);
-  snprintf(meta.calib, sizeof meta.calib, "%s", o->calib);
-  snprintf(meta.calib_format, sizeof meta.calib_format, "%s", o->calib_format);
-  snprintf(meta.init, sizeof meta.init, "%s", o->init);
-  snprintf(meta.quantizer, sizeof meta.quantizer, "%s", o->quantizer);
-  AGREE(cloq_store_create(comm, o->out, o->force, &c.cfg, &meta, &store));
+  if (o->dry_run) {
+    ctx_free(&c);
+    return CLOQ_OK;
+  }
+  /* one store per configuration; a resume finds its complete blocks */
+  int64_t nl = c.cfg.n_layers;
+  r.todo = calloc((size_t)(nl * r.nconf), 1);
+  AGREE(r.todo ? CLOQ_OK : CLOQ_FAIL("out of memory"));
+  for (int ib = 0; ib < o->nbits; ib++)
+    for (int ir = 0; ir < o->nranks; ir++) {
+      int k = ib * o->nranks + ir;
+      cloq_store_meta meta = {.bits = o->bits_list[ib],
+                              .group_size = o->group_size,
+                              .rank = o->rank_list[ir],
+                              .damp = o->damp,
+                              .seed = o->seed,
+                              .nsamples = stats[0],
+                              .seqlen = stats[3],
+                              .calib_tokens = stats[2],
+                              .nranks = c.size,
+                              .dist_threshold = o->dist_threshold};
+      snprintf(meta.model, sizeof meta.model, "%s", o->model);
+      snprintf(meta.calib, sizeof meta.calib, "%s", o->calib);
+      snprintf(meta.calib_format, sizeof meta.calib_format, "%s", o->calib_format);
+      snprintf(meta.init, sizeof meta.init, "%s", o->init);
+      snprintf(meta.quantizer, sizeof meta.quantizer, "%s", o->quantizer);
+      snprintf(meta.propagate, sizeof meta.propagate, "%s", o->propagate);
+      int64_t ndone = 0;
+      /* a sweep extended or re-run keeps the configurations already complete */
+      int complete = o->cmd == CLOQ_CMD_SWEEP && !o->force && access(r.paths[k], F_OK) == 0;
+      MPI_Bcast(&complete, 1, MPI_INT, 0, comm);
+      if (complete) {
+        if (c.rank == 0) printf("keeping %s: already complete\n", r.paths[k]);
+        continue;
+      }
+      AGREE(cloq_store_begin(comm, r.paths[k], o->force, &c.cfg, &meta, &r.stores[k], &ndone));
+      if (c.rank == 0 && ndone > 0) {
+        printf("resuming %s: %lld of %lld blocks already complete\n", r.paths[k], (long long)ndone,
+               (long long)nl);
+        fflush(stdout);
+      }
+      for (int64_t b = 0; b < nl; b++) r.todo[b * r.nconf + k] = !cloq_store_block_done(r.stores[k], b);
+    }
+  /* every rank must see the same answer: rank 0's view is the reference */
+  MPI_Bcast(r.todo, (int)(nl * r.nconf), MPI_UINT8_T, 0, comm);
+  for (int64_t b = 0; b < nl; b++) r.ntodo += block_todo(&r, b);
 
+  int cloq = r.ip.init == CLOQ_INIT_CLOQ;
   rc = CLOQ_OK;
   if (c.plan.b1 > c.plan.b0) {
-    cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .gram = !strcmp(o->init, "cloq"),
-                             .max_t = stats[1]};
+    cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .gram = cloq,
+                             .gram_lazy = r.sequential, .max_t = stats[1]};
     rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
+    /* blocks already complete need no Gram matrices (never touched: no memory used) */
+    for (int64_t b = c.plan.b0; b < c.plan.b1 && rc == CLOQ_OK && cloq && !r.sequential; b++)
+      if (!block_todo(&r, b)) cloq_worker_free_gram(c.w, b);
   }
   AGREE(rc);
-  double ts = cloq_now();
-  AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], source,
-                        NULL, &c, 1));
-  if (c.rank == 0) {
-    printf("calibration pass: %.2f s\n", cloq_now() - ts);
-    fflush(stdout);
+  cloq_initctx x = {.comm = comm, .rank = c.rank, .size = c.size, .cfg = &c.cfg, .st = c.st,
+                    .w = c.w, .ip = &r.ip, .stores = r.stores, .apply = r.sequential};
+  if (r.ntodo > 0 && r.sequential) {
+    AGREE(run_sequential(&r, &c, &x, stats[0], stats[1]));
+  } else if (r.ntodo > 0) {
+    if (cloq) {
+      double ts = cloq_now();
+      AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], source,
+                            NULL, &c, 1));
+      if (c.rank == 0) {
+        printf("calibration pass: %.2f s\n", cloq_now() - ts);
+        fflush(stdout);
+      }
+    }
+    AGREE(init_blocks(&r, &c, &x));
   }
-  AGREE(init_blocks(o, &c, store, t0));
-  AGREE(cloq_store_finish(&store));
-  if (c.rank == 0) printf("wrote %s in %.2f s\n", o->out, cloq_now() - t0);
+  for (int k = 0; k < r.nconf; k++)
+    if (r.stores[k]) AGREE(cloq_store_finish(&r.stores[k]));
+  int64_t cnt[3], tot[3];
+  cloq_block_counts(cnt);
+  MPI_Reduce(cnt, tot, 3, MPI_INT64_T, MPI_SUM, 0, comm);
+  if (c.rank == 0)
+    printf("work: %lld calibration pass(es), %lld eigendecompositions, %lld quantizations, %lld "
+           "SVDs for %d configuration(s) of %lld blocks\n",
+           (long long)(r.ntodo > 0 && cloq), (long long)tot[0], (long long)tot[1],
+           (long long)tot[2], r.nconf, (long long)r.ntodo);
+  report_rss(comm, c.rank, c.size);
+  if (c.rank == 0) {
+    if (r.nconf == 1) printf("wrote %s in %.2f s\n", o->out, cloq_now() - r.t0);
+    else printf("wrote %d stores in %s in %.2f s\n", r.nconf, o->out, cloq_now() - r.t0);
+  }
+  free(r.todo);
   ctx_free(&c);
   return CLOQ_OK;
 fail:
-  cloq_store_abandon(&store);
+  for (int k = 0; k < r.nconf; k++) cloq_store_abandon(&r.stores[k]);
+  free(r.todo);
   ctx_free(&c);
   return CLOQ_ERR;
 }
@@ -305,7 +687,7 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   AGREE(rc);
   cloq_store_meta meta;
   if (o->store) {
-    AGREE(cloq_store_open(comm, o->store, &c.cfg, &meta, &store));
+    AGREE(cloq_store_open(o->store, &c.cfg, &meta, &store));
     AGREE(has_w ? apply_store(&c, store, &meta) : CLOQ_OK);
     cloq_store_close(&store);
   }

@@ -6,12 +6,15 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cloq_cli.h"
 #include "cloq_driver.h"
 #include "cloq_err.h"
+#include "cloq_signal.h"
 #include "cloq_stream.h"
+#include "cloq_synth.h"
 
 /* Oversubscribed ranks that each start all cores' worth of threads run 10-25% slower
  * (STACK.md): give each rank its share unless the user set OPENBLAS_NUM_THREADS. */
@@ -33,6 +36,12 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   cloq_err_set_rank(rank);
+  /* `synth` is a plain single-process command: rank 0 runs it, other ranks only finalize. */
+  if (argc >= 2 && !strcmp(argv[1], "synth")) {
+    int synth_rc = rank == 0 ? cloq_synth_main(argc - 1, argv + 1) : 0;
+    MPI_Finalize();
+    return synth_rc;
+  }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported through cloq_err, one line */
   share_threads(MPI_COMM_WORLD);
 
@@ -48,8 +57,10 @@ int main(int argc, char **argv) {
     MPI_Finalize();
     return 0;
   }
-  rc = o.cmd == CLOQ_CMD_INIT ? cloq_cmd_init(&o, MPI_COMM_WORLD) : cloq_cmd_eval(&o, MPI_COMM_WORLD);
+  rc = o.cmd == CLOQ_CMD_EVAL ? cloq_cmd_eval(&o, MPI_COMM_WORLD) : cloq_cmd_init(&o, MPI_COMM_WORLD);
   if (rc != CLOQ_OK && !cloq_error_reported()) fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
   MPI_Finalize();
+  /* stopped by SIGTERM/SIGINT: the shell's 128 + signal, so job scripts can tell a preemption */
+  if (rc != CLOQ_OK && cloq_signal_pending()) return 128 + cloq_signal_pending();
   return rc == CLOQ_OK ? 0 : 1;
 }

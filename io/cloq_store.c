@@ -1,9 +1,7 @@
-/* cloq_store: parallel HDF5 (MPI-IO driver). See cloq_store.h and docs/store.md.
- *
- * Which calls are collective matters here more than anywhere: H5Fcreate/H5Fopen/H5Fclose,
- * H5Gcreate, H5Dcreate, H5Acreate and H5Awrite are collective (same arguments on every rank);
- * H5Dwrite/H5Dread with the default transfer list are independent, which is what lets a block's
- * owner write alone.
+/* cloq_store: see cloq_store.h and docs/store.md. Every HDF5 file here is opened by one process
+ * with the default (sec2) driver: a block's owner writes its block file alone, rank 0 writes the
+ * settings and top files, and readers open the files read-only each on their own. The only
+ * collective steps are the begin/finish handshakes, which are plain MPI.
  */
 #include "cloq_store.h"
 
@@ -11,27 +9,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 
-#define CLOQ_H5(expr, what)                                                                        \
-  do {                                                                                             \
-    if ((expr) < 0) return CLOQ_FAIL("HDF5: %s failed", what);                                     \
-  } while (0)
-
 static const char *const ds_name[5] = {"codes", "scales", "zeros", "lora_A", "lora_B"};
 
 struct cloq_store {
   MPI_Comm comm;
-  hid_t file;
-  int writable;
+  int rank;
+  hid_t file;               /* reading: the top file */
   cloq_config cfg;
   cloq_store_meta meta;
-  char path[1100], partial[1120];
-  hid_t status; /* /status dataset (int8, n_layers) */
+  char path[1100];          /* PATH */
+  char work[1200];          /* PATH.partial.d */
+  char done_dir[1200];      /* PATH.d */
+};
+
+struct cloq_store_block {
+  cloq_store *s;
+  int64_t b;
+  hid_t file;
+  char tmp[1300], fin[1300];
 };
 
 static int attr_write(hid_t obj, const char *name, hid_t type, const void *v) {
@@ -137,13 +142,17 @@ static void dataset_dims(const cloq_qmodule *q, int d, hsize_t dims[2]) {
   dims[1] = (hsize_t)cols[d];
 }
 
-static hid_t open_fapl(MPI_Comm comm) {
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  return fapl;
+/* ---- settings ------------------------------------------------------------------------------ */
+
+static const char *const dim_names[] = {"n_layers", "hidden_size", "intermediate_size",
+                                        "num_attention_heads", "num_key_value_heads", "head_dim"};
+
+static void dims_of(const cloq_config *cfg, int64_t v[6]) {
+  v[0] = cfg->n_layers, v[1] = cfg->dim, v[2] = cfg->hidden_dim, v[3] = cfg->n_heads;
+  v[4] = cfg->n_kv_heads, v[5] = cfg->head_dim;
 }
 
-/* Root attributes: format, provenance, every setting. Collective. */
+/* Format, provenance and every setting, as attributes of obj. */
 static int write_meta(hid_t f, const cloq_config *cfg, const cloq_store_meta *m) {
   CLOQ_CALL(attr_str(f, "format", CLOQ_STORE_FORMAT));
   CLOQ_CALL(attr_i64(f, "format_version", CLOQ_STORE_FORMAT_VERSION));
@@ -159,113 +168,310 @@ static int write_meta(hid_t f, const cloq_config *cfg, const cloq_store_meta *m)
   CLOQ_CALL(attr_i64(f, "rank", m->rank));
   CLOQ_CALL(attr_str(f, "init", m->init));
   CLOQ_CALL(attr_str(f, "quantizer", m->quantizer));
+  CLOQ_CALL(attr_str(f, "propagate", m->propagate));
   CLOQ_CALL(attr_f64(f, "damp", m->damp));
   CLOQ_CALL(attr_i64(f, "seed", m->seed));
   CLOQ_CALL(attr_i64(f, "nranks", m->nranks));
-  CLOQ_CALL(attr_i64(f, "n_layers", cfg->n_layers));
-  CLOQ_CALL(attr_i64(f, "hidden_size", cfg->dim));
-  CLOQ_CALL(attr_i64(f, "intermediate_size", cfg->hidden_dim));
-  CLOQ_CALL(attr_i64(f, "num_attention_heads", cfg->n_heads));
-  CLOQ_CALL(attr_i64(f, "num_key_value_heads", cfg->n_kv_heads));
-  CLOQ_CALL(attr_i64(f, "head_dim", cfg->head_dim));
+  CLOQ_CALL(attr_i64(f, "dist_threshold", m->dist_threshold));
+  int64_t v[6];
+  dims_of(cfg, v);
+  for (int i = 0; i < 6; i++) CLOQ_CALL(attr_i64(f, dim_names[i], v[i]));
   return CLOQ_OK;
 }
 
-int cloq_store_create(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
-                      const cloq_store_meta *meta, cloq_store **out) {
-  *out = NULL;
-  CLOQ_CHECK(strlen(path) < 1024, "output path too long");
-  /* Every rank sees the same file system answer, so all agree on refusing. */
-  CLOQ_CHECK(force || access(path, F_OK) != 0,
-             "output %s exists (use --force to overwrite it)", path);
-  cloq_store *s;
-  CLOQ_ALLOC(s, 1, "store");
-  s->comm = comm;
-  s->cfg = *cfg;
-  s->meta = *meta;
-  s->writable = 1;
-  s->status = -1;
-  snprintf(s->path, sizeof s->path, "%s", path);
-  snprintf(s->partial, sizeof s->partial, "%s.partial", path);
-  hid_t fapl = open_fapl(comm);
-  s->file = H5Fcreate(s->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); /* collective */
-  H5Pclose(fapl);
-  if (s->file < 0) {
-    CLOQ_FAIL("cannot create %s (is the folder writable?)", s->partial);
-    free(s);
-    return CLOQ_ERR;
-  }
-  *out = s;
-  CLOQ_CALL(write_meta(s->file, cfg, meta));
+/* Reads what write_meta wrote (checking the format and version); dims[6] receives the model
+ * shape recorded. `what` names the file in errors. */
+static int read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims[6]) {
+  char fmt[64];
+  int64_t ver, v;
+  CLOQ_CALL(attr_read_str(f, "format", fmt, sizeof fmt));
+  CLOQ_CHECK(strcmp(fmt, CLOQ_STORE_FORMAT) == 0, "%s is not a cloq store (format %s)", what, fmt);
+  CLOQ_CALL(attr_read(f, "format_version", H5T_NATIVE_INT64, &ver));
+  CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d",
+             what, (long long)ver, CLOQ_STORE_FORMAT_VERSION);
+  memset(m, 0, sizeof *m);
+  CLOQ_CALL(attr_read_str(f, "model", m->model, sizeof m->model));
+  CLOQ_CALL(attr_read_str(f, "calib_source", m->calib, sizeof m->calib));
+  CLOQ_CALL(attr_read_str(f, "calib_format", m->calib_format, sizeof m->calib_format));
+  CLOQ_CALL(attr_read_str(f, "init", m->init, sizeof m->init));
+  CLOQ_CALL(attr_read_str(f, "quantizer", m->quantizer, sizeof m->quantizer));
+  CLOQ_CALL(attr_read_str(f, "propagate", m->propagate, sizeof m->propagate));
+  CLOQ_CALL(attr_read(f, "bits", H5T_NATIVE_INT64, &v));
+  m->bits = (int)v;
+  CLOQ_CALL(attr_read(f, "group_size", H5T_NATIVE_INT64, &m->group_size));
+  CLOQ_CALL(attr_read(f, "rank", H5T_NATIVE_INT64, &m->rank));
+  CLOQ_CALL(attr_read(f, "damp", H5T_NATIVE_DOUBLE, &m->damp));
+  CLOQ_CALL(attr_read(f, "seed", H5T_NATIVE_INT64, &m->seed));
+  CLOQ_CALL(attr_read(f, "nsamples", H5T_NATIVE_INT64, &m->nsamples));
+  CLOQ_CALL(attr_read(f, "seqlen", H5T_NATIVE_INT64, &m->seqlen));
+  CLOQ_CALL(attr_read(f, "calib_tokens", H5T_NATIVE_INT64, &m->calib_tokens));
+  CLOQ_CALL(attr_read(f, "nranks", H5T_NATIVE_INT64, &v));
+  m->nranks = (int)v;
+  CLOQ_CALL(attr_read(f, "dist_threshold", H5T_NATIVE_INT64, &m->dist_threshold));
+  for (int i = 0; i < 6; i++) CLOQ_CALL(attr_read(f, dim_names[i], H5T_NATIVE_INT64, &dims[i]));
+  return CLOQ_OK;
+}
 
-  hsize_t nl = (hsize_t)cfg->n_layers;
-  hid_t sp = H5Screate_simple(1, &nl, NULL);
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  int8_t zero8 = 0;
-  H5Pset_fill_value(dcpl, H5T_NATIVE_INT8, &zero8);
-  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-  H5Pset_fill_time(dcpl, H5D_FILL_TIME_ALLOC);
-  s->status = H5Dcreate2(s->file, "status", H5T_NATIVE_INT8, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  H5Pclose(dcpl);
-  H5Sclose(sp);
-  CLOQ_CHECK(s->status >= 0, "HDF5: creating /status failed");
+/* The first setting in which a (recorded) and b (requested) differ, written to buf; 0 if none.
+ * nranks and dist_threshold are provenance: a run may resume with another rank count. */
+static int meta_diff(const cloq_store_meta *a, const int64_t ad[6], const cloq_store_meta *b,
+                     const int64_t bd[6], char *buf, size_t cap) {
+#define DIFF_S(f, name)                                                                            \
+  if (strcmp(a->f, b->f)) return snprintf(buf, cap, "%s %s, this run %s", name, a->f, b->f), 1
+#define DIFF_I(f, name)                                                                            \
+  if (a->f != b->f)                                                                                \
+    return snprintf(buf, cap, "%s %lld, this run %lld", name, (long long)a->f, (long long)b->f), 1
+  DIFF_S(model, "--model");
+  DIFF_S(calib, "--calib");
+  DIFF_S(calib_format, "--calib-format");
+  DIFF_S(quantizer, "--quantizer");
+  DIFF_S(init, "--init");
+  DIFF_S(propagate, "--propagate");
+  DIFF_I(bits, "--bits");
+  DIFF_I(group_size, "--group-size");
+  DIFF_I(rank, "--rank");
+  DIFF_I(seed, "--seed");
+  DIFF_I(nsamples, "--nsamples");
+  DIFF_I(seqlen, "--seqlen");
+  DIFF_I(calib_tokens, "calibration tokens");
+  if (a->damp != b->damp) return snprintf(buf, cap, "--damp %g, this run %g", a->damp, b->damp), 1;
+  for (int i = 0; i < 6; i++)
+    if (ad[i] != bd[i])
+      return snprintf(buf, cap, "model %s %lld, this model %lld", dim_names[i], (long long)ad[i],
+                      (long long)bd[i]),
+             1;
+  return 0;
+#undef DIFF_S
+#undef DIFF_I
+}
 
-  hid_t lg = H5Gcreate2(s->file, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  CLOQ_CHECK(lg >= 0, "HDF5: creating /layers failed");
-  /* Raw data is always written in full by its owner: no fill pass over the file. */
-  hid_t ddcpl = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_fill_time(ddcpl, H5D_FILL_TIME_NEVER);
+/* ---- file system helpers ------------------------------------------------------------------- */
+
+static int fsync_path(const char *p) {
+  int fd = open(p, O_RDONLY);
+  if (fd < 0) return -1;
+  int e = fsync(fd);
+  close(fd);
+  return e;
+}
+
+/* Removes every plain file in dir (the folder holds only files cloq wrote), then dir itself when
+ * rmdir_too. */
+static int remove_files(const char *dir, int rmdir_too) {
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? CLOQ_OK : CLOQ_FAIL("cannot open folder %s", dir);
+  struct dirent *e;
+  char p[1600];
   int rc = CLOQ_OK;
-  for (int64_t b = 0; b < cfg->n_layers && rc == CLOQ_OK; b++) {
-    char name[64];
-    snprintf(name, sizeof name, "%lld", (long long)b);
-    hid_t bg = H5Gcreate2(lg, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (bg < 0) { rc = CLOQ_FAIL("HDF5: creating /layers/%s failed", name); break; }
-    rc = attr_i64(bg, "complete", 0);
-    for (int m = 0; m < CLOQ_NMOD && rc == CLOQ_OK; m++) {
-      hid_t mg = H5Gcreate2(bg, cloq_module_name[m], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-      if (mg < 0) { rc = CLOQ_FAIL("HDF5: creating group %s failed", cloq_module_name[m]); break; }
-      cloq_qmodule shape;
-      cloq_qmodule_shape(cfg, m, meta->group_size, meta->rank, &shape);
-      for (int d = 0; d < 5 && rc == CLOQ_OK; d++) {
-        hsize_t dims[2];
-        dataset_dims(&shape, d, dims);
-        hid_t dsp = H5Screate_simple(2, dims, NULL);
-        hid_t ds = H5Dcreate2(mg, ds_name[d], d == 0 ? H5T_STD_U8LE : H5T_IEEE_F32LE, dsp,
-                              H5P_DEFAULT, ddcpl, H5P_DEFAULT);
-        if (ds < 0) rc = CLOQ_FAIL("HDF5: creating dataset %s failed", ds_name[d]);
-        else H5Dclose(ds);
-        H5Sclose(dsp);
-      }
-      H5Gclose(mg);
-    }
-    H5Gclose(bg);
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    if (unlink(p) != 0) rc = CLOQ_FAIL("cannot remove %s: %s", p, strerror(errno));
   }
-  H5Pclose(ddcpl);
-  H5Gclose(lg);
+  closedir(d);
+  if (rc == CLOQ_OK && rmdir_too && rmdir(dir) != 0)
+    rc = CLOQ_FAIL("cannot remove folder %s: %s", dir, strerror(errno));
   return rc;
 }
 
-static int module_path(char *buf, size_t cap, int64_t b, int m, int d) {
-  int n = snprintf(buf, cap, "/layers/%lld/%s/%s", (long long)b, cloq_module_name[m], ds_name[d]);
-  CLOQ_CHECK(n > 0 && (size_t)n < cap, "path too long");
+static void block_file(const char *dir, int64_t b, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/block_%05lld.h5", dir, (long long)b);
+}
+
+static const char *base_name(const char *p) {
+  const char *s = strrchr(p, '/');
+  return s ? s + 1 : p;
+}
+
+/* Rank 0's part of cloq_store_begin. */
+static int begin_root(cloq_store *s, int force, int64_t *ndone) {
+  const cloq_store_meta *meta = &s->meta;
+  CLOQ_CHECK(force || access(s->path, F_OK) != 0,
+             "output %s exists (use --force to overwrite it)", s->path);
+  char settings[1300];
+  snprintf(settings, sizeof settings, "%s/settings.h5", s->work);
+  struct stat st;
+  int have = stat(s->work, &st) == 0;
+  CLOQ_CHECK(!have || S_ISDIR(st.st_mode), "%s exists and is not a folder", s->work);
+  if (have && !force && access(settings, F_OK) == 0) {
+    /* resume: the recorded settings must be this run's */
+    hid_t f = H5Fopen(settings, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CLOQ_CHECK(f >= 0, "cannot read %s (remove %s or use --force)", settings, s->work);
+    cloq_store_meta old;
+    int64_t od[6], nd[6];
+    int rc = read_meta(f, settings, &old, od);
+    H5Fclose(f);
+    CLOQ_CALL(rc);
+    dims_of(&s->cfg, nd);
+    char why[2400];
+    CLOQ_CHECK(!meta_diff(&old, od, meta, nd, why, sizeof why),
+               "cannot resume %s: it was started with %s (re-run with the same settings, or use "
+               "--force to start over)",
+               s->path, why);
+    s->meta.nranks = old.nranks;
+    int64_t n = 0;
+    for (int64_t b = 0; b < s->cfg.n_layers; b++) n += cloq_store_block_done(s, b);
+    *ndone = n;
+    return CLOQ_OK;
+  }
+  if (have) CLOQ_CALL(remove_files(s->work, 0));
+  else
+    CLOQ_CHECK(mkdir(s->work, 0777) == 0, "cannot create folder %s: %s (is the folder writable?)",
+               s->work, strerror(errno));
+  char tmp[1320];
+  snprintf(tmp, sizeof tmp, "%s.tmp", settings);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  CLOQ_CHECK(f >= 0, "cannot create %s", tmp);
+  int rc = write_meta(f, &s->cfg, meta);
+  CLOQ_CHECK(H5Fclose(f) >= 0 && rc == CLOQ_OK, "writing %s failed", tmp);
+  CLOQ_CHECK(fsync_path(tmp) == 0 && rename(tmp, settings) == 0, "cannot write %s", settings);
+  *ndone = 0;
   return CLOQ_OK;
 }
 
-static int rw_module(cloq_store *s, int write, int64_t b, int m, const cloq_qmodule *q) {
+/* Rank 0's status and error message reach every rank (a collective step's outcome). */
+static int bcast_status(MPI_Comm comm, int rank, int rc) {
+  char msg[1024] = "";
+  if (rank == 0 && rc != CLOQ_OK) snprintf(msg, sizeof msg, "%s", cloq_err_msg());
+  int v = rc;
+  MPI_Bcast(&v, 1, MPI_INT, 0, comm);
+  if (v == CLOQ_OK) return CLOQ_OK;
+  if (rank != 0) return CLOQ_ERR; /* rank 0, the lowest failing rank, prints its reason */
+  return CLOQ_FAIL("%s", msg);
+}
+
+int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
+                     const cloq_store_meta *meta, cloq_store **out, int64_t *ndone) {
+  *out = NULL;
+  CLOQ_CHECK(strlen(path) < 1024, "output path too long");
+  cloq_store *s;
+  CLOQ_ALLOC(s, 1, "store");
+  s->comm = comm;
+  MPI_Comm_rank(comm, &s->rank);
+  s->cfg = *cfg;
+  s->meta = *meta;
+  s->file = -1;
+  snprintf(s->path, sizeof s->path, "%s", path);
+  snprintf(s->work, sizeof s->work, "%s.partial.d", path);
+  snprintf(s->done_dir, sizeof s->done_dir, "%s.d", path);
+  int64_t n = 0;
+  int rc = s->rank == 0 ? begin_root(s, force, &n) : CLOQ_OK;
+  rc = bcast_status(comm, s->rank, rc);
+  if (rc != CLOQ_OK) {
+    free(s);
+    return rc;
+  }
+  MPI_Bcast(&n, 1, MPI_INT64_T, 0, comm);
+  MPI_Bcast(&s->meta.nranks, 1, MPI_INT, 0, comm);
+  if (ndone) *ndone = n;
+  *out = s;
+  return CLOQ_OK;
+}
+
+int cloq_store_block_done(const cloq_store *s, int64_t b) {
+  char p[1300];
+  block_file(s->work, b, p, sizeof p);
+  return access(p, F_OK) == 0;
+}
+
+/* ---- block files ----------------------------------------------------------------------------- */
+
+int cloq_store_block_begin(cloq_store *s, int64_t b, cloq_store_block **out) {
+  *out = NULL;
+  CLOQ_CHECK(b >= 0 && b < s->cfg.n_layers, "block %lld out of range", (long long)b);
+  cloq_store_block *bw;
+  CLOQ_ALLOC(bw, 1, "block writer");
+  bw->s = s;
+  bw->b = b;
+  block_file(s->work, b, bw->fin, sizeof bw->fin);
+  snprintf(bw->tmp, sizeof bw->tmp, "%.1290s.tmp", bw->fin);
+  bw->file = H5Fcreate(bw->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (bw->file < 0) {
+    free(bw);
+    return CLOQ_FAIL("cannot create %s (is the folder writable?)", bw->tmp);
+  }
+  *out = bw;
+  CLOQ_CALL(write_meta(bw->file, &s->cfg, &s->meta));
+  CLOQ_CALL(attr_i64(bw->file, "block", b));
+  /* The file appears under its final name only once complete. */
+  CLOQ_CALL(attr_i64(bw->file, "complete", 1));
+  return CLOQ_OK;
+}
+
+/* Checks that q has the store's shapes for module m. */
+static int check_shapes(const cloq_store *s, int64_t b, int m, const cloq_qmodule *q,
+                        cloq_qmodule *want) {
   CLOQ_CHECK(b >= 0 && b < s->cfg.n_layers && m >= 0 && m < CLOQ_NMOD, "bad block/module");
-  cloq_qmodule want;
-  cloq_qmodule_shape(&s->cfg, m, s->meta.group_size, s->meta.rank, &want);
-  CLOQ_CHECK(q->n_out == want.n_out && q->n_in == want.n_in && q->n_groups == want.n_groups &&
-                 q->rank == want.rank,
+  cloq_qmodule_shape(&s->cfg, m, s->meta.group_size, s->meta.rank, want);
+  CLOQ_CHECK(q->n_out == want->n_out && q->n_in == want->n_in &&
+                 q->n_groups == want->n_groups && q->rank == want->rank,
              "block %lld %s: buffers shaped for another group size or rank than the store's",
              (long long)b, cloq_module_name[m]);
+  return CLOQ_OK;
+}
+
+int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
+  cloq_qmodule want;
+  CLOQ_CALL(check_shapes(bw->s, bw->b, m, q, &want));
+  hid_t g = H5Gcreate2(bw->file, cloq_module_name[m], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  CLOQ_CHECK(g >= 0, "HDF5: creating group %s in %s failed", cloq_module_name[m], bw->tmp);
+  const void *const bufs[5] = {q->codes, q->scales, q->zeros, q->A, q->B};
+  int rc = CLOQ_OK;
+  for (int d = 0; d < 5 && rc == CLOQ_OK; d++) {
+    hsize_t dims[2];
+    dataset_dims(&want, d, dims);
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t ds = H5Dcreate2(g, ds_name[d], d == 0 ? H5T_STD_U8LE : H5T_IEEE_F32LE, sp, H5P_DEFAULT,
+                          H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = ds < 0 ? -1
+                      : H5Dwrite(ds, d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, H5S_ALL,
+                                 H5S_ALL, H5P_DEFAULT, bufs[d]);
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+    if (e < 0)
+      rc = CLOQ_FAIL("HDF5: writing %s/%s to %s failed (disk full?)", cloq_module_name[m],
+                     ds_name[d], bw->tmp);
+  }
+  H5Gclose(g);
+  return rc;
+}
+
+int cloq_store_block_commit(cloq_store_block **bwp) {
+  cloq_store_block *bw = *bwp;
+  herr_t e = H5Fclose(bw->file);
+  bw->file = -1;
+  int rc = e < 0 ? CLOQ_FAIL("HDF5: closing %s failed (disk full?)", bw->tmp) : CLOQ_OK;
+  if (rc == CLOQ_OK && fsync_path(bw->tmp) != 0)
+    rc = CLOQ_FAIL("cannot sync %s: %s", bw->tmp, strerror(errno));
+  if (rc == CLOQ_OK && rename(bw->tmp, bw->fin) != 0)
+    rc = CLOQ_FAIL("cannot rename %s: %s", bw->tmp, strerror(errno));
+  if (rc == CLOQ_OK) fsync_path(bw->s->work); /* the rename itself, where the FS allows it */
+  if (rc != CLOQ_OK) unlink(bw->tmp);
+  free(bw);
+  *bwp = NULL;
+  return rc;
+}
+
+void cloq_store_block_abandon(cloq_store_block **bwp) {
+  if (!bwp || !*bwp) return;
+  cloq_store_block *bw = *bwp;
+  if (bw->file >= 0) H5Fclose(bw->file);
+  unlink(bw->tmp);
+  free(bw);
+  *bwp = NULL;
+}
+
+/* Reads or checks module m's five datasets under `prefix` in file f into q. */
+static int read_module_at(hid_t f, const char *prefix, const char *what, const cloq_store *s,
+                          int64_t b, int m, cloq_qmodule *q) {
+  cloq_qmodule want;
+  CLOQ_CALL(check_shapes(s, b, m, q, &want));
   void *const bufs[5] = {q->codes, q->scales, q->zeros, q->A, q->B};
   for (int d = 0; d < 5; d++) {
     char p[256];
-    CLOQ_CALL(module_path(p, sizeof p, b, m, d));
-    hid_t ds = H5Dopen2(s->file, p, H5P_DEFAULT);
-    CLOQ_CHECK(ds >= 0, "store: dataset %s is missing", p);
+    snprintf(p, sizeof p, "%s%s/%s", prefix, cloq_module_name[m], ds_name[d]);
+    hid_t ds = H5Dopen2(f, p, H5P_DEFAULT);
+    CLOQ_CHECK(ds >= 0, "store %s: dataset %s is missing", what, p);
     hsize_t dims[2], have[2] = {0, 0};
     dataset_dims(&want, d, dims);
     hid_t sp = H5Dget_space(ds);
@@ -274,77 +480,93 @@ static int rw_module(cloq_store *s, int write, int64_t b, int m, const cloq_qmod
     H5Sclose(sp);
     if (nd != 2 || have[0] != dims[0] || have[1] != dims[1]) {
       H5Dclose(ds);
-      return CLOQ_FAIL("store: dataset %s has shape (%llu, %llu), expected (%llu, %llu)", p,
-                       (unsigned long long)have[0], (unsigned long long)have[1],
+      return CLOQ_FAIL("store %s: dataset %s has shape (%llu, %llu), expected (%llu, %llu)",
+                       what, p, (unsigned long long)have[0], (unsigned long long)have[1],
                        (unsigned long long)dims[0], (unsigned long long)dims[1]);
     }
-    hid_t mt = d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
-    herr_t e = write ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, bufs[d])
-                     : H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, bufs[d]);
+    herr_t e = H5Dread(ds, d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                       H5P_DEFAULT, bufs[d]);
     H5Dclose(ds);
-    CLOQ_CHECK(e >= 0, "HDF5: %s %s failed", write ? "writing" : "reading", p);
+    CLOQ_CHECK(e >= 0, "store %s: reading %s failed", what, p);
   }
   return CLOQ_OK;
 }
 
-int cloq_store_write_module(cloq_store *s, int64_t b, int m, const cloq_qmodule *q) {
-  CLOQ_CHECK(s->writable, "store opened read-only");
-  return rw_module(s, 1, b, m, q);
+int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
+  char p[1300];
+  block_file(s->work, b, p, sizeof p);
+  hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CLOQ_CHECK(f >= 0, "cannot open %s", p);
+  int rc = read_module_at(f, "/", p, s, b, m, q);
+  H5Fclose(f);
+  return rc;
 }
 
-int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
-  return rw_module(s, 0, b, m, q);
-}
-
-int cloq_store_mark_block(cloq_store *s, int64_t b) {
-  hsize_t off = (hsize_t)b, one = 1;
-  int8_t v = 1;
-  hid_t fsp = H5Dget_space(s->status);
-  H5Sselect_hyperslab(fsp, H5S_SELECT_SET, &off, NULL, &one, NULL);
-  hid_t msp = H5Screate_simple(1, &one, NULL);
-  herr_t e = H5Dwrite(s->status, H5T_NATIVE_INT8, msp, fsp, H5P_DEFAULT, &v); /* independent */
-  H5Sclose(msp);
-  H5Sclose(fsp);
-  CLOQ_CHECK(e >= 0, "HDF5: writing /status[%lld] failed", (long long)b);
-  return CLOQ_OK;
-}
-
-static void close_handles(cloq_store *s) {
-  if (s->status >= 0) H5Dclose(s->status);
-  if (s->file >= 0) H5Fclose(s->file); /* collective */
-  s->status = s->file = -1;
+/* Rank 0's part of cloq_store_finish: the top file, then the folder moves. */
+static int finish_root(cloq_store *s) {
+  int64_t nl = s->cfg.n_layers;
+  for (int64_t b = 0; b < nl; b++)
+    CLOQ_CHECK(cloq_store_block_done(s, b), "block %lld was never written", (long long)b);
+  char tmp[1200];
+  snprintf(tmp, sizeof tmp, "%.1100s.tmp", s->path);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  CLOQ_CHECK(f >= 0, "cannot create %s (is the folder writable?)", tmp);
+  int rc = write_meta(f, &s->cfg, &s->meta);
+  /* /status: one int8 per block, all 1 (kept from format 1 for readers that check it) */
+  hsize_t n = (hsize_t)nl;
+  int8_t *ones = calloc(nl, 1);
+  if (ones) memset(ones, 1, (size_t)nl);
+  hid_t sp = H5Screate_simple(1, &n, NULL);
+  hid_t ds = H5Dcreate2(f, "status", H5T_NATIVE_INT8, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (rc == CLOQ_OK &&
+      (!ones || ds < 0 || H5Dwrite(ds, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, ones) < 0))
+    rc = CLOQ_FAIL("HDF5: writing /status to %s failed", tmp);
+  if (ds >= 0) H5Dclose(ds);
+  H5Sclose(sp);
+  free(ones);
+  hid_t lg = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (rc == CLOQ_OK && lg < 0) rc = CLOQ_FAIL("HDF5: creating /layers in %s failed", tmp);
+  /* Link targets are relative to the top file's folder, where HDF5 looks first. */
+  char dirname[1200], target[1300], name[32];
+  snprintf(dirname, sizeof dirname, "%s.d", base_name(s->path));
+  for (int64_t b = 0; b < nl && rc == CLOQ_OK; b++) {
+    block_file(dirname, b, target, sizeof target);
+    snprintf(name, sizeof name, "%lld", (long long)b);
+    if (H5Lcreate_external(target, "/", lg, name, H5P_DEFAULT, H5P_DEFAULT) < 0)
+      rc = CLOQ_FAIL("HDF5: linking /layers/%s in %s failed", name, tmp);
+  }
+  if (lg >= 0) H5Gclose(lg);
+  if (H5Fclose(f) < 0 && rc == CLOQ_OK) rc = CLOQ_FAIL("HDF5: closing %s failed", tmp);
+  if (rc == CLOQ_OK && fsync_path(tmp) != 0) rc = CLOQ_FAIL("cannot sync %s", tmp);
+  if (rc != CLOQ_OK) {
+    unlink(tmp);
+    return rc;
+  }
+  /* An old PATH.d (a --force run) is replaced only now that the new result is complete. */
+  char old[1300];
+  snprintf(old, sizeof old, "%s.old", s->done_dir);
+  struct stat st;
+  if (stat(s->done_dir, &st) == 0) {
+    CLOQ_CALL(remove_files(old, 1));
+    CLOQ_CHECK(rename(s->done_dir, old) == 0, "cannot move %s aside: %s", s->done_dir,
+               strerror(errno));
+  }
+  CLOQ_CHECK(rename(s->work, s->done_dir) == 0, "cannot rename %s to %s: %s", s->work,
+             s->done_dir, strerror(errno));
+  CLOQ_CHECK(rename(tmp, s->path) == 0, "cannot rename %s to %s: %s", tmp, s->path,
+             strerror(errno));
+  char settings[1300];
+  snprintf(settings, sizeof settings, "%s/settings.h5", s->done_dir);
+  unlink(settings); /* the top file records the settings now */
+  return remove_files(old, 1);
 }
 
 int cloq_store_finish(cloq_store **sp) {
   cloq_store *s = *sp;
-  int64_t nl = s->cfg.n_layers;
-  /* Every owner's independent writes must be done before anyone reads /status. */
+  /* every owner's block commits happen before rank 0 looks */
   MPI_Barrier(s->comm);
-  H5Fflush(s->file, H5F_SCOPE_GLOBAL); /* collective */
-  MPI_Barrier(s->comm);
-  int8_t *st;
-  CLOQ_ALLOC(st, nl, "status");
-  herr_t e = H5Dread(s->status, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, st);
-  int rc = e < 0 ? CLOQ_FAIL("HDF5: reading /status failed") : CLOQ_OK;
-  for (int64_t b = 0; b < nl && rc == CLOQ_OK; b++) {
-    if (st[b] != 1) { rc = CLOQ_FAIL("block %lld was never written", (long long)b); break; }
-    char name[64];
-    snprintf(name, sizeof name, "/layers/%lld", (long long)b);
-    hid_t g = H5Gopen2(s->file, name, H5P_DEFAULT);
-    hid_t a = g < 0 ? -1 : H5Aopen(g, "complete", H5P_DEFAULT);
-    int64_t one = 1;
-    if (a < 0 || H5Awrite(a, H5T_NATIVE_INT64, &one) < 0) /* collective */
-      rc = CLOQ_FAIL("HDF5: setting %s complete failed", name);
-    if (a >= 0) H5Aclose(a);
-    if (g >= 0) H5Gclose(g);
-  }
-  free(st);
-  close_handles(s);
-  int rank;
-  MPI_Comm_rank(s->comm, &rank);
-  if (rc == CLOQ_OK && rank == 0 && rename(s->partial, s->path) != 0)
-    rc = CLOQ_FAIL("cannot rename %s to %s", s->partial, s->path);
-  MPI_Barrier(s->comm);
+  int rc = s->rank == 0 ? finish_root(s) : CLOQ_OK;
+  rc = bcast_status(s->comm, s->rank, rc);
   free(s);
   *sp = NULL;
   return rc;
@@ -352,78 +574,56 @@ int cloq_store_finish(cloq_store **sp) {
 
 void cloq_store_abandon(cloq_store **sp) {
   if (!sp || !*sp) return;
-  close_handles(*sp);
+  if ((*sp)->file >= 0) H5Fclose((*sp)->file);
   free(*sp);
   *sp = NULL;
 }
 
-int cloq_store_open(MPI_Comm comm, const char *path, const cloq_config *cfg,
-                    cloq_store_meta *meta, cloq_store **out) {
+/* ---- reading ------------------------------------------------------------------------------- */
+
+int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *meta,
+                    cloq_store **out) {
   *out = NULL;
   CLOQ_CHECK(access(path, R_OK) == 0, "store %s does not exist or is not readable", path);
   CLOQ_CHECK(H5Fis_hdf5(path) > 0, "%s is not an HDF5 file", path);
   cloq_store *s;
   CLOQ_ALLOC(s, 1, "store");
-  s->comm = comm;
   s->cfg = *cfg;
-  s->status = -1;
   snprintf(s->path, sizeof s->path, "%s", path);
-  hid_t fapl = open_fapl(comm);
-  s->file = H5Fopen(path, H5F_ACC_RDONLY, fapl); /* collective */
-  H5Pclose(fapl);
+  s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (s->file < 0) {
     free(s);
     return CLOQ_FAIL("cannot open store %s", path);
   }
   *out = s;
-  char fmt[64];
-  int64_t ver, v;
-  CLOQ_CALL(attr_read_str(s->file, "format", fmt, sizeof fmt));
-  CLOQ_CHECK(strcmp(fmt, CLOQ_STORE_FORMAT) == 0, "%s is not a cloq store (format %s)", path, fmt);
-  CLOQ_CALL(attr_read(s->file, "format_version", H5T_NATIVE_INT64, &ver));
-  CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d",
-             path, (long long)ver, CLOQ_STORE_FORMAT_VERSION);
-  cloq_store_meta *m = &s->meta;
-  CLOQ_CALL(attr_read_str(s->file, "model", m->model, sizeof m->model));
-  CLOQ_CALL(attr_read_str(s->file, "calib_source", m->calib, sizeof m->calib));
-  CLOQ_CALL(attr_read_str(s->file, "calib_format", m->calib_format, sizeof m->calib_format));
-  CLOQ_CALL(attr_read_str(s->file, "init", m->init, sizeof m->init));
-  CLOQ_CALL(attr_read_str(s->file, "quantizer", m->quantizer, sizeof m->quantizer));
-  CLOQ_CALL(attr_read(s->file, "bits", H5T_NATIVE_INT64, &v));
-  m->bits = (int)v;
-  CLOQ_CALL(attr_read(s->file, "group_size", H5T_NATIVE_INT64, &m->group_size));
-  CLOQ_CALL(attr_read(s->file, "rank", H5T_NATIVE_INT64, &m->rank));
-  CLOQ_CALL(attr_read(s->file, "damp", H5T_NATIVE_DOUBLE, &m->damp));
-  CLOQ_CALL(attr_read(s->file, "seed", H5T_NATIVE_INT64, &m->seed));
-  CLOQ_CALL(attr_read(s->file, "nsamples", H5T_NATIVE_INT64, &m->nsamples));
-  CLOQ_CALL(attr_read(s->file, "seqlen", H5T_NATIVE_INT64, &m->seqlen));
-  CLOQ_CALL(attr_read(s->file, "calib_tokens", H5T_NATIVE_INT64, &m->calib_tokens));
-  CLOQ_CALL(attr_read(s->file, "nranks", H5T_NATIVE_INT64, &v));
-  m->nranks = (int)v;
-  const char *dims[] = {"n_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-                        "num_key_value_heads", "head_dim"};
-  const int64_t want[] = {cfg->n_layers, cfg->dim, cfg->hidden_dim, cfg->n_heads,
-                          cfg->n_kv_heads, cfg->head_dim};
-  for (int i = 0; i < 6; i++) {
-    CLOQ_CALL(attr_read(s->file, dims[i], H5T_NATIVE_INT64, &v));
-    CLOQ_CHECK(v == want[i], "store %s was made for a model with %s %lld, this model has %lld",
-               path, dims[i], (long long)v, (long long)want[i]);
-  }
+  int64_t dims[6], want[6];
+  CLOQ_CALL(read_meta(s->file, path, &s->meta, dims));
+  dims_of(cfg, want);
+  for (int i = 0; i < 6; i++)
+    CLOQ_CHECK(dims[i] == want[i], "store %s was made for a model with %s %lld, this model has %lld",
+               path, dim_names[i], (long long)dims[i], (long long)want[i]);
+  CLOQ_CHECK(H5Lexists(s->file, "layers", H5P_DEFAULT) > 0, "store %s has no /layers", path);
   for (int64_t b = 0; b < cfg->n_layers; b++) {
     char name[64];
     snprintf(name, sizeof name, "/layers/%lld", (long long)b);
-    CLOQ_CHECK(H5Lexists(s->file, "layers", H5P_DEFAULT) > 0 &&
-                   H5Lexists(s->file, name, H5P_DEFAULT) > 0,
-               "store %s has no group %s", path, name);
+    CLOQ_CHECK(H5Lexists(s->file, name, H5P_DEFAULT) > 0, "store %s has no group %s", path, name);
     hid_t g = H5Gopen2(s->file, name, H5P_DEFAULT);
+    CLOQ_CHECK(g >= 0, "store %s: block %lld is missing (its file in %s.d/ cannot be opened)",
+               path, (long long)b, path);
     int64_t c = 0;
     int rc = attr_read(g, "complete", H5T_NATIVE_INT64, &c);
     H5Gclose(g);
     CLOQ_CALL(rc);
     CLOQ_CHECK(c == 1, "store %s: block %lld is not complete", path, (long long)b);
   }
-  if (meta) *meta = *m;
+  if (meta) *meta = s->meta;
   return CLOQ_OK;
+}
+
+int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "/layers/%lld/", (long long)b);
+  return read_module_at(s->file, prefix, s->path, s, b, m, q);
 }
 
 void cloq_store_close(cloq_store **sp) { cloq_store_abandon(sp); }

@@ -1,10 +1,20 @@
-/* cloq_store: the parallel-HDF5 file that holds a run's result (layout: docs/store.md).
+/* cloq_store: the HDF5 store that holds a run's result (layout: docs/store.md).
  *
- * The whole layout (every group, dataset and attribute) is created once, collectively, by
- * cloq_store_create, since in parallel HDF5 every metadata change is collective; afterwards each
- * block's owner writes its raw data independently. The file is written under PATH.partial and
- * renamed to PATH by cloq_store_finish, after every block's `complete` attribute is set, so a run
- * that dies never leaves a file that looks complete under the requested name.
+ * A store PATH is a small top file plus one HDF5 file per block in the folder PATH.d/. The top file
+ * holds the run's settings, /status and, for every block b, an external link /layers/<b> to the
+ * root of PATH.d/block_<b>.h5 (h5py and h5dump follow it, so PATH reads as one file).
+ *
+ * Why one file per block (and not one parallel file written by all ranks): a process killed
+ * during an HDF5 write can leave the whole file unreadable (HDF5 1.10 has no journal), and in
+ * parallel HDF5 every metadata change is collective, which would tie the owners of different
+ * blocks together. Here each block's owner writes its own file independently (no collective
+ * call), as block_<b>.h5.tmp, fsyncs it and renames it into place: a block file that exists is
+ * complete, and a crash can only lose the block being written. That is what makes resume safe.
+ *
+ * While a run is in progress the blocks live in PATH.partial.d/ (with settings.h5, the run's
+ * settings). Re-running the same command resumes from the blocks found there; different settings
+ * are refused. cloq_store_finish writes the top file and moves the folder to PATH.d; nothing named
+ * PATH exists before that, so a run that dies never leaves a complete-looking store.
  */
 #ifndef CLOQ_STORE_H
 #define CLOQ_STORE_H
@@ -15,15 +25,17 @@
 #include "cloq_io.h"
 
 #define CLOQ_STORE_FORMAT "cloq-store"
-#define CLOQ_STORE_FORMAT_VERSION 1
+#define CLOQ_STORE_FORMAT_VERSION 2
 
-/* Every setting that affects the store's content (written as root attributes). */
+/* Every setting that affects the store's content (written as attributes of every file), and the
+ * run's provenance (nranks, dist_threshold: recorded, not compared on resume). */
 typedef struct {
   char model[1024];        /* model directory as given */
   char calib[1024];        /* calibration file as given */
   char calib_format[16];   /* "text" | "tokens" */
   char init[16];           /* "zero" | "svd" | "cloq" */
   char quantizer[16];      /* "rtn" */
+  char propagate[16];      /* "full" | "sequential" */
   int bits;
   int64_t group_size;      /* -1: one group per row */
   int64_t rank;            /* LoRA rank r */
@@ -32,10 +44,12 @@ typedef struct {
   int64_t nsamples;        /* calibration samples used */
   int64_t seqlen;          /* window length (text calibration) */
   int64_t calib_tokens;    /* tokens streamed through the model */
-  int nranks;              /* MPI ranks of the run */
+  int nranks;              /* MPI ranks of the run (of the first run, after a resume) */
+  int64_t dist_threshold;  /* matrices of this size or more went to ScaLAPACK */
 } cloq_store_meta;
 
-typedef struct cloq_store cloq_store;
+typedef struct cloq_store cloq_store;             /* a store being written, or read */
+typedef struct cloq_store_block cloq_store_block; /* one block file being written */
 
 /* One quantized module as the store holds it: its shapes and its five arrays, row-major. */
 typedef struct {
@@ -56,31 +70,45 @@ int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_s
 /* Frees the arrays; accepts a zeroed or partly allocated q. */
 void cloq_qmodule_free(cloq_qmodule *q);
 
-/* Collective over comm. Creates PATH.partial (replacing a stale one) with the full layout for
- * cfg's blocks and the meta attributes. Fails if PATH exists unless force. */
-int cloq_store_create(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
-                      const cloq_store_meta *meta, cloq_store **out);
-
-/* Independent. Writes module m of block b; q's shapes must be the store's. */
-int cloq_store_write_module(cloq_store *s, int64_t b, int m, const cloq_qmodule *q);
-/* Independent. Records in /status that block b's data are all written. */
-int cloq_store_mark_block(cloq_store *s, int64_t b);
-
-/* Collective. Sets `complete` = 1 on every block whose status is 1 (all must be), closes, and
- * renames PATH.partial to PATH (rank 0). Frees s. */
+/* ---- writing ------------------------------------------------------------------------------- */
+/* Collective over comm (same arguments on every rank). Prepares a run writing PATH:
+ * - PATH exists and !force: error "exists".
+ * - PATH.partial.d/ absent, or force: a fresh PATH.partial.d/ with settings.h5 (rank 0).
+ * - PATH.partial.d/ present: resume. Its settings.h5 must record the same settings as meta
+ *   (model, calibration, quantizer, bits, group size, rank, init, damp, seed, samples,
+ *   propagation and the model's shape); the error names the first that differs.
+ * *ndone (may be NULL) receives the number of blocks already complete. */
+int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
+                     const cloq_store_meta *meta, cloq_store **out, int64_t *ndone);
+/* Not collective. Whether block b is already complete (a block file in the work folder). */
+int cloq_store_block_done(const cloq_store *s, int64_t b);
+/* Independent (the block's owner alone). Creates block_<b>.h5.tmp with the settings and the
+ * layout of block b; cloq_store_block_write fills module m (q shaped for the store's group size
+ * and rank); cloq_store_block_commit closes it, fsyncs and renames it into place (frees *bw);
+ * cloq_store_block_abandon closes and deletes the .tmp (accepts NULL). */
+int cloq_store_block_begin(cloq_store *s, int64_t b, cloq_store_block **bw);
+int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q);
+int cloq_store_block_commit(cloq_store_block **bw);
+void cloq_store_block_abandon(cloq_store_block **bw);
+/* Independent. Reads module m of block b, complete in the work folder (a resumed sequential run
+ * replays the blocks done before). */
+int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
+/* Collective. Checks that every block is complete, then (rank 0) writes PATH's top file (as
+ * PATH.tmp, renamed), replaces an old PATH.d and renames PATH.partial.d to PATH.d. Frees *s. */
 int cloq_store_finish(cloq_store **s);
-/* Not collective in effect: closes without marking anything (error paths); the .partial file
- * stays for inspection. Accepts NULL. */
+/* Not collective: frees the handle; the work folder stays, for a resume. Accepts NULL. */
 void cloq_store_abandon(cloq_store **s);
 
-/* Collective. Opens a finished store read-only; checks format, version, that every block is
- * complete and that its shapes match cfg. */
-int cloq_store_open(MPI_Comm comm, const char *path, const cloq_config *cfg,
-                    cloq_store_meta *meta, cloq_store **out);
-/* Independent. Reads module m of block b into q (allocated with the store's group size and
+/* ---- reading -------------------------------------------------------------------------------- */
+/* Not collective (each rank opens the files read-only itself). Opens a finished store; checks
+ * format, version, that every block file is present and complete, and that its shapes match
+ * cfg. */
+int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *meta,
+                    cloq_store **out);
+/* Not collective. Reads module m of block b into q (allocated with the store's group size and
  * rank, e.g. by cloq_qmodule_alloc). */
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
-/* Collective. Accepts NULL. */
+/* Accepts NULL. */
 void cloq_store_close(cloq_store **s);
 
 #endif

@@ -1,99 +1,446 @@
 /* cloq_blockinit: see cloq_blockinit.h. The math lives in linalg/; this file sequences it per
- * block and owns the buffers. */
+ * block, decides where each piece runs, moves the data and owns the buffers. */
 #include "cloq_blockinit.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
+#include "cloq_pdist.h"
+#include "cloq_signal.h"
 
-static int init_module(cloq_worker *w, const cloq_config *cfg, int64_t b, int m,
-                       const cloq_init_params *ip, const double *s, const double *U,
-                       cloq_store *store, double sec[CLOQ_NST]) {
-  cloq_qmodule q;
-  CLOQ_CALL(cloq_qmodule_alloc(cfg, b, m, ip->group_size, ip->rank, &q));
-  int64_t no = q.n_out, ni = q.n_in, r = q.rank, n = no * ni; /* product checked by alloc */
-  const float *W = cloq_worker_block(w, b)->w[m];
-  float *Q = cloq_calloc_checked(n, sizeof *Q);
-  double *E = cloq_calloc_checked(n, sizeof *E);
-  int rc = Q && E ? CLOQ_OK
-                  : CLOQ_FAIL("out of memory for block %lld %s", (long long)b, cloq_module_name[m]);
+enum { TAG_H = 41, TAG_RES = 42 };
+
+static int64_t n_eig, n_rtn, n_svd; /* this rank's work, for the end-of-run summary */
+
+void cloq_block_counts(int64_t counts[3]) {
+  counts[0] = n_eig, counts[1] = n_rtn, counts[2] = n_svd;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int64_t max_rank(const cloq_init_params *ip) {
+  int64_t r = 0;
+  for (int i = 0; i < ip->nranks; i++)
+    if (ip->ranks[i] > r) r = ip->ranks[i];
+  return r;
+}
+
+static int big(const cloq_init_params *ip, int size, int64_t n) {
+  return size > 1 && ip->dist_threshold > 0 && n >= ip->dist_threshold;
+}
+
+/* Whether unit `in` has a matrix for ScaLAPACK: the Gram matrix (CLoQ) or an SVD. */
+static int unit_big(const cloq_config *cfg, const cloq_init_params *ip, int size, int in) {
+  if (ip->init == CLOQ_INIT_CLOQ && big(ip, size, cloq_input_dim(cfg, in))) return 1;
+  if (ip->init == CLOQ_INIT_ZERO) return 0;
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    if (cloq_module_input[m] != in) continue;
+    int64_t no, ni;
+    cloq_module_shape(cfg, m, &no, &ni);
+    if (big(ip, size, min64(no, ni))) return 1;
+  }
+  return 0;
+}
+
+int cloq_block_needs_group(const cloq_config *cfg, const cloq_init_params *ip, int size) {
+  for (int in = 0; in < CLOQ_NIN; in++)
+    if (unit_big(cfg, ip, size, in)) return 1;
+  return 0;
+}
+
+/* In a group, whether any rank failed (rc != OK); collective. */
+static int any_failed(MPI_Comm comm, int rc) {
+  int bad = rc != CLOQ_OK, any;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any;
+}
+
+/* Large messages go in pieces below INT_MAX elements. */
+static int send_big(const void *buf, int64_t n, MPI_Datatype t, size_t esz, int dest, int tag,
+                    MPI_Comm comm) {
+  const char *p = buf;
+  for (int64_t off = 0; off < n; off += INT_MAX / 2) {
+    int c = (int)min64(n - off, INT_MAX / 2);
+    CLOQ_CHECK(MPI_Send(p + (size_t)off * esz, c, t, dest, tag, comm) == MPI_SUCCESS,
+               "MPI_Send to rank %d failed", dest);
+  }
+  return CLOQ_OK;
+}
+
+static int recv_big(void *buf, int64_t n, MPI_Datatype t, size_t esz, int src, int tag,
+                    MPI_Comm comm) {
+  char *p = buf;
+  for (int64_t off = 0; off < n; off += INT_MAX / 2) {
+    int c = (int)min64(n - off, INT_MAX / 2);
+    CLOQ_CHECK(MPI_Recv(p + (size_t)off * esz, c, t, src, tag, comm, MPI_STATUS_IGNORE) ==
+                   MPI_SUCCESS,
+               "MPI_Recv from rank %d failed", src);
+  }
+  return CLOQ_OK;
+}
+
+/* What a unit produces, per module and config, goes either to the owner's block files or, from
+ * another rank, to the owner (a status int first, so a failure never leaves the owner waiting). */
+typedef struct {
+  const cloq_initctx *x;
+  int64_t b;
+  int owner;
+  cloq_store_block **bw; /* owner: one writer per config (NULL where not todo) */
+  const uint8_t *todo;   /* configs to produce (the same on every rank) */
+  double *sec;
+} sink;
+
+/* Effective weight Q + B A into the owner's worker (sequential propagation). */
+static void apply_module(const cloq_initctx *x, int64_t b, int m, const cloq_qmodule *q) {
+  float *W = cloq_worker_block(x->w, b)->w[m];
+  cloq_dequant(q->codes, q->scales, q->zeros, q->n_out, q->n_in, x->ip->group_size, W);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)q->n_out, (int)q->n_in,
+              (int)q->rank, 1.0f, q->B, (int)q->rank, q->A, (int)q->n_in, 1.0f, W, (int)q->n_in);
+}
+
+static int owner_write(sink *k, int m, int c, const cloq_qmodule *q) {
   double t0 = cloq_now();
-  if (rc == CLOQ_OK)
-    rc = cloq_quant_rtn(W, no, ni, ip->bits, ip->group_size, q.codes, q.scales, q.zeros);
-  if (rc == CLOQ_OK) {
-    cloq_dequant(q.codes, q.scales, q.zeros, no, ni, ip->group_size, Q);
-    for (int64_t i = 0; i < n; i++) E[i] = (double)W[i] - (double)Q[i];
+  CLOQ_CALL(cloq_store_block_write(k->bw[c], m, q));
+  cloq_debug_kill_point("write", (long long)k->b, k->x->rank);
+  if (c == 0 && k->x->apply) apply_module(k->x, k->b, m, q);
+  k->sec[CLOQ_ST_WRITE] += cloq_now() - t0;
+  return CLOQ_OK;
+}
+
+static int qmodule_send(const cloq_qmodule *q, int dest, MPI_Comm comm) {
+  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
+  CLOQ_CALL(send_big(q->codes, no * ni, MPI_UINT8_T, 1, dest, TAG_RES, comm));
+  CLOQ_CALL(send_big(q->scales, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(send_big(q->zeros, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(send_big(q->A, r * ni, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  return send_big(q->B, no * r, MPI_FLOAT, 4, dest, TAG_RES, comm);
+}
+
+static int qmodule_recv(cloq_qmodule *q, int src, MPI_Comm comm) {
+  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
+  CLOQ_CALL(recv_big(q->codes, no * ni, MPI_UINT8_T, 1, src, TAG_RES, comm));
+  CLOQ_CALL(recv_big(q->scales, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(recv_big(q->zeros, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(recv_big(q->A, r * ni, MPI_FLOAT, 4, src, TAG_RES, comm));
+  return recv_big(q->B, no * r, MPI_FLOAT, 4, src, TAG_RES, comm);
+}
+
+/* Emits one result from the rank that computed it. */
+static int emit(sink *k, int m, int c, const cloq_qmodule *q) {
+  const cloq_initctx *x = k->x;
+  if (x->rank == k->owner) return owner_write(k, m, c, q);
+  int ok = CLOQ_OK;
+  MPI_Send(&ok, 1, MPI_INT, k->owner, TAG_RES, x->comm);
+  return qmodule_send(q, k->owner, x->comm);
+}
+
+/* A unit computed on another rank stopped: tell the owner (one status int). */
+static void emit_failure(sink *k) {
+  int bad = CLOQ_ERR;
+  MPI_Send(&bad, 1, MPI_INT, k->owner, TAG_RES, k->x->comm);
+}
+
+/* The weight of module m: the owner's copy, or read from the checkpoint (into *own). */
+static int module_weight(const cloq_initctx *x, int64_t b, int m, const float **W, float **own) {
+  *own = NULL;
+  if (x->w && cloq_worker_block(x->w, b)) {
+    *W = cloq_worker_block(x->w, b)->w[m];
+    return CLOQ_OK;
   }
-  double t1 = cloq_now();
-  sec[CLOQ_ST_QUANT] += t1 - t0;
-  if (rc == CLOQ_OK) {
-    switch (ip->init) {
-    case CLOQ_INIT_ZERO:
-      cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)b, (uint64_t)m), q.A, q.B);
-      break;
-    case CLOQ_INIT_SVD: rc = cloq_lora_svd(E, no, ni, r, q.A, q.B); break;
-    default: rc = cloq_lora_cloq(E, no, ni, s, U, r, q.A, q.B); break;
+  int64_t no, ni, n;
+  cloq_module_shape(x->cfg, m, &no, &ni);
+  CLOQ_CALL(cloq_mul64(no, ni, &n));
+  CLOQ_ALLOC(*own, n, "module weight");
+  char name[256];
+  snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
+  int64_t shape[2] = {no, ni};
+  CLOQ_CALL(cloq_st_read_f32(x->st, name, 2, shape, *own));
+  *W = *own;
+  return CLOQ_OK;
+}
+
+/* Module m for every bits setting and rank. `coll`: the unit runs on all ranks of a group and
+ * only the owner computes, except inside ScaLAPACK calls; otherwise this rank computes alone.
+ * s, U: the damped eigendecomposition of the module's input (CLoQ; U only where computing). */
+static int do_module(sink *k, int m, int coll, int prior, const double *s, const double *U) {
+  const cloq_initctx *x = k->x;
+  const cloq_init_params *ip = x->ip;
+  int64_t b = k->b, rmax = max_rank(ip);
+  int me = !coll || x->rank == k->owner; /* computes */
+  cloq_qmodule q = {0};
+  int64_t no, ni;
+  cloq_module_shape(x->cfg, m, &no, &ni);
+  int dist = coll && ip->init != CLOQ_INIT_ZERO && big(ip, x->size, min64(no, ni));
+  /* the matrix to decompose: E (n_out, n_in) for svd, M = R E^T (n_in, n_out) for CLoQ */
+  int64_t rows = ip->init == CLOQ_INIT_CLOQ ? ni : no, cols = ip->init == CLOQ_INIT_CLOQ ? no : ni;
+  double *Mat = NULL, *E = NULL, *P = NULL, *S = NULL, *Vt = NULL;
+  float *Q = NULL, *Wown = NULL;
+  const float *W = NULL;
+  int rc = prior; /* after an earlier failure: only take part in the group's agreement */
+  if (me && rc == CLOQ_OK) {
+    rc = module_weight(x, b, m, &W, &Wown);
+    if (rc == CLOQ_OK) rc = cloq_qmodule_alloc(x->cfg, b, m, ip->group_size, rmax, &q);
+    if (rc == CLOQ_OK && (!CLOQ_TRY_ALLOC(Q, no * ni, "dequantized weight") ||
+                          !CLOQ_TRY_ALLOC(E, no * ni, "quantization error") ||
+                          !CLOQ_TRY_ALLOC(P, rows * rmax, "left singular vectors") ||
+                          !CLOQ_TRY_ALLOC(Vt, rmax * cols, "right singular vectors") ||
+                          (ip->init == CLOQ_INIT_CLOQ &&
+                           !CLOQ_TRY_ALLOC(Mat, ni * no, "CLoQ matrix M = R E^T"))))
+      rc = CLOQ_ERR;
+  }
+  if (rc == CLOQ_OK && !CLOQ_TRY_ALLOC(S, rmax, "singular values")) rc = CLOQ_ERR;
+  for (int ib = 0; ib < ip->nbits; ib++) {
+    double t0 = cloq_now();
+    if (me && rc == CLOQ_OK) {
+      rc = cloq_quant_rtn(W, no, ni, ip->bits[ib], ip->group_size, q.codes, q.scales, q.zeros);
+      n_rtn++;
+      if (rc != CLOQ_OK)
+        rc = CLOQ_FAIL("block %lld %s: quantization failed: %s", (long long)b,
+                       cloq_module_name[m], cloq_err_msg());
+      if (rc == CLOQ_OK) {
+        cloq_dequant(q.codes, q.scales, q.zeros, no, ni, ip->group_size, Q);
+        for (int64_t i = 0; i < no * ni; i++) E[i] = (double)W[i] - (double)Q[i];
+      }
     }
+    double t1 = cloq_now();
+    k->sec[CLOQ_ST_QUANT] += t1 - t0;
+    if (ip->init != CLOQ_INIT_ZERO) {
+      if (me && rc == CLOQ_OK && ip->init == CLOQ_INIT_CLOQ)
+        rc = cloq_lora_cloq_matrix(E, no, ni, s, U, Mat);
+      const double *A0 = ip->init == CLOQ_INIT_CLOQ ? Mat : E;
+      if (dist) {
+        if (any_failed(x->comm, rc)) {
+          rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
+          break;
+        }
+        rc = cloq_pdist_svd_trunc(x->comm, k->owner, A0, rows, cols, rmax, ip->dist_nb, P, S, Vt);
+        n_svd += x->rank == k->owner;
+      } else if (me && rc == CLOQ_OK) {
+        rc = cloq_svd_trunc(A0, rows, cols, rmax, P, S, Vt);
+        n_svd++;
+      }
+    }
+    k->sec[CLOQ_ST_INIT] += cloq_now() - t1;
+    if (!me) continue;
+    for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
+      int c = ib * ip->nranks + ir;
+      int64_t r = ip->ranks[ir];
+      if (!k->todo[c]) continue;
+      cloq_qmodule out = q;
+      out.rank = r;
+      double t2 = cloq_now();
+      /* factors of rank r into the leading part of q.A / q.B (rank-r row-major layouts) */
+      if (ip->init == CLOQ_INIT_ZERO)
+        cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)b, (uint64_t)m), q.A, q.B);
+      else if (ip->init == CLOQ_INIT_SVD)
+        rc = cloq_lora_svd_factors(P, S, Vt, no, ni, rmax, r, q.A, q.B);
+      else
+        rc = cloq_lora_cloq_factors(s, U, no, ni, P, S, Vt, rmax, r, q.A, q.B);
+      k->sec[CLOQ_ST_INIT] += cloq_now() - t2;
+      if (rc == CLOQ_OK) rc = emit(k, m, c, &out);
+    }
+    if (rc != CLOQ_OK && !coll) break;
   }
-  double t2 = cloq_now();
-  sec[CLOQ_ST_INIT] += t2 - t1;
-  if (rc == CLOQ_OK) rc = cloq_store_write_module(store, b, m, &q);
-  sec[CLOQ_ST_WRITE] += cloq_now() - t2;
-  free(Q);
-  free(E);
+  free(Mat), free(E), free(P), free(S), free(Vt), free(Q), free(Wown);
   cloq_qmodule_free(&q);
   return rc;
 }
 
-int cloq_block_init(cloq_worker *w, const cloq_config *cfg, int64_t b, const cloq_init_params *ip,
-                    cloq_store *store, double sec[CLOQ_NST]) {
-  for (int i = 0; i < CLOQ_NST; i++) sec[i] = 0;
-  for (int in = 0; in < CLOQ_NIN; in++) {
-    int64_t n = cloq_input_dim(cfg, in), nn;
-    CLOQ_CALL(cloq_mul64(n, n, &nn));
-    double *s = NULL, *U = NULL;
-    if (ip->init == CLOQ_INIT_CLOQ) {
-      double *H = cloq_worker_gram(w, b, in);
-      CLOQ_CHECK(H, "block %lld has no Gram matrix", (long long)b);
-      cloq_gram_symmetrize(H, n);
-      for (int64_t i = 0; i < nn; i++)
-        CLOQ_CHECK(isfinite(H[i]), "non-finite Gram matrix entry in block %lld input %s",
-                   (long long)b, cloq_input_name[in]);
-      CLOQ_ALLOC(s, n, "eigenvalues");
-      U = cloq_calloc_checked(nn, sizeof *U);
-      if (!U) {
-        free(s);
-        return CLOQ_FAIL("out of memory for eigenvectors of block %lld %s", (long long)b,
-                         cloq_input_name[in]);
-      }
-      double t0 = cloq_now();
-      int64_t ncl = 0;
-      int rc = cloq_eig_damped(H, n, ip->damp, s, U, &ncl);
-      sec[CLOQ_ST_EIG] += cloq_now() - t0;
-      if (rc) {
-        free(s);
-        free(U);
-        return CLOQ_FAIL("eigendecomposition of block %lld %s", (long long)b, cloq_input_name[in]);
-      }
-      if (ncl > 0)
-        cloq_warn("block %lld input %s: %lld eigenvalues of the damped Gram matrix were "
-                  "non-positive and were clamped (raise --damp or use more calibration tokens)",
-                  (long long)b, cloq_input_name[in], (long long)ncl);
+/* One unit (input `in`): eigendecomposition, then its modules. coll: see do_module. H: the
+ * symmetrized Gram matrix where this rank computes (CLoQ). */
+static int do_unit(sink *k, int in, int coll, const double *H) {
+  const cloq_initctx *x = k->x;
+  const cloq_init_params *ip = x->ip;
+  int64_t n = cloq_input_dim(x->cfg, in), nn = n * n;
+  int me = !coll || x->rank == k->owner;
+  double *s = NULL, *U = NULL;
+  int rc = CLOQ_OK;
+  if (ip->init == CLOQ_INIT_CLOQ) {
+    if (!CLOQ_TRY_ALLOC(s, n, "eigenvalues") ||
+        (me && !(U = cloq_calloc_checked(nn, sizeof *U))))
+      rc = CLOQ_FAIL("out of memory for the eigenvectors of block %lld %s", (long long)k->b,
+                     cloq_input_name[in]);
+    double t0 = cloq_now();
+    int64_t ncl = 0;
+    if (coll && big(ip, x->size, n)) {
+      if (any_failed(x->comm, rc)) rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
+      else rc = cloq_pdist_eig_damped(x->comm, k->owner, H, n, ip->damp, ip->dist_nb, s, U, &ncl);
+      n_eig += x->rank == k->owner;
+    } else if (me && rc == CLOQ_OK) {
+      rc = cloq_eig_damped(H, n, ip->damp, s, U, &ncl);
+      n_eig++;
     }
-    int rc = CLOQ_OK;
-    for (int m = 0; m < CLOQ_NMOD && rc == CLOQ_OK; m++)
-      if (cloq_module_input[m] == in) rc = init_module(w, cfg, b, m, ip, s, U, store, sec);
-    free(s);
-    free(U);
+    k->sec[CLOQ_ST_EIG] += cloq_now() - t0;
+    if (rc == CLOQ_ERR)
+      rc = CLOQ_FAIL("eigendecomposition of block %lld %s: %s", (long long)k->b,
+                     cloq_input_name[in], cloq_err_msg());
+    if (rc == CLOQ_OK && ncl > 0 && me)
+      cloq_warn("block %lld input %s: %lld eigenvalues of the damped Gram matrix were "
+                "non-positive and were clamped (raise --damp or use more calibration tokens)",
+                (long long)k->b, cloq_input_name[in], (long long)ncl);
+  }
+  for (int m = 0; m < CLOQ_NMOD && (rc == CLOQ_OK || coll); m++) {
+    if (cloq_module_input[m] != in) continue;
+    if (!coll && rc == CLOQ_OK && cloq_signal_pending())
+      rc = CLOQ_FAIL("stopped by signal %d in block %lld; re-run the same command to resume",
+                     cloq_signal_pending(), (long long)k->b);
+    rc = do_module(k, m, coll, rc, s, U);
+  }
+  free(s);
+  free(U);
+  return rc;
+}
+
+/* How many results a unit sends: modules x configs to do. */
+static int unit_results(const cloq_initctx *x, int in, const uint8_t *todo) {
+  int nc = 0, nm = 0;
+  for (int c = 0; c < x->ip->nbits * x->ip->nranks; c++) nc += todo[c] != 0;
+  for (int m = 0; m < CLOQ_NMOD; m++) nm += cloq_module_input[m] == in;
+  return nc * nm;
+}
+
+int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, const uint8_t *todo,
+                    double sec[CLOQ_NST]) {
+  const cloq_init_params *ip = x->ip;
+  const cloq_config *cfg = x->cfg;
+  int nconf = ip->nbits * ip->nranks;
+  int is_owner = x->rank == owner;
+  for (int i = 0; i < CLOQ_NST; i++) sec[i] = 0;
+  cloq_store_block *bw[CLOQ_MAX_BITS * CLOQ_MAX_RANKS] = {0};
+  sink k = {.x = x, .b = b, .owner = owner, .bw = bw, .todo = todo, .sec = sec};
+  int rc = CLOQ_OK;
+  /* owner: writers, symmetrized and checked Gram matrices */
+  double *H[CLOQ_NIN] = {0};
+  if (is_owner) {
+    for (int c = 0; c < nconf && rc == CLOQ_OK; c++)
+      if (todo[c]) rc = cloq_store_block_begin(x->stores[c], b, &bw[c]);
+    for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK && ip->init == CLOQ_INIT_CLOQ; in++) {
+      H[in] = cloq_worker_gram(x->w, b, in);
+      if (!H[in]) {
+        rc = CLOQ_FAIL("block %lld has no Gram matrix", (long long)b);
+        break;
+      }
+      int64_t n = cloq_input_dim(cfg, in);
+      cloq_gram_symmetrize(H[in], n);
+      for (int64_t i = 0; i < n * n; i++)
+        if (!isfinite(H[in][i])) {
+          rc = CLOQ_FAIL("non-finite Gram matrix entry in block %lld input %s", (long long)b,
+                         cloq_input_name[in]);
+          break;
+        }
+    }
+  }
+  if (group && any_failed(x->comm, rc)) {
+    rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
+    goto out;
+  }
+  if (!group) {
+    for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++) rc = do_unit(&k, in, 0, H[in]);
+  } else {
+    /* 1. units with ScaLAPACK-sized matrices, all ranks together */
+    for (int in = 0; in < CLOQ_NIN; in++)
+      if (unit_big(cfg, ip, x->size, in)) {
+        int r2 = do_unit(&k, in, 1, H[in]);
+        if (rc == CLOQ_OK) rc = r2;
+      }
+    if (any_failed(x->comm, rc)) {
+      rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
+      goto out;
+    }
+    /* 2. the other units, spread over the ranks */
+    int unit_rank[CLOQ_NIN], j = 0;
+    for (int in = 0; in < CLOQ_NIN; in++)
+      unit_rank[in] = unit_big(cfg, ip, x->size, in) ? -1 : (owner + j++) % x->size;
+    if (is_owner) {
+      for (int in = 0; in < CLOQ_NIN && ip->init == CLOQ_INIT_CLOQ; in++)
+        if (unit_rank[in] >= 0 && unit_rank[in] != owner) {
+          int64_t n = cloq_input_dim(cfg, in);
+          int r2 = send_big(H[in], n * n, MPI_DOUBLE, 8, unit_rank[in], TAG_H, x->comm);
+          if (rc == CLOQ_OK) rc = r2;
+        }
+      for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++)
+        if (unit_rank[in] == owner) rc = do_unit(&k, in, 0, H[in]);
+      /* results of the units computed elsewhere, in unit order */
+      for (int in = 0; in < CLOQ_NIN; in++) {
+        if (unit_rank[in] < 0 || unit_rank[in] == owner) continue;
+        int src = unit_rank[in], nres = unit_results(x, in, todo), done = 0;
+        for (int m = 0; m < CLOQ_NMOD && done < nres; m++) {
+          if (cloq_module_input[m] != in) continue;
+          for (int c = 0; c < nconf; c++) {
+            if (!todo[c]) continue;
+            int st;
+            MPI_Recv(&st, 1, MPI_INT, src, TAG_RES, x->comm, MPI_STATUS_IGNORE);
+            if (st != CLOQ_OK) {
+              if (rc == CLOQ_OK) rc = CLOQ_STOPPED; /* that rank reports its own error */
+              done = nres;
+              break;
+            }
+            cloq_qmodule q;
+            int r2 = cloq_qmodule_alloc(cfg, b, m, ip->group_size, ip->ranks[c % ip->nranks], &q);
+            if (r2 == CLOQ_OK) r2 = qmodule_recv(&q, src, x->comm);
+            if (r2 == CLOQ_OK && rc == CLOQ_OK) r2 = owner_write(&k, m, c, &q);
+            cloq_qmodule_free(&q);
+            if (rc == CLOQ_OK) rc = r2;
+            done++;
+          }
+        }
+      }
+    } else {
+      /* every H first: the owner sends them all before it receives any result */
+      double *Hl[CLOQ_NIN] = {0};
+      for (int in = 0; in < CLOQ_NIN && ip->init == CLOQ_INIT_CLOQ; in++) {
+        if (unit_rank[in] != x->rank) continue;
+        int64_t n = cloq_input_dim(cfg, in);
+        Hl[in] = cloq_calloc_checked(n * n, sizeof *Hl[in]);
+        if (!Hl[in]) {
+          /* the owner would block on its send: give up loudly */
+          CLOQ_FAIL("out of memory for a Gram matrix of block %lld", (long long)b);
+          fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
+          MPI_Abort(x->comm, 1);
+        }
+        int r2 = recv_big(Hl[in], n * n, MPI_DOUBLE, 8, owner, TAG_H, x->comm);
+        if (rc == CLOQ_OK) rc = r2;
+      }
+      for (int in = 0; in < CLOQ_NIN; in++) {
+        if (unit_rank[in] != x->rank) continue;
+        int r2 = rc == CLOQ_OK ? do_unit(&k, in, 0, Hl[in]) : rc;
+        if (r2 != CLOQ_OK) emit_failure(&k);
+        if (rc == CLOQ_OK) rc = r2;
+      }
+      for (int in = 0; in < CLOQ_NIN; in++) free(Hl[in]);
+    }
+  }
+out:
+  if (is_owner) {
+    for (int c = 0; c < nconf; c++) {
+      if (!bw[c]) continue;
+      double t0 = cloq_now();
+      if (rc == CLOQ_OK) rc = cloq_store_block_commit(&bw[c]);
+      else cloq_store_block_abandon(&bw[c]);
+      if (rc == CLOQ_OK) cloq_debug_kill_point("block", (long long)b, x->rank);
+      sec[CLOQ_ST_WRITE] += cloq_now() - t0;
+    }
+    if (rc == CLOQ_OK) cloq_worker_free_gram(x->w, b);
+  }
+  return rc;
+}
+
+int cloq_block_apply_done(const cloq_initctx *x, int64_t b) {
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    cloq_qmodule q;
+    CLOQ_CALL(cloq_qmodule_alloc(x->cfg, b, m, x->ip->group_size, x->ip->ranks[0], &q));
+    int rc = cloq_store_read_done(x->stores[0], b, m, &q);
+    if (rc == CLOQ_OK) apply_module(x, b, m, &q);
+    cloq_qmodule_free(&q);
     CLOQ_CALL(rc);
   }
-  double t0 = cloq_now();
-  CLOQ_CALL(cloq_store_mark_block(store, b));
-  sec[CLOQ_ST_WRITE] += cloq_now() - t0;
-  cloq_worker_free_gram(w, b);
   return CLOQ_OK;
 }

@@ -8,6 +8,7 @@
 
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_signal.h"
 
 enum { TAG_DATA = 11, TAG_END = 12 };
 
@@ -115,6 +116,7 @@ static int process(const cloq_plan *p, cloq_worker *w, sendbufs *sb, char *msg, 
   memcpy(&t, msg, 8);
   const int32_t *ids = (const int32_t *)(msg + 8);
   float *x = (float *)(msg + 8 + ids_bytes(t));
+  cloq_debug_kill_point("sample", (long long)s, p->rank);
   if (w && p->b1 > p->b0) CLOQ_CALL(cloq_worker_forward(w, x, t));
   if (p->next >= 0) return sb_send(sb, msg_bytes(t, dim), p->next, p->comm);
   if (sink) CLOQ_CALL(sink(ctx, s, x, ids, t));
@@ -132,6 +134,11 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
     double t0 = cloq_now();
     int64_t tokens = 0, every = nsamples >= 10 ? nsamples / 10 : 1;
     for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
+      if (cloq_signal_pending()) {
+        rc = CLOQ_FAIL("stopped by signal %d during the calibration stream; re-run the same "
+                       "command to resume", cloq_signal_pending());
+        break;
+      }
       const int32_t *ids;
       int64_t t;
       rc = src(ctx, s, &ids, &t);

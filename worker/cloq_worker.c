@@ -88,11 +88,8 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
   }
   if (p->gram) {
     CLOQ_ALLOC(w->gram, w->nb * CLOQ_NIN, "gram pointers");
-    for (int64_t i = 0; i < w->nb * CLOQ_NIN; i++) {
-      int64_t n = cloq_input_dim(cfg, (int)(i % CLOQ_NIN)), nn;
-      CLOQ_CALL(cloq_mul64(n, n, &nn));
-      CLOQ_ALLOC(w->gram[i], nn, "Gram matrix");
-    }
+    for (int64_t i = 0; i < w->nb && !p->gram_lazy; i++)
+      CLOQ_CALL(cloq_worker_alloc_gram(w, p->b0 + i));
   }
   if (p->head) {
     CLOQ_CALL(load_tensor(st, "model.norm.weight", 1, cfg->dim, 0, &w->final_norm));
@@ -248,7 +245,7 @@ static int check_finite(const float *x, int64_t n, int64_t block, const char *st
 }
 
 static void accumulate(cloq_worker *w, int64_t bi, int input, const float *X, int64_t t) {
-  if (!w->gram) return;
+  if (!w->gram || !w->gram[bi * CLOQ_NIN + input]) return; /* not wanted for this block */
   int64_t n = cloq_input_dim(&w->cfg, input);
   cloq_gram_accumulate(w->gram[bi * CLOQ_NIN + input], X, t, n, w->work);
 }
@@ -316,6 +313,30 @@ int cloq_worker_forward(cloq_worker *w, float *x, int64_t t) {
     w->fwd_sec[bi] += cloq_now() - t0;
   }
   w->tokens += t;
+  return CLOQ_OK;
+}
+
+int cloq_worker_forward_block(cloq_worker *w, int64_t b, float *x, int64_t t) {
+  CLOQ_CHECK(b >= w->p.b0 && b < w->p.b1, "block %lld is not owned here", (long long)b);
+  CLOQ_CHECK(t >= 1 && t <= w->p.max_t, "sequence of %lld tokens exceeds the planned %lld",
+             (long long)t, (long long)w->p.max_t);
+  CLOQ_CALL(check_finite(x, t * w->cfg.dim, b, "block input"));
+  double t0 = cloq_now();
+  CLOQ_CALL(block_forward(w, b - w->p.b0, x, t));
+  w->fwd_sec[b - w->p.b0] += cloq_now() - t0;
+  return CLOQ_OK;
+}
+
+int cloq_worker_alloc_gram(cloq_worker *w, int64_t b) {
+  CLOQ_CHECK(w->gram && b >= w->p.b0 && b < w->p.b1, "block %lld has no Gram slots here",
+             (long long)b);
+  for (int i = 0; i < CLOQ_NIN; i++) {
+    double **g = &w->gram[(b - w->p.b0) * CLOQ_NIN + i];
+    if (*g) continue;
+    int64_t n = cloq_input_dim(&w->cfg, i), nn;
+    CLOQ_CALL(cloq_mul64(n, n, &nn));
+    CLOQ_ALLOC(*g, nn, "Gram matrix");
+  }
   return CLOQ_OK;
 }
 

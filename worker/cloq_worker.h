@@ -26,6 +26,7 @@ typedef struct cloq_worker cloq_worker;
 typedef struct {
   int64_t b0, b1;  /* owned blocks [b0, b1) */
   int gram;        /* accumulate Gram matrices during forward */
+  int gram_lazy;   /* with gram: allocate a block's matrices only in cloq_worker_alloc_gram */
   int head;        /* load final norm + head (for the NLL) */
   int64_t max_t;   /* longest sequence that will be run */
 } cloq_worker_params;
@@ -40,6 +41,12 @@ void cloq_worker_destroy(cloq_worker **w);
 /* Runs the owned blocks on x (t, dim) in place; accumulates Gram matrices when enabled. Fails on
  * non-finite activations, naming the block and stage. */
 int cloq_worker_forward(cloq_worker *w, float *x, int64_t t);
+
+/* Runs owned block b alone on x (t, dim) in place (accumulating its Gram matrices if allocated). */
+int cloq_worker_forward_block(cloq_worker *w, int64_t b, float *x, int64_t t);
+/* Allocates (zeroed) the Gram matrices of owned block b; those of a block without them are not
+ * accumulated. */
+int cloq_worker_alloc_gram(cloq_worker *w, int64_t b);
 
 /* Final RMSNorm + head on x (t, dim); adds -log p(ids[i+1] | ..i) for i in [0, t-1) to *nll and
  * t-1 to *count. If logits != NULL, the first min(nlog, t) rows of logits (vocab each) are

@@ -55,6 +55,8 @@ def expect_error(name, args, words, np_=0, out=None):
     check(ok, f"{name} (np={np_}): rc {p.returncode}: {text}", f"one line with {words}", p.stderr.strip()[:400])
     if out:
         check(not os.path.exists(out), f"{name}: no complete-looking {os.path.basename(out)}", "absent", "present")
+        # a failed run leaves its work folder for a resume; the next case uses other inputs
+        shutil.rmtree(out + ".partial.d", ignore_errors=True)
 
 
 out = os.path.join(d, "out.h5")
@@ -164,13 +166,20 @@ for i in range(64):
     poke_float(m, "model.layers.2.mlp.down_proj.weight", i, 3e38)
 out2 = os.path.join(d, "failed.h5")
 run(["init", "--model", m, "--out", out2] + BASE)
-check(os.path.exists(out2 + ".partial") and not os.path.exists(out2), "failed run leaves only .partial",
-      ".partial only", os.listdir(d))
+check(os.path.isdir(out2 + ".partial.d") and not os.path.exists(out2), "failed run leaves only its work folder",
+      ".partial.d only", os.listdir(d))
+# a resume with other settings is refused, naming the setting
+expect_error("resume with other settings", ["init", "--model", m, "--out", out2] + BASE + ["--rank", "8"],
+             ["cannot resume", "--rank 4", "this run 8"])
 story = os.path.join(d, "story.tokens")
 write_tokens(story, [list(range(1, 60))])
-if os.path.exists(out2 + ".partial"):
-    expect_error("eval of an incomplete store", ["eval", "--model", MODEL, "--store", out2 + ".partial", "--data",
-                                                 story, "--data-format", "tokens"], ["not complete"])
+# a store whose block file went missing is refused, naming the block
+broken = os.path.join(d, "broken.h5")
+p = run(["init", "--model", MODEL, "--out", broken] + BASE)
+check(p.returncode == 0, "store for the missing-block case", 0, p.stderr.strip()[:300])
+os.remove(os.path.join(broken + ".d", "block_00003.h5"))
+expect_error("eval of a store missing a block file", ["eval", "--model", MODEL, "--store", broken, "--data",
+                                                      story, "--data-format", "tokens"], ["block 3", "missing"])
 expect_error("eval of a missing store", ["eval", "--model", MODEL, "--store", os.path.join(d, "none.h5"), "--data",
                                          story, "--data-format", "tokens"], ["none.h5"])
 expect_error("eval of a non-store", ["eval", "--model", MODEL, "--store", calib, "--data", story,
