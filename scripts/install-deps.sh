@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cloq builds and tests with (see ../shared/STACK.md), and the
+# Installs the Debian packages cloq builds and tests with (see ../shared/STACK.md), Slurm and
+# munge for the one-node cluster the job templates are tested on (scripts/slurm-up.sh), and the
 # PyPI packages the cross-check tests use (numpy, h5py). Idempotent: a second run that
 # finds everything present installs nothing. Needs root (or sudo) for apt-get.
 set -euo pipefail
@@ -11,6 +12,7 @@ pkgs=(
   libhdf5-openmpi-dev hdf5-tools
   libopenblas-dev liblapacke-dev
   libjansson-dev libcmocka-dev
+  slurm-wlm slurmctld slurmd slurm-client munge
 )
 
 missing=()
