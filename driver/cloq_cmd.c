@@ -238,11 +238,8 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
   /* init: one unit's H copy is the Gram itself; U, dsyevd work (~2 n^2), E, M, Q, P, Vt */
   double init_ws = (cloq ? 8 * nmax * nmax * 3 : 0) + maxmod * (8 * 3 + 4 + 1) +
                    8 * rmax * 2 * (d > H ? d : H);
-  /* the checkpoint's pages of the owned tensors stay mapped (counted in RSS) once read */
-  cloq_tensor tq;
-  double esz = cloq_st_find(c->st, "model.layers.0.self_attn.q_proj.weight", &tq) == CLOQ_OK
-                   ? (tq.dtype == CLOQ_DT_F32 ? 4.0 : 2.0)
-                   : 4.0;
+  /* the checkpoint's pages are dropped once a tensor is converted (cloq_st_read_f32) */
+  const double esz = 0.0;
   const double base = 48.0 * 1024 * 1024; /* MPI, HDF5, OpenBLAS: measured at stories260K */
   const char *gb = "GiB";
   double G = 1024.0 * 1024.0 * 1024.0;
@@ -261,15 +258,16 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
     if (k == 0)
       mem += (double)cfg->vocab_size * d * (4 + esz) + stream + tok * 8 +
              (r->sequential ? tok * d * 4 : 0);
-    printf("rank %d: blocks [%lld, %lld) (%lld), peak memory ~%.2f %s (weights %.2f + mapped %.2f, "
-           "Gram %.2f, activations %.2f, init workspace %.2f%s)\n",
+    printf("rank %d: blocks [%lld, %lld) (%lld), peak memory ~%.2f %s (weights %.2f, Gram %.2f, "
+           "activations %.2f, init workspace %.2f%s)\n",
            k, (long long)c->plan.first[k], (long long)c->plan.first[k + 1], (long long)nb, mem / G,
-           gb, w / G, mapped / G, grams / G, (act + stream) / G, init_ws / G,
+           gb, w / G, grams / G, (act + stream) / G, init_ws / G,
            k == 0 ? ", + embedding table and samples" : "");
     if (nb)
       printf("rank %d: flops: forward %.3g, gram %.3g, eig %.3g, svd+factors %.3g (x %d bits)\n",
              k, fwd_flops * (double)nb, cloq ? gram_flops * (double)nb : 0.0,
-             cloq ? eig_flops * (double)nb : 0.0, svdf * (double)nb * ip->nbits, ip->nbits);
+             cloq ? eig_flops * (double)nb : 0.0,
+             ip->init == CLOQ_INIT_ZERO ? 0.0 : svdf * (double)nb * ip->nbits, ip->nbits);
   }
   fflush(stdout);
 }

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -452,6 +453,13 @@ int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_
     for (int64_t i = 0; i < t.numel; i++)
       out[i] = conv((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
   }
+  /* The float32 copy is what the caller keeps: let the kernel drop the mapped pages (whole pages
+   * inside the tensor only; they are clean file pages, re-read if ever touched again), so that
+   * a rank's RSS holds each weight once, not twice. */
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+  uintptr_t e = ((uintptr_t)p + (uintptr_t)t.numel * (t.dtype == CLOQ_DT_F32 ? 4u : 2u)) & ~(pg - 1);
+  if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
   for (int64_t i = 0; i < t.numel; i++)
     if (!isfinite(out[i]))
       return CLOQ_FAIL("%s: tensor %s: non-finite value %g at flat index %lld (%s data)", t.file,
