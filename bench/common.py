@@ -1,0 +1,63 @@
+"""Helpers for the benchmark scripts: run cloq, parse its progress lines, read a model's shape."""
+import json
+import os
+import re
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLOQ = os.environ.get("CLOQ_BIN", os.path.join(ROOT, "build", "driver", "cloq"))
+KERNELS = os.path.join(ROOT, "build", "bench", "cloq-bench-kernels")
+MPIRUN = os.path.join(ROOT, "scripts", "mpirun.sh")
+WORK = os.environ.get("CLOQ_BENCH_DIR", "/tmp/cloq-bench")
+
+
+def sh(cmd, env=None, check=True):
+    e = dict(os.environ)
+    e.update(env or {})
+    t0 = time.time()
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=e)
+    if check and p.returncode != 0:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
+    p.wall = time.time() - t0
+    return p
+
+
+def cloq(args, np_=1, threads=None, env=None, check=True):
+    e = dict(env or {})
+    if threads:
+        e["OPENBLAS_NUM_THREADS"] = str(threads)
+    cmd = ([CLOQ] if np_ == 1 else [MPIRUN, "-n", str(np_), CLOQ]) + list(args)
+    return sh(cmd, e, check)
+
+
+def synth(name, *flags):
+    """A synthetic model under WORK (generated once)."""
+    d = os.path.join(WORK, name)
+    if not os.path.exists(os.path.join(d, "config.json")):
+        sh([CLOQ, "synth", "--out", d, "--force", *flags])
+    return d
+
+
+def config(model):
+    with open(os.path.join(model, "config.json")) as f:
+        return json.load(f)
+
+
+BLOCK = re.compile(r"block (\d+)/\d+ \(rank (\d+)\): forward\+gram ([\d.]+) s, eig ([\d.]+) s, "
+                   r"quant ([\d.]+) s, init ([\d.]+) s, write ([\d.]+) s")
+
+
+def stages(out):
+    """Sum of the per-block stage seconds printed by rank 0, and the calibration pass."""
+    tot = {"forward+gram": 0.0, "eig": 0.0, "quant": 0.0, "init": 0.0, "write": 0.0}
+    for m in BLOCK.finditer(out):
+        for k, v in zip(tot, m.groups()[2:]):
+            tot[k] += float(v)
+    m = re.search(r"calibration pass: ([\d.]+) s", out)
+    tot["calibration pass"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"wrote .* in ([\d.]+) s", out)
+    tot["total"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"peak RSS \(MiB\): (.*)", out)
+    tot["rss"] = m.group(1) if m else ""
+    return tot
