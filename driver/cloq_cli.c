@@ -98,7 +98,7 @@ void cloq_cli_usage(int cmd) {
   }
 }
 
-static int parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
+int cloq_cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
   char *end;
   errno = 0;
   long long x = strtoll(v, &end, 10);
@@ -118,7 +118,7 @@ static int parse_list(const char *flag, const char *v, int64_t lo, int64_t hi, i
   *n = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     CLOQ_CHECK(*n < cap, "%s: at most %d values", flag, cap);
-    CLOQ_CALL(parse_i64(flag, tok, lo, hi, &out[*n]));
+    CLOQ_CALL(cloq_cli_parse_i64(flag, tok, lo, hi, &out[*n]));
     for (int i = 0; i < *n; i++)
       CLOQ_CHECK(out[i] != out[*n], "%s: %lld is listed twice", flag, (long long)out[*n]);
     (*n)++;
@@ -195,14 +195,14 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     const char *a = argv[++i];
     if (!strcmp(f, "--model")) o->model = a;
     else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
-    else if (!strcmp(f, "--seqlen")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->seqlen));
+    else if (!strcmp(f, "--seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->seqlen));
     else if (init && !strcmp(f, "--calib")) o->calib = a;
     else if (init && !strcmp(f, "--calib-format")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
       o->calib_format = a;
     } else if (init && !strcmp(f, "--out")) o->out = a;
     else if (init && !sweep && !strcmp(f, "--bits")) {
-      CLOQ_CALL(parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
       CLOQ_CALL(check_bits(v));
       o->bits = (int)v;
     } else if (sweep && !strcmp(f, "--bits")) {
@@ -217,13 +217,13 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"full", "sequential", NULL}));
       o->propagate = a;
     } else if (init && !strcmp(f, "--dist-threshold")) {
-      CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
     } else if (init && !strcmp(f, "--dist-block")) {
-      CLOQ_CALL(parse_i64(f, a, 1, 1 << 16, &o->dist_nb));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 16, &o->dist_nb));
     } else if (init && !strcmp(f, "--group-size")) {
-      CLOQ_CALL(parse_i64(f, a, -1, INT64_MAX, &o->group_size));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, -1, INT64_MAX, &o->group_size));
       CLOQ_CHECK(o->group_size != 0, "--group-size: 0 is not allowed (use -1 for whole rows)");
-    } else if (init && !sweep && !strcmp(f, "--rank")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->rank));
+    } else if (init && !sweep && !strcmp(f, "--rank")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->rank));
     else if (init && !strcmp(f, "--init")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", NULL}));
       o->init = a;
@@ -234,14 +234,14 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       CLOQ_CALL(parse_f64(f, a, &o->damp));
       CLOQ_CHECK(o->damp >= 0, "--damp: %g must be >= 0", o->damp);
     } else if (init && !strcmp(f, "--nsamples"))
-      CLOQ_CALL(parse_i64(f, a, 1, 1 << 24, &o->nsamples));
-    else if (init && !strcmp(f, "--seed")) CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->seed));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->nsamples));
+    else if (init && !strcmp(f, "--seed")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->seed));
     else if (!init && !strcmp(f, "--store")) o->store = a;
     else if (!init && !strcmp(f, "--data")) o->data = a;
     else if (!init && !strcmp(f, "--data-format")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
       o->data_format = a;
-    } else if (!init && !strcmp(f, "--limit")) CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &o->limit));
+    } else if (!init && !strcmp(f, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
     else if (!init && !strcmp(f, "--dump-logits")) o->dump_logits = a;
     else
       return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", f, c, c);

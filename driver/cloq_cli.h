@@ -46,6 +46,8 @@ typedef struct {
 
 /* Parses argv into o (defaults first). Returns 0, or CLOQ_ERR with the reason recorded. */
 int cloq_cli_parse(int argc, char **argv, cloq_opts *o);
+/* One integer flag value in [lo, hi], else an error naming the flag (also used by cloq synth). */
+int cloq_cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out);
 /* Usage text for a command (0: top level). */
 void cloq_cli_usage(int cmd);
 

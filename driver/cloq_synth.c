@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "cloq_clock.h"
+#include "cloq_cli.h"
 #include "cloq_err.h"
 #include "cloq_io.h"
 #include "cloq_linalg.h"
@@ -110,17 +111,6 @@ static void usage(void) {
       "  --threads N            generator threads (default: all cores; the output does not depend on it)\n");
 }
 
-static int parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
-  char *end;
-  errno = 0;
-  long long x = strtoll(v, &end, 10);
-  CLOQ_CHECK(errno == 0 && end != v && *end == 0, "%s: '%s' is not an integer", flag, v);
-  CLOQ_CHECK(x >= lo && x <= hi, "%s: %lld is out of range [%lld, %lld]", flag, x, (long long)lo,
-             (long long)hi);
-  *out = x;
-  return CLOQ_OK;
-}
-
 static int parse_f64(const char *flag, const char *v, double lo, double hi, double *out) {
   char *end;
   errno = 0;
@@ -164,28 +154,28 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
       for (size_t k = 0; k < sizeof presets / sizeof presets[0]; k++) found |= !strcmp(a, presets[k].name);
       CLOQ_CHECK(found, "--like: '%s' is not one of llama2-13b, llama2-7b, stories260k", a);
       o->like = a;
-    } else if (!strcmp(f, "--dim")) CLOQ_CALL(parse_i64(f, a, 1, big, &o->dim));
-    else if (!strcmp(f, "--layers")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 20, &o->layers));
-    else if (!strcmp(f, "--heads")) CLOQ_CALL(parse_i64(f, a, 1, big, &o->heads));
-    else if (!strcmp(f, "--kv-heads")) CLOQ_CALL(parse_i64(f, a, 1, big, &o->kv_heads));
-    else if (!strcmp(f, "--mlp")) CLOQ_CALL(parse_i64(f, a, 1, big, &o->mlp));
-    else if (!strcmp(f, "--vocab")) CLOQ_CALL(parse_i64(f, a, 4, big, &o->vocab));
-    else if (!strcmp(f, "--max-pos")) CLOQ_CALL(parse_i64(f, a, 2, big, &o->max_pos));
-    else if (!strcmp(f, "--head-dim")) CLOQ_CALL(parse_i64(f, a, 2, big, &o->head_dim));
+    } else if (!strcmp(f, "--dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->dim));
+    else if (!strcmp(f, "--layers")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->layers));
+    else if (!strcmp(f, "--heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->heads));
+    else if (!strcmp(f, "--kv-heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->kv_heads));
+    else if (!strcmp(f, "--mlp")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->mlp));
+    else if (!strcmp(f, "--vocab")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 4, big, &o->vocab));
+    else if (!strcmp(f, "--max-pos")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->max_pos));
+    else if (!strcmp(f, "--head-dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->head_dim));
     else if (!strcmp(f, "--dtype")) {
       if (!strcmp(a, "bf16")) o->dtype = CLOQ_DT_BF16;
       else if (!strcmp(a, "f16")) o->dtype = CLOQ_DT_F16;
       else if (!strcmp(a, "f32")) o->dtype = CLOQ_DT_F32;
       else return CLOQ_FAIL("--dtype: '%s' is not one of bf16, f16, f32", a);
     } else if (!strcmp(f, "--seed")) {
-      CLOQ_CALL(parse_i64(f, a, 0, INT64_MAX, &v));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &v));
       o->seed = (uint64_t)v;
     } else if (!strcmp(f, "--outlier-cols")) CLOQ_CALL(parse_f64(f, a, 0, 0.5, &o->outlier_frac));
     else if (!strcmp(f, "--outlier-scale")) CLOQ_CALL(parse_f64(f, a, 1, 1000, &o->outlier_scale));
-    else if (!strcmp(f, "--calib-samples")) CLOQ_CALL(parse_i64(f, a, 1, 1 << 24, &o->calib_n));
-    else if (!strcmp(f, "--calib-seqlen")) CLOQ_CALL(parse_i64(f, a, 2, 1 << 24, &o->calib_t));
+    else if (!strcmp(f, "--calib-samples")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->calib_n));
+    else if (!strcmp(f, "--calib-seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, 1 << 24, &o->calib_t));
     else if (!strcmp(f, "--threads")) {
-      CLOQ_CALL(parse_i64(f, a, 1, 256, &v));
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 256, &v));
       o->threads = (int)v;
     } else
       return CLOQ_FAIL("unknown option %s for 'cloq synth' (see cloq synth --help)", f);

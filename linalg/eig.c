@@ -24,8 +24,8 @@
 /* The reference's stopping rule: sweeps until no off-diagonal entry is worth rotating away. */
 enum { JACOBI_MAX_SWEEPS = 100 };
 
-/* Validates H and fills A with Hd. */
-static int eig_prepare(const double *H, int64_t n, double damp, double *A) {
+/* Validates H and fills A with Hd (linalg_internal.h). */
+int cloq_eig_prepare(const double *H, int64_t n, double damp, double *A) {
   CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
   CLOQ_CHECK(isfinite(damp) && damp >= 0.0, "invalid damping %g (expected finite, >= 0)", damp);
   const int64_t nn = n * n; /* n fits in int, so n*n fits in int64 */
@@ -41,7 +41,7 @@ static int eig_prepare(const double *H, int64_t n, double damp, double *A) {
 }
 
 /* Raises eigenvalues <= floor to floor (floor relative to max |s|); counts them. */
-static void eig_clamp(double *s, int64_t n, int64_t *nclamped) {
+void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped) {
   double smax = 0.0;
   for (int64_t i = 0; i < n; i++)
     if (fabs(s[i]) > smax) smax = fabs(s[i]);
@@ -58,7 +58,7 @@ static void eig_clamp(double *s, int64_t n, int64_t *nclamped) {
 
 int cloq_eig_damped(const double *H, int64_t n, double damp, double *s, double *U,
                     int64_t *nclamped) {
-  CLOQ_CALL(eig_prepare(H, n, damp, U)); /* dsyevd overwrites its input with the vectors */
+  CLOQ_CALL(cloq_eig_prepare(H, n, damp, U)); /* dsyevd overwrites its input with the vectors */
   const lapack_int ln = (lapack_int)n;
   double wq = 0.0;
   lapack_int iwq = 0;
@@ -88,7 +88,7 @@ int cloq_eig_damped(const double *H, int64_t n, double damp, double *s, double *
       U[i * n + j] = U[j * n + i];
       U[j * n + i] = tmp;
     }
-  eig_clamp(s, n, nclamped);
+  cloq_eig_clamp(s, n, nclamped);
   return CLOQ_OK;
 }
 
@@ -109,7 +109,7 @@ int cloq_eig_damped_ref(const double *H, int64_t n, double damp, double *s, doub
   int converged = 0;
   CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
   if (!CLOQ_TRY_ALLOC(A, n * n, "Jacobi working matrix")) return CLOQ_ERR;
-  if (eig_prepare(H, n, damp, A) != 0) goto fail;
+  if (cloq_eig_prepare(H, n, damp, A) != 0) goto fail;
 
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) V[i * n + j] = (i == j) ? 1.0 : 0.0;
@@ -179,7 +179,7 @@ int cloq_eig_damped_ref(const double *H, int64_t n, double damp, double *s, doub
   memcpy(U, A, (size_t)(n * n) * sizeof *U);
   free(perm);
   free(A);
-  eig_clamp(s, n, nclamped);
+  cloq_eig_clamp(s, n, nclamped);
   return CLOQ_OK;
 fail:
   free(perm);

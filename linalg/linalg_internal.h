@@ -27,4 +27,10 @@ static inline int64_t cloq_first_nonfinite_d(const double *x, int64_t n) {
 }
 
 
+/* Shared by the LAPACK (eig.c) and ScaLAPACK (pdist.c) eigendecompositions: validate H and
+ * write Hd = H + damp * mean(diag H) * I into A (n, n); raise eigenvalues <= 1e-12 max|s| (or
+ * 1e-300 for a zero H) to that floor, counting them in *nclamped (may be NULL). */
+int cloq_eig_prepare(const double *H, int64_t n, double damp, double *A);
+void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped);
+
 #endif

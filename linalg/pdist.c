@@ -257,37 +257,8 @@ static int agree_lwork(MPI_Comm comm, const char *name, int64_t need, int64_t in
 
 /* ---- damped eigendecomposition --------------------------------------------------------------- */
 
-/* Mirrors eig.c (eig_prepare): validates H and writes Hd into A (root only). Same messages and
- * the same arithmetic, so that both paths see the same Hd bit for bit. */
-static int hd_prepare(const double *H, int64_t n, double damp, double *A) {
-  const int64_t nn = n * n;
-  const int64_t bad = cloq_first_nonfinite_d(H, nn);
-  CLOQ_CHECK(bad < 0, "non-finite value in Gram matrix at (%lld, %lld)", (long long)(bad / n),
-             (long long)(bad % n));
-  memcpy(A, H, (size_t)nn * sizeof *A);
-  double tr = 0.0;
-  for (int64_t i = 0; i < n; i++) tr += H[i * n + i];
-  const double add = damp * (tr / (double)n);
-  for (int64_t i = 0; i < n; i++) A[i * n + i] += add;
-  return CLOQ_OK;
-}
-
-/* Mirrors eig.c (eig_clamp): eigenvalues <= floor (1e-12 max|s|, or 1e-300 for a zero H) are
- * raised to floor and counted. Run on every rank on the same (broadcast) s. */
-static void clamp(double *s, int64_t n, int64_t *nclamped) {
-  double smax = 0.0;
-  for (int64_t i = 0; i < n; i++)
-    if (fabs(s[i]) > smax) smax = fabs(s[i]);
-  const double floor_ = smax > 0.0 ? 1e-12 * smax : 1e-300;
-  int64_t k = 0;
-  for (int64_t i = 0; i < n; i++) {
-    if (s[i] <= floor_) {
-      s[i] = floor_;
-      k++;
-    }
-  }
-  *nclamped = k;
-}
+/* Hd and the eigenvalue floor come from eig.c (cloq_eig_prepare, cloq_eig_clamp): both paths
+ * see the same Hd bit for bit and clamp alike. */
 
 /* Local checks of cloq_pdist_eig_damped's arguments (before any collective step). */
 static int eig_args(int me, int size, int root, const double *H, int64_t n, double damp,
@@ -348,7 +319,7 @@ int cloq_pdist_eig_damped(MPI_Comm comm, int root, const double *H, int64_t n, d
 
   /* 1. arguments (all ranks) and Hd (root, into U: U is also where the vectors come back) */
   int rc = eig_args(me, size, root, H, n, damp, nb, s, U, nclamped);
-  if (rc == CLOQ_OK && me == root) rc = hd_prepare(H, n, damp, U);
+  if (rc == CLOQ_OK && me == root) rc = cloq_eig_prepare(H, n, damp, U);
   int64_t damp_bits;
   memcpy(&damp_bits, &damp, sizeof damp_bits);
   const int64_t args[4] = {n, nb, root, damp_bits};
@@ -412,7 +383,7 @@ int cloq_pdist_eig_damped(MPI_Comm comm, int root, const double *H, int64_t n, d
         U[i * n + j] = U[j * n + i];
         U[j * n + i] = tmp;
       }
-  clamp(s, n, nclamped);
+  cloq_eig_clamp(s, n, nclamped);
   rc = CLOQ_OK;
 done:
   pgrid_close(&g);

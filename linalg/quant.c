@@ -80,7 +80,7 @@ int cloq_quant_rtn_ref(const float *W, int64_t n_out, int64_t n_in, int bits, in
         if (w < xmin) xmin = w;
         if (w > xmax) xmax = w;
       }
-      float scale, zero;
+      float scale = 0.0f, zero = 0.0f; /* set by quant_scale_zero; silences -Wmaybe-uninitialized */
       CLOQ_CALL(quant_scale_zero(xmin, xmax, bits, r, g, &scale, &zero));
       scales[r * ng + g] = scale;
       zeros[r * ng + g] = zero;
@@ -121,7 +121,7 @@ int cloq_quant_rtn(const float *W, int64_t n_out, int64_t n_in, int bits, int64_
           CLOQ_CHECK(isfinite(wg[c]), "non-finite weight %g at row %lld, column %lld",
                      (double)wg[c], (long long)r, (long long)(c0 + c));
       }
-      float scale, zero;
+      float scale = 0.0f, zero = 0.0f; /* set by quant_scale_zero; silences -Wmaybe-uninitialized */
       CLOQ_CALL(quant_scale_zero(xmin, xmax, bits, r, g, &scale, &zero));
       scales[r * ng + g] = scale;
       zeros[r * ng + g] = zero;
