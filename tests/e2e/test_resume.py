@@ -69,13 +69,15 @@ check(p.returncode == 0 and same_layers(load_layers(out), refs["full"]), "SIGTER
 
 # SIGTERM from outside, to every rank, while the stream runs: stops within 30 s, then resumes
 out = os.path.join(d, "term2.h5")
-long = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8", "--nsamples", "400",
+long = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8", "--nsamples", "1000",
         "--seqlen", "256", "--seed", "3"]
 env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
 proc = subprocess.Popen([MPIRUN, "-np", "2", CLOQ, "init", "--model", MODEL, "--out", out] + long,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-first = proc.stdout.readline()  # the header: the ranks are up
-time.sleep(1.0)
+# signal at the first progress line of the stream (10% of the samples): well before the end
+for line in proc.stdout:
+    if line.startswith("stream:"):
+        break
 t0 = time.time()
 pids = subprocess.run(["pgrep", "-f", f"{CLOQ} init --model {MODEL} --out {out}"], capture_output=True,
                       text=True).stdout.split()
