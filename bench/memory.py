@@ -22,10 +22,12 @@ def args(model, extra):
 
 print("| model | ranks | mode | peak memory per rank |")
 print("|---|---|---|---|")
-for np_ in (1, 2):
-    p = cloq(args(m4, ["--init", "zero"]), np_=np_, threads=2 // np_)
+for model, nb, np_, weights in ((m4, 4, 1, "resident"), (m4, 4, 2, "resident"), (m4, 4, 2, "lazy"),
+                                (m40, 40, 2, "lazy")):
+    p = cloq(args(model, ["--init", "zero", "--weights", weights]), np_=np_, threads=2 // np_)
     rss = re.search(r"peak RSS \(MiB\): (.*)", p.stdout).group(1)
-    print(f"| 13B-shaped, 4 blocks | {np_} | measured, --init zero, {p.wall:.0f} s | {rss} |")
+    print(f"| 13B-shaped, {nb} blocks | {np_} | measured, --init zero, --weights {weights}, {p.wall:.0f} s | {rss} |",
+          flush=True)
 for model, nb in ((m4, 4), (m40, 40)):
     for np_ in (1, 2, 4):
         for prop in ("full", "sequential"):

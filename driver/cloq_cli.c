@@ -25,6 +25,7 @@ static void defaults(cloq_opts *o) {
   o->propagate = "full";
   o->dist_threshold = 8192;
   o->dist_nb = 64;
+  o->weights = "auto";
 }
 
 void cloq_cli_usage(int cmd) {
@@ -55,6 +56,12 @@ void cloq_cli_usage(int cmd) {
         "  --dist-threshold N     decompose matrices whose smaller side is >= N with ScaLAPACK\n"
         "                         over all ranks (default 8192; 1 forces it, 0 disables it)\n"
         "  --dist-block N         ScaLAPACK block size (default 64)\n"
+        "  --weights W            resident | lazy | auto (default auto): owners hold their blocks'\n"
+        "                         linears in float32 (resident), or convert one block at a time\n"
+        "                         from the checkpoint as samples reach it (lazy: one block's\n"
+        "                         worth of memory per rank); auto picks lazy when the resident\n"
+        "                         weights would exceed a quarter of the node's memory per rank.\n"
+        "                         Sequential propagation keeps them resident.\n"
         "  --dry-run              print the plan (blocks per rank, peak memory, flops per stage)\n"
         "                         and stop\n"
         "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
@@ -218,6 +225,9 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       o->propagate = a;
     } else if (init && !strcmp(f, "--dist-threshold")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
+    } else if (init && !strcmp(f, "--weights")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"resident", "lazy", "auto", NULL}));
+      o->weights = a;
     } else if (init && !strcmp(f, "--dist-block")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 16, &o->dist_nb));
     } else if (init && !strcmp(f, "--group-size")) {
@@ -249,6 +259,9 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   CLOQ_CHECK(o->model, "--model is required");
   if (init) {
     CLOQ_CHECK(o->calib, "--calib is required");
+    CLOQ_CHECK(strcmp(o->propagate, "sequential") != 0 || strcmp(o->weights, "lazy") != 0,
+               "--weights lazy needs --propagate full (sequential propagation replaces each "
+               "block's weights by Q + B A in memory)");
     CLOQ_CHECK(o->out, "--out is required");
     if (!sweep) {
       o->nbits = 1, o->bits_list[0] = o->bits;

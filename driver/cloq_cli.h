@@ -31,6 +31,7 @@ typedef struct {
   int64_t dist_threshold; /* ScaLAPACK for matrices whose smaller side is >= this (0: never) */
   int64_t dist_nb;        /* ScaLAPACK block size */
   int dry_run;            /* print the plan (blocks, memory, flops per rank) and stop */
+  const char *weights;    /* resident | lazy | auto: how owners hold their blocks' linears */
   /* sweep: --bits and --ranks take comma lists (init: one value each) */
   int nbits;
   int bits_list[4];

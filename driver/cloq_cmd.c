@@ -195,6 +195,23 @@ static void report_rss(MPI_Comm comm, int rank, int size) {
   free(all);
 }
 
+/* Whether this rank keeps its blocks' linears lazily (see --weights). auto: when the resident
+ * float32 weights of the rank's blocks would exceed a quarter of the node's memory divided by the
+ * ranks on the node. Not collective in effect (results do not depend on it). */
+static int use_lazy(const init_run *r, const run_ctx *c) {
+  if (r->sequential || !strcmp(r->o->weights, "resident")) return 0;
+  if (!strcmp(r->o->weights, "lazy")) return 1;
+  double per_block = 0;
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    int64_t no, ni;
+    cloq_module_shape(&c->cfg, m, &no, &ni);
+    per_block += 4.0 * (double)no * (double)ni;
+  }
+  double node = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  int local = c->size; /* an upper bound of the ranks sharing this node */
+  return per_block * (double)(c->plan.b1 - c->plan.b0) > node / 4.0 / (double)local;
+}
+
 /* ---- the plan (--dry-run) ------------------------------------------------------------------- */
 
 static double svd_flops(double m, double n) {
@@ -250,7 +267,8 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
          r->group ? "the threshold)" : "");
   for (int k = 0; k < c->size; k++) {
     int64_t nb = c->plan.first[k + 1] - c->plan.first[k];
-    double w = (double)nb * (params + 2 * d) * 4;
+    /* lazy weights: one block's linears (the plan assumes this rank's choice holds for all) */
+    double w = (use_lazy(r, c) && nb ? 1.0 : (double)nb) * params * 4 + (double)nb * 2 * d * 4;
     double grams = r->sequential ? (nb ? gram_bytes : 0) : (double)nb * (cloq ? gram_bytes : 0);
     double hs = r->sequential && nb ? tok * d * 4 : 0;
     double mapped = (double)nb * (params + 2 * d) * esz;
@@ -566,7 +584,8 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   rc = CLOQ_OK;
   if (c.plan.b1 > c.plan.b0) {
     cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .gram = cloq,
-                             .gram_lazy = r.sequential, .max_t = stats[1]};
+                             .gram_lazy = r.sequential, .max_t = stats[1],
+                             .lazy = use_lazy(&r, &c)};
     rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
     /* blocks already complete need no Gram matrices (never touched: no memory used) */
     for (int64_t b = c.plan.b0; b < c.plan.b1 && rc == CLOQ_OK && cloq && !r.sequential; b++)

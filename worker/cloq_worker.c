@@ -24,7 +24,10 @@ struct cloq_worker {
   cloq_config cfg;
   cloq_worker_params p;
   int64_t nb;          /* owned block count */
-  cloq_block *blocks;  /* nb */
+  cloq_block *blocks;  /* nb; with lazy weights only the norms are resident */
+  const cloq_st *st;   /* lazy weights: read from here */
+  float *lazy_w[CLOQ_NMOD]; /* lazy weights: the linears of block lazy_b, float32 */
+  int64_t lazy_b;
   double **gram;       /* nb * CLOQ_NIN matrices, NULL when not accumulated */
   double *fwd_sec;     /* nb */
   int64_t tokens;
@@ -79,12 +82,20 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
     CLOQ_CALL(load_tensor(st, name, 1, cfg->dim, 0, &bl->attn_norm));
     snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)b);
     CLOQ_CALL(load_tensor(st, name, 1, cfg->dim, 0, &bl->ffn_norm));
-    for (int m = 0; m < CLOQ_NMOD; m++) {
+    for (int m = 0; m < CLOQ_NMOD && !p->lazy; m++) {
       int64_t no, ni;
       cloq_module_shape(cfg, m, &no, &ni);
       snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
       CLOQ_CALL(load_tensor(st, name, 2, no, ni, &bl->w[m]));
     }
+  }
+  w->st = st;
+  w->lazy_b = -1;
+  for (int m = 0; m < CLOQ_NMOD && p->lazy; m++) {
+    int64_t no, ni, n;
+    cloq_module_shape(cfg, m, &no, &ni);
+    CLOQ_CALL(cloq_mul64(no, ni, &n));
+    CLOQ_ALLOC(w->lazy_w[m], n, "block weights");
   }
   if (p->gram) {
     CLOQ_ALLOC(w->gram, w->nb * CLOQ_NIN, "gram pointers");
@@ -137,6 +148,7 @@ void cloq_worker_destroy(cloq_worker **wp) {
     free(w->blocks[i].ffn_norm);
     for (int m = 0; m < CLOQ_NMOD; m++) free(w->blocks[i].w[m]);
   }
+  for (int m = 0; m < CLOQ_NMOD; m++) free(w->lazy_w[m]);
   if (w->gram)
     for (int64_t i = 0; i < w->nb * CLOQ_NIN; i++) free(w->gram[i]);
   free(w->gram);
@@ -252,7 +264,27 @@ static void accumulate(cloq_worker *w, int64_t bi, int input, const float *X, in
 
 static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   const cloq_config *c = &w->cfg;
-  const cloq_block *bl = &w->blocks[bi];
+  cloq_block lz, *bl = &w->blocks[bi];
+  if (w->p.lazy) {
+    /* the block's linears, converted from the checkpoint for this sample (its pages dropped
+     * again); the previous block's buffers are reused */
+    int64_t b = w->p.b0 + bi;
+    if (w->lazy_b != b) {
+      char name[256];
+      for (int m = 0; m < CLOQ_NMOD; m++) {
+        int64_t shape[2];
+        cloq_module_shape(&w->cfg, m, &shape[0], &shape[1]);
+        snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b,
+                 cloq_module_name[m]);
+        w->lazy_b = -1;
+        CLOQ_CALL(cloq_st_read_f32(w->st, name, 2, shape, w->lazy_w[m]));
+      }
+      w->lazy_b = b;
+    }
+    lz = *bl;
+    for (int m = 0; m < CLOQ_NMOD; m++) lz.w[m] = w->lazy_w[m];
+    bl = &lz;
+  }
   int64_t b = w->p.b0 + bi, d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
   int64_t qd = nh * hd, kd = nkv * hd, H = c->hidden_dim;
 
@@ -371,7 +403,7 @@ int cloq_worker_nll(cloq_worker *w, const float *x, const int32_t *ids, int64_t 
 }
 
 cloq_block *cloq_worker_block(cloq_worker *w, int64_t b) {
-  if (b < w->p.b0 || b >= w->p.b1) return NULL;
+  if (b < w->p.b0 || b >= w->p.b1 || w->p.lazy) return NULL;
   return &w->blocks[b - w->p.b0];
 }
 

@@ -29,6 +29,9 @@ typedef struct {
   int gram_lazy;   /* with gram: allocate a block's matrices only in cloq_worker_alloc_gram */
   int head;        /* load final norm + head (for the NLL) */
   int64_t max_t;   /* longest sequence that will be run */
+  int lazy;        /* keep only the norms resident: each block's linears are converted from the
+                    * checkpoint when a sample reaches it (one block's worth of float32 per rank;
+                    * cloq_worker_block then returns NULL) */
 } cloq_worker_params;
 
 /* Loads the owned blocks' weights from the checkpoint as float32 (checking shapes and that every
@@ -54,7 +57,7 @@ int cloq_worker_alloc_gram(cloq_worker *w, int64_t b);
 int cloq_worker_nll(cloq_worker *w, const float *x, const int32_t *ids, int64_t t, double *nll,
                     int64_t *count, float *logits, int64_t nlog);
 
-/* The owned block b (global index) and its Gram matrix for input i: (n, n) float64, upper
+/* The owned block b (global index; NULL with lazy weights) and its Gram matrix for input i: (n, n) float64, upper
  * triangle accumulated (symmetrize before use). Samples and tokens seen so far. */
 cloq_block *cloq_worker_block(cloq_worker *w, int64_t b);
 double *cloq_worker_gram(cloq_worker *w, int64_t b, int input);

@@ -95,6 +95,16 @@ for prop, ref in (("full", fl), ("sequential", seq[0])):
         if p.returncode == 0:
             compare(ref, load_layers(out), f"ScaLAPACK {prop} at {np_} ranks vs LAPACK")
 
+# ---- lazy weights (one block's linears in memory at a time): the same stores ----------------------
+for np_ in (0, 3):
+    lz = os.path.join(d, f"lazy-{np_}.h5")
+    p = init(lz, 3, 8, np_, ["--weights", "lazy"])
+    check(p.returncode == 0 and same_layers(load_layers(lz), fl), f"--weights lazy at {max(np_, 1)} rank(s) equals resident",
+          "bitwise equal", p.stderr.strip()[:200])
+p = init(os.path.join(d, "lazyseq.h5"), 3, 8, 0, ["--weights", "lazy", "--propagate", "sequential"])
+check(p.returncode == 1 and "--weights lazy needs --propagate full" in p.stderr, "lazy weights refuse sequential",
+      "one error line", p.stderr.strip()[:200])
+
 # ---- the plan -----------------------------------------------------------------------------------
 out = os.path.join(d, "dry.h5")
 p = init(out, 4, 16, 3, ["--dry-run"])
