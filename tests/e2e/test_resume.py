@@ -67,6 +67,19 @@ p = init(out, 2)
 check(p.returncode == 0 and same_layers(load_layers(out), refs["full"]), "SIGTERM: resumed store equal",
       "equal", p.stderr.strip()[:200])
 
+# SIGTERM while a rank is inside a long computation that cannot poll (simulated by a stall in the
+# middle of writing block 3): the watchdog ends the process after the grace period (here 2 s)
+out = os.path.join(d, "stall.h5")
+t0 = time.time()
+p = init(out, 2, env={"CLOQ_DEBUG_KILL": "write:3:1:termstall", "CLOQ_STOP_GRACE": "2"})
+took = time.time() - t0
+check(p.returncode != 0 and took < 60 and "grace period" in p.stderr and not os.path.exists(out),
+      "SIGTERM during a stall: the watchdog stops the job after the grace period", "stopped, no store",
+      f"rc {p.returncode}, {took:.1f} s, {p.stderr.strip()[:200]}")
+p = init(out, 2)
+check(p.returncode == 0 and "resuming" in p.stdout and same_layers(load_layers(out), refs["full"]),
+      "SIGTERM during a stall: resumed store equal", "equal", p.stderr.strip()[:200])
+
 # SIGTERM from outside, to every rank, while the stream runs: stops within 30 s, then resumes
 out = os.path.join(d, "term2.h5")
 long = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8", "--nsamples", "1000",
