@@ -40,6 +40,15 @@ int cloq_eig_prepare(const double *H, int64_t n, double damp, double *A) {
   return CLOQ_OK;
 }
 
+void cloq_transpose_square(double *A, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = i + 1; j < n; j++) {
+      const double tmp = A[i * n + j];
+      A[i * n + j] = A[j * n + i];
+      A[j * n + i] = tmp;
+    }
+}
+
 /* Raises eigenvalues <= floor to floor (floor relative to max |s|); counts them. */
 void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped) {
   double smax = 0.0;
@@ -82,12 +91,7 @@ int cloq_eig_damped(const double *H, int64_t n, double damp, double *s, double *
   free(iwork);
   CLOQ_LAPACK("dsyevd", info);
   /* column-major Z (Z[i + j n] = component i of vector j) -> row-major U (U[i n + j]) */
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = i + 1; j < n; j++) {
-      const double tmp = U[i * n + j];
-      U[i * n + j] = U[j * n + i];
-      U[j * n + i] = tmp;
-    }
+  cloq_transpose_square(U, n);
   cloq_eig_clamp(s, n, nclamped);
   return CLOQ_OK;
 }

@@ -32,5 +32,7 @@ static inline int64_t cloq_first_nonfinite_d(const double *x, int64_t n) {
  * 1e-300 for a zero H) to that floor, counting them in *nclamped (may be NULL). */
 int cloq_eig_prepare(const double *H, int64_t n, double damp, double *A);
 void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped);
+/* In-place transpose of a square (n, n) matrix (column-major LAPACK output -> row-major). */
+void cloq_transpose_square(double *A, int64_t n);
 
 #endif

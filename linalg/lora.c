@@ -55,24 +55,16 @@ static int to_float(const double *x, int64_t n, float *y, const char *what) {
   return CLOQ_OK;
 }
 
-static int lora_svd_impl(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
+static int lora_svd_with(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
                          float *B, svd_fn svd) {
   CLOQ_CALL(lora_check(E, n_out, n_in, r));
   double *P = NULL, *S = NULL, *Vt = NULL;
   int rc = CLOQ_ERR;
-  if (!CLOQ_TRY_ALLOC(P, n_out * r, "left singular vectors") ||
-      !CLOQ_TRY_ALLOC(S, r, "singular values") ||
-      !CLOQ_TRY_ALLOC(Vt, r * n_in, "right singular vectors"))
-    goto done;
-  if (svd(E, n_out, n_in, r, P, S, Vt) != 0) goto done;
-  for (int64_t j = 0; j < r; j++) {
-    const double h = sqrt(S[j]);
-    for (int64_t o = 0; o < n_out; o++) P[o * r + j] *= h;     /* B = P_r sqrt(S) */
-    for (int64_t i = 0; i < n_in; i++) Vt[j * n_in + i] *= h; /* A = sqrt(S) Vt_r */
-  }
-  if (to_float(P, n_out * r, B, "B") != 0 || to_float(Vt, r * n_in, A, "A") != 0) goto done;
-  rc = CLOQ_OK;
-done:
+  if (CLOQ_TRY_ALLOC(P, n_out * r, "left singular vectors") &&
+      CLOQ_TRY_ALLOC(S, r, "singular values") &&
+      CLOQ_TRY_ALLOC(Vt, r * n_in, "right singular vectors") &&
+      svd(E, n_out, n_in, r, P, S, Vt) == 0)
+    rc = cloq_lora_svd_factors(P, S, Vt, n_out, n_in, r, r, A, B);
   free(P);
   free(S);
   free(Vt);
@@ -80,18 +72,7 @@ done:
 }
 
 int cloq_lora_svd(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A, float *B) {
-  CLOQ_CALL(lora_check(E, n_out, n_in, r));
-  double *P = NULL, *S = NULL, *Vt = NULL;
-  int rc = CLOQ_ERR;
-  if (CLOQ_TRY_ALLOC(P, n_out * r, "left singular vectors") &&
-      CLOQ_TRY_ALLOC(S, r, "singular values") &&
-      CLOQ_TRY_ALLOC(Vt, r * n_in, "right singular vectors") &&
-      cloq_svd_trunc(E, n_out, n_in, r, P, S, Vt) == 0)
-    rc = cloq_lora_svd_factors(P, S, Vt, n_out, n_in, r, r, A, B);
-  free(P);
-  free(S);
-  free(Vt);
-  return rc;
+  return lora_svd_with(E, n_out, n_in, r, A, B, cloq_svd_trunc);
 }
 
 int cloq_lora_svd_factors(const double *P, const double *S, const double *Vt, int64_t n_out,
@@ -114,14 +95,16 @@ int cloq_lora_svd_factors(const double *P, const double *S, const double *Vt, in
   return CLOQ_OK;
 }
 
+/* The reference differs only in its SVD (Jacobi); the split of S is plain loops either way. */
 int cloq_lora_svd_ref(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
                       float *B) {
-  return lora_svd_impl(E, n_out, n_in, r, A, B, cloq_svd_trunc_ref);
+  return lora_svd_with(E, n_out, n_in, r, A, B, cloq_svd_trunc_ref);
 }
 
-/* CLoQ, both versions; `fast` picks dgemm + dgesdd or loops + Jacobi. */
-static int lora_cloq_impl(const double *E, int64_t n_out, int64_t n_in, const double *s,
-                          const double *U, int64_t r, float *A, float *B, int fast) {
+/* The reference CLoQ: loops and the Jacobi SVD, step for step what cloq_lora_cloq_matrix, the
+ * SVD and cloq_lora_cloq_factors do with dgemm and dgesdd. */
+int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *s,
+                       const double *U, int64_t r, float *A, float *B) {
   CLOQ_CALL(lora_check(E, n_out, n_in, r));
   CLOQ_CALL(check_eigs(s, n_in));
   double *M = NULL, *P = NULL, *S = NULL, *Vt = NULL, *Ad = NULL;
@@ -134,24 +117,19 @@ static int lora_cloq_impl(const double *E, int64_t n_out, int64_t n_in, const do
     goto done;
 
   /* M (n_in, n_out) = diag(sqrt s) U^T E^T */
-  if (fast) {
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)n_in, (int)n_out, (int)n_in, 1.0, U,
-                (int)n_in, E, (int)n_in, 0.0, M, (int)n_out);
-  } else {
-    for (int64_t i = 0; i < n_in; i++)
-      for (int64_t o = 0; o < n_out; o++) {
-        double acc = 0.0;
-        for (int64_t k = 0; k < n_in; k++) acc += U[k * n_in + i] * E[o * n_in + k];
-        M[i * n_out + o] = acc;
-      }
-  }
+  for (int64_t i = 0; i < n_in; i++)
+    for (int64_t o = 0; o < n_out; o++) {
+      double acc = 0.0;
+      for (int64_t k = 0; k < n_in; k++) acc += U[k * n_in + i] * E[o * n_in + k];
+      M[i * n_out + o] = acc;
+    }
   for (int64_t i = 0; i < n_in; i++) {
     const double h = sqrt(s[i]);
     for (int64_t o = 0; o < n_out; o++) M[i * n_out + o] *= h;
   }
 
   /* M ~ P diag(S) Vt, rank r */
-  if ((fast ? cloq_svd_trunc : cloq_svd_trunc_ref)(M, n_in, n_out, r, P, S, Vt) != 0) goto done;
+  if (cloq_svd_trunc_ref(M, n_in, n_out, r, P, S, Vt) != 0) goto done;
 
   /* B (n_out, r) = Vt_r^T diag(sqrt S); Vt is scaled in place, then read transposed */
   for (int64_t j = 0; j < r; j++) {
@@ -167,17 +145,12 @@ static int lora_cloq_impl(const double *E, int64_t n_out, int64_t n_in, const do
     const double h = 1.0 / sqrt(s[i]);
     for (int64_t j = 0; j < r; j++) P[i * r + j] *= h;
   }
-  if (fast) {
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)r, (int)n_in, (int)n_in, 1.0, P,
-                (int)r, U, (int)n_in, 0.0, Ad, (int)n_in);
-  } else {
-    for (int64_t j = 0; j < r; j++)
-      for (int64_t k = 0; k < n_in; k++) {
-        double acc = 0.0;
-        for (int64_t i = 0; i < n_in; i++) acc += P[i * r + j] * U[k * n_in + i];
-        Ad[j * n_in + k] = acc;
-      }
-  }
+  for (int64_t j = 0; j < r; j++)
+    for (int64_t k = 0; k < n_in; k++) {
+      double acc = 0.0;
+      for (int64_t i = 0; i < n_in; i++) acc += P[i * r + j] * U[k * n_in + i];
+      Ad[j * n_in + k] = acc;
+    }
   for (int64_t j = 0; j < r; j++) {
     const double h = sqrt(S[j]);
     for (int64_t k = 0; k < n_in; k++) Ad[j * n_in + k] *= h;
@@ -225,7 +198,7 @@ int cloq_lora_cloq_matrix(const double *E, int64_t n_out, int64_t n_in, const do
   return CLOQ_OK;
 }
 
-/* The arithmetic is that of lora_cloq_impl (fast), operation for operation; the leading r
+/* The arithmetic is that of cloq_lora_cloq_ref with dgemm for its loops; the leading r
  * columns of P are copied to a contiguous (n_in, r) block first so that the dgemm call is the
  * same for every rmax (its result then does not depend on rmax). */
 int cloq_lora_cloq_factors(const double *s, const double *U, int64_t n_out, int64_t n_in,
@@ -269,10 +242,6 @@ done:
   return rc;
 }
 
-int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *s,
-                       const double *U, int64_t r, float *A, float *B) {
-  return lora_cloq_impl(E, n_out, n_in, s, U, r, A, B, 0);
-}
 
 void cloq_lora_zero(int64_t n_out, int64_t n_in, int64_t r, uint64_t seed, float *A, float *B) {
   if (n_out > 0 && r > 0) memset(B, 0, (size_t)(n_out * r) * sizeof *B);

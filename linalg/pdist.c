@@ -376,13 +376,7 @@ int cloq_pdist_eig_damped(MPI_Comm comm, int root, const double *H, int64_t n, d
     rc = CLOQ_FAIL("MPI_Bcast of the eigenvalues failed");
   if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
   Cpdgemr2d(in, in, Z, 1, 1, descZ, Uroot, 1, 1, descR, g.line);
-  if (me == root) /* column-major Z -> row-major U whose columns are eigenvectors */
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = i + 1; j < n; j++) {
-        const double tmp = U[i * n + j];
-        U[i * n + j] = U[j * n + i];
-        U[j * n + i] = tmp;
-      }
+  if (me == root) cloq_transpose_square(U, n); /* column-major Z -> row-major U */
   cloq_eig_clamp(s, n, nclamped);
   rc = CLOQ_OK;
 done:
