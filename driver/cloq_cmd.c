@@ -30,14 +30,7 @@
 
 enum { TAG_PROGRESS = 21, TAG_SEQ = 22 };
 
-static int64_t max_rank_opts(const cloq_opts *o);
 
-/* In a collective step, whether any rank failed (its own error stays recorded). */
-static int any_failed_cmd(MPI_Comm comm, int rc) {
-  int bad = rc != CLOQ_OK, any;
-  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
-  return any;
-}
 
 typedef struct {
   MPI_Comm comm;
@@ -241,7 +234,7 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
     gram_flops += tok * n * (n + 1);
     if (n > nmax) nmax = n;
   }
-  double svdf = 0, rmax = (double)max_rank_opts(r->o);
+  double svdf = 0, rmax = (double)cloq_init_max_rank(ip);
   for (int m = 0; m < CLOQ_NMOD; m++) {
     int64_t no, ni;
     cloq_module_shape(cfg, m, &no, &ni);
@@ -335,7 +328,7 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
       }
       if (c->rank == 0 && v[1] != 0)
         print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
-      if (any_failed_cmd(c->comm, rc)) break;
+      if (cloq_any_failed(c->comm, rc)) break;
     }
     return rc == CLOQ_STOPPED ? CLOQ_OK : rc;
   }
@@ -404,7 +397,7 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
   r->t_init = cloq_now();
   for (int64_t b = 0; b <= last_todo; b++) {
     int owner = cloq_plan_owner(&c->plan, b);
-    if (any_failed_cmd(c->comm, rc)) break;
+    if (cloq_any_failed(c->comm, rc)) break;
     int sig = signal_agreed(c->comm);
     if (sig) {
       rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to resume",
@@ -443,7 +436,7 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
       }
       v[3] = cloq_now() - t0;
     }
-    if (any_failed_cmd(c->comm, rc)) break;
+    if (cloq_any_failed(c->comm, rc)) break;
     if (todo) {
       int r2 = cloq_block_init(x, b, owner, c->size > 1, r->todo + b * r->nconf, v + 4);
       v[1] = r2 == CLOQ_OK;
@@ -477,12 +470,6 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
     if (cloq_agree(c.comm, (expr)) != CLOQ_OK) goto fail;                                          \
   } while (0)
 
-static int64_t max_rank_opts(const cloq_opts *o) {
-  int64_t r = 0;
-  for (int i = 0; i < o->nranks; i++)
-    if (o->rank_list[i] > r) r = o->rank_list[i];
-  return r;
-}
 
 /* Output path of config (ib, ir): --out for init, DIR/b<bits>-r<rank>.h5 for a sweep. */
 static int config_path(const cloq_opts *o, int ib, int ir, char *buf, size_t cap) {
@@ -574,9 +561,10 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
                (long long)nl);
         fflush(stdout);
       }
-      for (int64_t b = 0; b < nl; b++) r.todo[b * r.nconf + k] = !cloq_store_block_done(r.stores[k], b);
+      for (int64_t b = 0; b < nl && c.rank == 0; b++)
+        r.todo[b * r.nconf + k] = !cloq_store_block_done(r.stores[k], b);
     }
-  /* every rank must see the same answer: rank 0's view is the reference */
+  /* every rank must see the same answer: rank 0 looked, the others take its view */
   MPI_Bcast(r.todo, (int)(nl * r.nconf), MPI_UINT8_T, 0, comm);
   for (int64_t b = 0; b < nl; b++) r.ntodo += block_todo(&r, b);
 

@@ -15,6 +15,7 @@
 #include "cloq_linalg.h"
 #include "cloq_pdist.h"
 #include "cloq_signal.h"
+#include "cloq_stream.h"
 
 enum { TAG_H = 41, TAG_RES = 42 };
 
@@ -26,7 +27,7 @@ void cloq_block_counts(int64_t counts[3]) {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static int64_t max_rank(const cloq_init_params *ip) {
+int64_t cloq_init_max_rank(const cloq_init_params *ip) {
   int64_t r = 0;
   for (int i = 0; i < ip->nranks; i++)
     if (ip->ranks[i] > r) r = ip->ranks[i];
@@ -54,13 +55,6 @@ int cloq_block_needs_group(const cloq_config *cfg, const cloq_init_params *ip, i
   for (int in = 0; in < CLOQ_NIN; in++)
     if (unit_big(cfg, ip, size, in)) return 1;
   return 0;
-}
-
-/* In a group, whether any rank failed (rc != OK); collective. */
-static int any_failed(MPI_Comm comm, int rc) {
-  int bad = rc != CLOQ_OK, any;
-  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
-  return any;
 }
 
 /* Large messages go in pieces below INT_MAX elements. */
@@ -173,7 +167,7 @@ static int module_weight(const cloq_initctx *x, int64_t b, int m, const float **
 static int do_module(sink *k, int m, int coll, int prior, const double *s, const double *U) {
   const cloq_initctx *x = k->x;
   const cloq_init_params *ip = x->ip;
-  int64_t b = k->b, rmax = max_rank(ip);
+  int64_t b = k->b, rmax = cloq_init_max_rank(ip);
   int me = !coll || x->rank == k->owner; /* computes */
   cloq_qmodule q = {0};
   int64_t no, ni;
@@ -217,7 +211,7 @@ static int do_module(sink *k, int m, int coll, int prior, const double *s, const
         rc = cloq_lora_cloq_matrix(E, no, ni, s, U, Mat);
       const double *A0 = ip->init == CLOQ_INIT_CLOQ ? Mat : E;
       if (dist) {
-        if (any_failed(x->comm, rc)) {
+        if (cloq_any_failed(x->comm, rc)) {
           rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
           break;
         }
@@ -271,7 +265,7 @@ static int do_unit(sink *k, int in, int coll, const double *H) {
     double t0 = cloq_now();
     int64_t ncl = 0;
     if (coll && big(ip, x->size, n)) {
-      if (any_failed(x->comm, rc)) rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
+      if (cloq_any_failed(x->comm, rc)) rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
       else rc = cloq_pdist_eig_damped(x->comm, k->owner, H, n, ip->damp, ip->dist_nb, s, U, &ncl);
       n_eig += x->rank == k->owner;
     } else if (me && rc == CLOQ_OK) {
@@ -338,7 +332,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
         }
     }
   }
-  if (group && any_failed(x->comm, rc)) {
+  if (group && cloq_any_failed(x->comm, rc)) {
     rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
     goto out;
   }
@@ -351,7 +345,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
         int r2 = do_unit(&k, in, 1, H[in]);
         if (rc == CLOQ_OK) rc = r2;
       }
-    if (any_failed(x->comm, rc)) {
+    if (cloq_any_failed(x->comm, rc)) {
       rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
       goto out;
     }

@@ -59,6 +59,9 @@ typedef struct {
   int apply;               /* replace the owner's weights of b by Q + B A of config 0 */
 } cloq_initctx;
 
+/* The largest LoRA rank of the sweep (the SVDs are computed at it). */
+int64_t cloq_init_max_rank(const cloq_init_params *ip);
+
 /* Seconds per stage of one block. */
 enum { CLOQ_ST_EIG, CLOQ_ST_QUANT, CLOQ_ST_INIT, CLOQ_ST_WRITE, CLOQ_NST };
 

@@ -29,6 +29,12 @@ int cloq_agree(MPI_Comm comm, int rc) {
   return CLOQ_ERR;
 }
 
+int cloq_any_failed(MPI_Comm comm, int rc) {
+  int bad = rc != CLOQ_OK, any;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any;
+}
+
 int cloq_plan_make(MPI_Comm comm, int64_t n_layers, cloq_plan *p) {
   memset(p, 0, sizeof *p);
   p->comm = comm;

@@ -49,6 +49,9 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
 /* Collective. Combines every rank's status: if any failed, the lowest failing rank prints its
  * recorded error line to stderr and every rank returns CLOQ_ERR. */
 int cloq_agree(MPI_Comm comm, int rc);
+/* Collective. Whether any rank's rc is not CLOQ_OK; unlike cloq_agree it prints nothing and
+ * leaves each rank's own error recorded (for steps that stop together and report later). */
+int cloq_any_failed(MPI_Comm comm, int rc);
 /* Whether the current error was already printed by cloq_agree. */
 int cloq_error_reported(void);
 
