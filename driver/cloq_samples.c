@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cloq_driver.h"
@@ -19,6 +20,14 @@ int cloq_find_tokenizer(const char *model, const char *tokenizer, char *path, si
     snprintf(path, cap, "%s", tokenizer);
     return CLOQ_OK;
   }
+  /* a GGUF model carries its tokenizer; a folder: tokenizer.json, then llama2.c files */
+  struct stat sb;
+  if (stat(model, &sb) == 0 && S_ISREG(sb.st_mode)) {
+    snprintf(path, cap, "%s", model);
+    return CLOQ_OK;
+  }
+  snprintf(path, cap, "%s/tokenizer.json", model);
+  if (access(path, R_OK) == 0) return CLOQ_OK;
   snprintf(path, cap, "%s/tokenizer.bin", model);
   if (access(path, R_OK) == 0) return CLOQ_OK;
   DIR *d = opendir(model);
@@ -32,7 +41,8 @@ int cloq_find_tokenizer(const char *model, const char *tokenizer, char *path, si
       snprintf(best, sizeof best, "%s", e->d_name);
   }
   closedir(d);
-  CLOQ_CHECK(best[0], "no tokenizer found in %s (give --tokenizer FILE, llama2.c format)", model);
+  CLOQ_CHECK(best[0], "no tokenizer found in %s (give --tokenizer FILE: tokenizer.json, a GGUF "
+             "file or a llama2.c tokenizer)", model);
   snprintf(path, cap, "%s/%s", model, best);
   return CLOQ_OK;
 }
@@ -47,7 +57,8 @@ static int tokenize_file(const cloq_opts *o, const cloq_config *cfg, const char 
   size_t len = 0;
   int rc = cloq_read_file(file, &text, &len);
   if (rc == CLOQ_OK && len == 0) rc = CLOQ_FAIL("%s is empty", file);
-  if (rc == CLOQ_OK) rc = cloq_tok_encode(tok, text, len, 1, &out->tokens, &out->ntokens);
+  if (rc == CLOQ_OK)
+    rc = cloq_tok_encode(tok, text, len, cloq_tok_add_bos(tok), &out->tokens, &out->ntokens);
   free(text);
   cloq_tok_free(&tok);
   return rc;

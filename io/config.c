@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cloq_err.h"
 #include "cloq_io.h"
@@ -113,7 +114,18 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   CLOQ_CALL(get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps));
   CLOQ_CALL(get_num(root, path, "rope_theta", 10000.0, &c->rope_theta));
   CLOQ_CALL(get_bool(root, path, "tie_word_embeddings", 0, &c->tied));
+  c->head_dim = 0;
+  if (get(root, "head_dim")) {
+    CLOQ_CALL(get_int(root, path, "head_dim", 0, 1, &c->head_dim));
+    CLOQ_CHECK(c->head_dim > 0, "%s: key head_dim must be positive, found %lld", path,
+               (long long)c->head_dim);
+  }
 
+  return cloq_config_check(c, path);
+}
+
+/* The checks shared by config.json and GGUF metadata (keys named as in config.json). */
+int cloq_config_check(cloq_config *c, const char *path) {
   static const char *const pos_keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
                                          "num_attention_heads", "vocab_size",
                                          "num_key_value_heads", "max_position_embeddings"};
@@ -126,8 +138,7 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   CLOQ_CHECK(c->vocab_size <= (int64_t)INT32_MAX, "%s: key vocab_size %lld is too large", path,
              (long long)c->vocab_size);
 
-  if (get(root, "head_dim")) {
-    CLOQ_CALL(get_int(root, path, "head_dim", 0, 1, &c->head_dim));
+  if (c->head_dim != 0) {
     CLOQ_CHECK(c->head_dim > 0, "%s: key head_dim must be positive, found %lld", path,
                (long long)c->head_dim);
   } else {
@@ -157,6 +168,17 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
 
 int cloq_config_read(const char *model_dir, cloq_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
+  struct stat sb;
+  if (stat(model_dir, &sb) == 0 && S_ISREG(sb.st_mode)) {
+    CLOQ_CHECK(cloq_is_gguf(model_dir), "%s is a file but not a GGUF model (no GGUF magic): give "
+               "a GGUF file or a Hugging Face model folder", model_dir);
+    cloq_gguf *g = NULL;
+    CLOQ_CALL(cloq_gguf_open(model_dir, &g));
+    int grc = cloq_gguf_config(g, cfg);
+    cloq_gguf_close(&g);
+    if (grc != CLOQ_OK) memset(cfg, 0, sizeof *cfg);
+    return grc;
+  }
   size_t plen = strlen(model_dir) + sizeof "/config.json";
   char *path = malloc(plen);
   if (!path) return CLOQ_FAIL("out of memory");

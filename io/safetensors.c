@@ -24,6 +24,7 @@
 
 #include "cloq_err.h"
 #include "cloq_io.h"
+#include "gguf_internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and is read in place: a little-endian host is required"
@@ -48,10 +49,15 @@ typedef struct {
   int64_t shape[4];
   int64_t numel;
   uint64_t begin, end; /* byte offsets into the shard's data area */
+  /* GGUF models only: the tensor in the file (its ggml type and bytes), and for q_proj/k_proj the
+   * head count whose rotary row order llama.cpp's converter interleaved (0: none) */
+  const cloq_gguf_tensor *gt;
+  int rope_heads;
 } st_entry;
 
 struct cloq_st {
   char *dir;
+  cloq_gguf *gguf; /* a GGUF model: tensors under Hugging Face names (open_gguf) */
   int nshards;
   st_shard *shards;
   int64_t n, cap;
@@ -59,10 +65,14 @@ struct cloq_st {
 };
 
 static const char *dtype_name(cloq_dtype d) {
-  return d == CLOQ_DT_F32 ? "F32" : d == CLOQ_DT_F16 ? "F16" : d == CLOQ_DT_BF16 ? "BF16" : "?";
+  return d == CLOQ_DT_F32    ? "F32"
+         : d == CLOQ_DT_F16  ? "F16"
+         : d == CLOQ_DT_BF16 ? "BF16"
+         : d == CLOQ_DT_I32  ? "I32"
+                             : "?";
 }
 
-static size_t dtype_size(cloq_dtype d) { return d == CLOQ_DT_F32 ? 4 : 2; }
+static size_t dtype_size(cloq_dtype d) { return d == CLOQ_DT_F32 || d == CLOQ_DT_I32 ? 4 : 2; }
 
 static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
   size_t k = (size_t)snprintf(buf, cap, "(");
@@ -364,6 +374,110 @@ done:
   return rc;
 }
 
+/* ---- GGUF models ------------------------------------------------------------------------------
+ * llama.cpp's names map to Hugging Face's; shapes are ne reversed (ne[0] is the contiguous
+ * dimension, so the bytes are already row-major). llama.cpp's converter interleaves the rows of
+ * q_proj and k_proj within each head (its rotary layout, as in Meta's checkpoints): GGUF row
+ * h*hd + 2i + j holds Hugging Face row h*hd + j*hd/2 + i. read_f32 undoes that, so the model is
+ * the Hugging Face one everywhere else in cloq. */
+static const struct {
+  const char *gguf, *hf;
+} gguf_names[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+
+static cloq_dtype gguf_dtype(int type) {
+  switch (type) {
+  case GGML_F32: return CLOQ_DT_F32;
+  case GGML_F16: return CLOQ_DT_F16;
+  case GGML_BF16: return CLOQ_DT_BF16;
+  case GGML_Q4_0: return CLOQ_DT_Q4_0;
+  case GGML_Q4_1: return CLOQ_DT_Q4_1;
+  case GGML_Q5_0: return CLOQ_DT_Q5_0;
+  case GGML_Q5_1: return CLOQ_DT_Q5_1;
+  default: return CLOQ_DT_Q8_0; /* Q8_0, and types read_f32 refuses by the ggml type */
+  }
+}
+
+static int open_gguf(cloq_st *st, const char *path) {
+  CLOQ_CALL(cloq_gguf_open(path, &st->gguf));
+  cloq_config cfg;
+  CLOQ_CALL(cloq_gguf_config(st->gguf, &cfg));
+  int64_t n = cloq_gguf_n_tensors(st->gguf);
+  st->t = calloc((size_t)(n ? n : 1), sizeof *st->t);
+  CLOQ_CHECK(st->t, "out of memory");
+  st->cap = n;
+  for (int64_t i = 0; i < n; i++) {
+    const cloq_gguf_tensor *gt = cloq_gguf_tensor_at(st->gguf, i);
+    st_entry *e = &st->t[st->n];
+    char name[512];
+    const char *hf = NULL;
+    int layer = -1, off = 0;
+    if (!strcmp(gt->name, "token_embd.weight")) hf = "model.embed_tokens.weight";
+    else if (!strcmp(gt->name, "output_norm.weight")) hf = "model.norm.weight";
+    else if (!strcmp(gt->name, "output.weight")) hf = "lm_head.weight";
+    else if (sscanf(gt->name, "blk.%d.%n", &layer, &off) == 1 && off > 0 && layer >= 0) {
+      for (size_t k = 0; k < sizeof gguf_names / sizeof gguf_names[0]; k++)
+        if (!strcmp(gt->name + off, gguf_names[k].gguf)) {
+          snprintf(name, sizeof name, "model.layers.%d.%s", layer, gguf_names[k].hf);
+          hf = name;
+          if (k == 2) e->rope_heads = (int)cfg.n_heads;
+          if (k == 3) e->rope_heads = (int)cfg.n_kv_heads;
+        }
+    }
+    e->name = strdup(hf ? hf : gt->name);
+    CLOQ_CHECK(e->name, "out of memory");
+    e->gt = gt;
+    e->dtype = gguf_dtype(gt->type);
+    e->ndim = gt->n_dims;
+    e->numel = 1;
+    for (int d = 0; d < gt->n_dims; d++) {
+      e->shape[d] = gt->ne[gt->n_dims - 1 - d];
+      e->numel *= gt->ne[d];
+    }
+    if (e->rope_heads) {
+      int64_t rows = e->ndim == 2 ? e->shape[0] : 0;
+      CLOQ_CHECK(rows > 0 && rows % e->rope_heads == 0 && (rows / e->rope_heads) % 2 == 0,
+                 "%s: tensor %s: %lld rows do not split into %d heads of even size", path,
+                 gt->name, (long long)rows, e->rope_heads);
+    }
+    st->n++;
+  }
+  qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name);
+  for (int64_t i = 1; i < st->n; i++)
+    CLOQ_CHECK(strcmp(st->t[i - 1].name, st->t[i].name), "%s: tensor %s appears twice", path,
+               st->t[i].name);
+  return CLOQ_OK;
+}
+
+/* GGUF: dequantize row by row (undoing the rotary row order of q/k) into out. */
+static int read_gguf(const cloq_st *st, const st_entry *e, float *out) {
+  const cloq_gguf_tensor *gt = e->gt;
+  CLOQ_CHECK(cloq_ggml_can_dequant(gt->type),
+             "%s: tensor %s has type %s; cloq reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and "
+             "Q8_0", st->dir, gt->name, cloq_ggml_type_name(gt->type));
+  int64_t cols = gt->ne[0], rows = e->numel / cols;
+  size_t row_bytes = (size_t)(gt->nbytes / (uint64_t)rows);
+  int64_t hd = e->rope_heads ? rows / e->rope_heads : 0;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t src = r;
+    if (hd) { /* HF row r = h*hd + j*hd/2 + i comes from GGUF row h*hd + 2i + j */
+      int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2);
+      src = h * hd + 2 * i + j;
+    }
+    cloq_gguf_dequant(gt->type, gt->data + (size_t)src * row_bytes, cols, out + r * cols);
+  }
+  return CLOQ_OK;
+}
+
 int cloq_st_open(const char *model_dir, cloq_st **out) {
   *out = NULL;
   cloq_st *st = calloc(1, sizeof *st);
@@ -371,6 +485,15 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
   int rc = CLOQ_OK;
   char *ipath = NULL, *spath = NULL;
   st->dir = strdup(model_dir);
+  if (st->dir && cloq_is_gguf(model_dir)) {
+    rc = open_gguf(st, model_dir);
+    if (rc != CLOQ_OK) {
+      cloq_st_close(&st);
+      return rc;
+    }
+    *out = st;
+    return CLOQ_OK;
+  }
   ipath = path_join(model_dir, "model.safetensors.index.json");
   spath = path_join(model_dir, "model.safetensors");
   if (!st->dir || !ipath || !spath) {
@@ -404,18 +527,24 @@ void cloq_st_close(cloq_st **pst) {
   for (int64_t i = 0; i < st->n; i++) free(st->t[i].name);
   free(st->shards);
   free(st->t);
+  cloq_gguf_close(&st->gguf);
   free(st->dir);
   free(st);
   *pst = NULL;
 }
 
 static void fill(const cloq_st *st, const st_entry *e, cloq_tensor *t) {
-  const st_shard *sh = &st->shards[e->shard];
   t->name = e->name;
   t->dtype = e->dtype;
   t->ndim = e->ndim;
   memcpy(t->shape, e->shape, sizeof t->shape);
   t->numel = e->numel;
+  if (e->gt) {
+    t->data = e->gt->data;
+    t->file = st->dir;
+    return;
+  }
+  const st_shard *sh = &st->shards[e->shard];
   t->data = sh->data + e->begin;
   t->file = sh->path;
 }
@@ -445,8 +574,12 @@ int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_
     return CLOQ_FAIL("%s: tensor %s: shape mismatch: expected %s, found %s", t.file, name, want,
                      got);
   }
+  const st_entry *ent = lookup(st, name);
   const unsigned char *p = t.data;
-  if (t.dtype == CLOQ_DT_F32) {
+  size_t nbytes = ent->gt ? (size_t)ent->gt->nbytes : (size_t)t.numel * dtype_size(t.dtype);
+  if (ent->gt) {
+    CLOQ_CALL(read_gguf(st, ent, out));
+  } else if (t.dtype == CLOQ_DT_F32) {
     memcpy(out, p, (size_t)t.numel * 4); /* data may be unaligned */
   } else {
     float (*conv)(uint16_t) = t.dtype == CLOQ_DT_F16 ? cloq_f16_to_f32 : cloq_bf16_to_f32;
@@ -458,12 +591,13 @@ int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_
    * a rank's RSS holds each weight once, not twice. */
   const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
   uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
-  uintptr_t e = ((uintptr_t)p + (uintptr_t)t.numel * (t.dtype == CLOQ_DT_F32 ? 4u : 2u)) & ~(pg - 1);
+  uintptr_t e = ((uintptr_t)p + nbytes) & ~(pg - 1);
   if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
   for (int64_t i = 0; i < t.numel; i++)
     if (!isfinite(out[i]))
       return CLOQ_FAIL("%s: tensor %s: non-finite value %g at flat index %lld (%s data)", t.file,
-                       name, (double)out[i], (long long)i, dtype_name(t.dtype));
+                       name, (double)out[i], (long long)i,
+                       ent->gt ? cloq_ggml_type_name(ent->gt->type) : dtype_name(t.dtype));
   return CLOQ_OK;
 }
 
@@ -488,7 +622,8 @@ static int build_header(int n, const char *const *names, const cloq_dtype *dtype
                      nm ? nm : "(null)");
       break;
     }
-    if (dtypes[i] != CLOQ_DT_F32 && dtypes[i] != CLOQ_DT_F16 && dtypes[i] != CLOQ_DT_BF16) {
+    if (dtypes[i] != CLOQ_DT_F32 && dtypes[i] != CLOQ_DT_F16 && dtypes[i] != CLOQ_DT_BF16 &&
+        dtypes[i] != CLOQ_DT_I32) {
       rc = CLOQ_FAIL("%s: tensor %s: unknown dtype code %d", path, nm, (int)dtypes[i]);
       break;
     }

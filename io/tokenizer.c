@@ -22,6 +22,11 @@
  * missing " " piece for the dummy prefix falls back to the byte id of ' ' (run.c would emit -1);
  * duplicate pieces resolve to the lowest id (run.c's qsort/bsearch picks an unspecified one).
  * Pieces are compared as C strings, as run.c does (a piece is its bytes up to the first NUL).
+ *
+ * The same heap serves the other kinds (io/bpe.c): SentencePiece by score over the text spans of
+ * the symbols (TOK_MERGE_SPANS, as llama.cpp), and Hugging Face BPE by merge rank over id pairs
+ * (TOK_MERGE_RANKS); only the price of a pair changes. This file also dispatches cloq_tok_load
+ * on the file's first bytes: "GGUF" (io/gguf.c), '{' (tokenizer.json, io/bpe.c), else llama2.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,23 +34,10 @@
 
 #include "cloq_err.h"
 #include "cloq_io.h"
+#include "tok_internal.h"
 
 /* run.c's starting best_score: a merge must score strictly above it to be taken */
 #define MERGE_FLOOR (-1e10f)
-
-struct cloq_tok {
-  int64_t vocab_size;
-  char **piece;  /* vocab_size NUL-terminated strings, pointing into blob */
-  int32_t *plen; /* strlen(piece[i]) */
-  float *score;
-  char *blob;
-  int32_t maxplen;
-  int32_t space_id;    /* the dummy prefix " ", or -1 */
-  int split_at_spaces; /* the chunked merge is exact for this vocabulary */
-  int32_t *slots;      /* open-addressing hash: piece -> lowest id with it, -1 empty */
-  uint64_t mask;
-  char bytes[256];     /* decode of the byte pieces <0xNN> */
-};
 
 static uint64_t hash_bytes(const char *s, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -57,7 +49,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 }
 
 /* The lowest id whose piece is s[0..n), or -1 (run.c's str_lookup). */
-static int32_t lookup(const cloq_tok *t, const char *s, size_t n) {
+int32_t cloq_tok__lookup(const cloq_tok *t, const char *s, size_t n) {
   for (uint64_t h = hash_bytes(s, n) & t->mask;; h = (h + 1) & t->mask) {
     int32_t id = t->slots[h];
     if (id < 0) return -1;
@@ -65,9 +57,10 @@ static int32_t lookup(const cloq_tok *t, const char *s, size_t n) {
   }
 }
 
-static int build_index(cloq_tok *t) {
+int cloq_tok__build_index(cloq_tok *t) {
   uint64_t cap = 16;
   while (cap < 2 * (uint64_t)t->vocab_size) cap *= 2;
+  free(t->slots);
   CLOQ_ALLOC(t->slots, (int64_t)cap, "tokenizer hash table");
   for (uint64_t i = 0; i < cap; i++) t->slots[i] = -1;
   t->mask = cap - 1;
@@ -76,8 +69,9 @@ static int build_index(cloq_tok *t) {
   for (int32_t id = 0; id < (int32_t)t->vocab_size; id++) {
     const char *p = t->piece[id];
     size_t n = (size_t)t->plen[id];
-    if (n == 0 || memchr(p + 1, ' ', n - 1)) t->split_at_spaces = 0;
     if (t->plen[id] > t->maxplen) t->maxplen = t->plen[id];
+    if (t->in_model && !t->in_model[id]) continue;
+    if (n == 0 || memchr(p + 1, ' ', n - 1)) t->split_at_spaces = 0;
     uint64_t h = hash_bytes(p, n) & t->mask;
     for (;; h = (h + 1) & t->mask) {
       int32_t o = t->slots[h];
@@ -88,7 +82,27 @@ static int build_index(cloq_tok *t) {
       if (t->plen[o] == t->plen[id] && !memcmp(t->piece[o], p, n)) break; /* keep the lower id */
     }
   }
-  t->space_id = lookup(t, " ", 1);
+  t->space_id = cloq_tok__lookup(t, " ", 1);
+  return CLOQ_OK;
+}
+
+/* The number of (score, len, bytes) records after the header: the vocabulary size of a llama2.c
+ * file, for callers that pass vocab_size <= 0. */
+static int count_records(const char *path, const unsigned char *d, size_t size, int64_t *n) {
+  CLOQ_CHECK(size >= 4, "%s: truncated: %zu bytes, no max_token_length", path, size);
+  size_t pos = 4;
+  int64_t k = 0;
+  while (pos < size) {
+    CLOQ_CHECK(size - pos >= 8, "%s: truncated record after token %lld", path, (long long)k);
+    int32_t len;
+    memcpy(&len, d + pos + 4, 4);
+    pos += 8;
+    CLOQ_CHECK(len >= 0 && (size_t)len <= size - pos,
+               "%s: token %lld: length %d runs past the end of the file", path, (long long)k, len);
+    pos += (size_t)len;
+    k++;
+  }
+  *n = k;
   return CLOQ_OK;
 }
 
@@ -137,25 +151,26 @@ static int parse_tok(cloq_tok *t, const char *path, const unsigned char *d, size
                path, b + 3, t->piece[b + 3], want);
     t->bytes[b] = (char)b;
   }
-  return build_index(t);
+  return cloq_tok__build_index(t);
 }
 
-int cloq_tok_load(const char *path, int64_t vocab_size, cloq_tok **out) {
-  *out = NULL;
+static int load_llama2c(const char *path, int64_t vocab_size, const char *buf, size_t size,
+                        cloq_tok **out) {
+  if (vocab_size <= 0) CLOQ_CALL(count_records(path, (const unsigned char *)buf, size, &vocab_size));
   CLOQ_CHECK(vocab_size >= 259 && vocab_size <= INT32_MAX,
              "%s: vocab_size %lld: must be in 259..2^31-1 (ids 3..258 are the byte pieces)", path,
              (long long)vocab_size);
-  char *buf;
-  size_t size;
-  CLOQ_CALL(cloq_read_file(path, &buf, &size));
   cloq_tok *t = calloc(1, sizeof *t);
-  if (!t) {
-    free(buf);
-    return CLOQ_FAIL("%s: out of memory", path);
-  }
+  CLOQ_CHECK(t, "%s: out of memory", path);
+  t->kind = CLOQ_TOK_LLAMA2C;
+  t->merge_mode = TOK_MERGE_PIECES;
   t->vocab_size = vocab_size;
+  t->bos_id = 1;
+  t->eos_id = 2;
+  t->unk_id = 0;
+  t->pad_id = -1;
+  t->add_bos = 1;
   int rc = parse_tok(t, path, (const unsigned char *)buf, size);
-  free(buf);
   if (rc != CLOQ_OK) {
     cloq_tok_free(&t);
     return rc;
@@ -164,9 +179,47 @@ int cloq_tok_load(const char *path, int64_t vocab_size, cloq_tok **out) {
   return CLOQ_OK;
 }
 
+/* Which reader a file needs, from its first bytes: 'g' GGUF, 'j' tokenizer.json, 'l' llama2.c. */
+static int sniff(const char *path, char *what) {
+  FILE *f = fopen(path, "rb");
+  CLOQ_CHECK(f, "%s: cannot open", path);
+  unsigned char head[256];
+  size_t n = fread(head, 1, sizeof head, f);
+  fclose(f);
+  *what = 'l';
+  if (n >= 4 && !memcmp(head, "GGUF", 4)) {
+    *what = 'g';
+    return CLOQ_OK;
+  }
+  size_t i = 0;
+  while (i < n && (head[i] == ' ' || head[i] == '\t' || head[i] == '\n' || head[i] == '\r')) i++;
+  if (i < n && head[i] == '{') *what = 'j';
+  return CLOQ_OK;
+}
+
+int cloq_tok_load(const char *path, int64_t vocab_size, cloq_tok **out) {
+  *out = NULL;
+  char what;
+  CLOQ_CALL(sniff(path, &what));
+  if (what == 'g') return cloq_gguf_tok_load(path, vocab_size, out);
+  char *buf;
+  size_t size;
+  CLOQ_CALL(cloq_read_file(path, &buf, &size));
+  int rc = what == 'j' ? cloq_tok__load_json(path, buf, size, out)
+                       : load_llama2c(path, vocab_size, buf, size, out);
+  free(buf);
+  if (rc == CLOQ_OK && what == 'j' && vocab_size > 0 && (*out)->vocab_size > vocab_size) {
+    rc = CLOQ_FAIL("%s: the tokenizer has %lld tokens, more than the model's vocab_size %lld",
+                   path, (long long)(*out)->vocab_size, (long long)vocab_size);
+    cloq_tok_free(out);
+  }
+  return rc;
+}
+
 void cloq_tok_free(cloq_tok **pt) {
   if (!pt || !*pt) return;
   cloq_tok *t = *pt;
+  cloq_tok__free_hf(t);
   free(t->piece);
   free(t->plen);
   free(t->score);
@@ -176,6 +229,11 @@ void cloq_tok_free(cloq_tok **pt) {
   *pt = NULL;
 }
 
+int cloq_tok_kind(const cloq_tok *t) { return t->kind; }
+int64_t cloq_tok_size(const cloq_tok *t) { return t->vocab_size; }
+int cloq_tok_add_bos(const cloq_tok *t) { return t->add_bos; }
+int32_t cloq_tok_bos_id(const cloq_tok *t) { return t->bos_id; }
+
 const char *cloq_tok_piece(const cloq_tok *t, int32_t id) {
   return id >= 0 && id < t->vocab_size ? t->piece[id] : NULL;
 }
@@ -183,6 +241,19 @@ const char *cloq_tok_piece(const cloq_tok *t, int32_t id) {
 const char *cloq_tok_decode(const cloq_tok *t, int32_t prev, int32_t id, size_t *len) {
   *len = 0;
   if (id < 0 || id >= t->vocab_size) return NULL;
+  if (t->kind != CLOQ_TOK_LLAMA2C) {
+    const char *p = t->dec + t->dec_off[id];
+    size_t n = (size_t)t->dec_len[id];
+    /* the Strip(1 left) of the Llama 2 decoder: the space that the prepended U+2581 became */
+    if (t->kind == CLOQ_TOK_SPM && (t->prepend || t->meta_scheme) && prev >= 0 &&
+        prev == t->bos_id && n > 0 &&
+        p[0] == ' ') {
+      p++;
+      n--;
+    }
+    *len = n;
+    return p;
+  }
   const char *p = t->piece[id];
   size_t n = (size_t)t->plen[id];
   if (prev == 1 && p[0] == ' ') { /* SentencePiece drops the dummy prefix after BOS */
@@ -197,35 +268,58 @@ const char *cloq_tok_decode(const cloq_tok *t, int32_t prev, int32_t id, size_t 
   return p;
 }
 
-int cloq_tok_splits_at_spaces(const cloq_tok *t) { return t->split_at_spaces; }
-
-/* ---- encode ----------------------------------------------------------------------------------- */
-
-typedef struct {
-  float score;
-  int32_t id;          /* the merged token */
-  int32_t a, b;        /* the ids of the pair when pushed: stale if either changed */
-  int64_t left, right; /* symbol positions */
-} merge_cand;
-
-typedef struct {
-  const cloq_tok *t;
-  int32_t *tok; /* per position; -1 once merged away */
-  int64_t *next, *prev;
-  merge_cand *heap;
-  int64_t nheap, capheap;
-  char *buf; /* 2 * maxplen + 1 */
-} merger;
-
-/* a pops before b: higher score, then further left */
-static int before(const merge_cand *a, const merge_cand *b) {
-  return a->score > b->score || (a->score == b->score && a->left < b->left);
+int cloq_tok_splits_at_spaces(const cloq_tok *t) {
+  return t->kind == CLOQ_TOK_LLAMA2C && t->split_at_spaces;
 }
 
-static int heap_push(merger *m, const merge_cand *c) {
+/* ---- the merge core --------------------------------------------------------------------------- */
+
+int cloq_tok__merger_reserve(tok_merger *m, int64_t n) {
+  if (n <= m->cap) return CLOQ_OK;
+  int64_t c = m->cap ? m->cap : 64;
+  while (c < n) c *= 2;
+  int32_t *tok = realloc(m->tok, (size_t)c * sizeof *tok);
+  if (tok) m->tok = tok;
+  int64_t *nx = realloc(m->next, (size_t)c * sizeof *nx);
+  if (nx) m->next = nx;
+  int64_t *pv = realloc(m->prev, (size_t)c * sizeof *pv);
+  if (pv) m->prev = pv;
+  CLOQ_CHECK(tok && nx && pv, "tokenizer: out of memory (%lld symbols)", (long long)c);
+  if (m->t->merge_mode == TOK_MERGE_SPANS) {
+    int64_t *off = realloc(m->off, (size_t)c * sizeof *off);
+    if (off) m->off = off;
+    int32_t *sl = realloc(m->slen, (size_t)c * sizeof *sl);
+    if (sl) m->slen = sl;
+    CLOQ_CHECK(off && sl, "tokenizer: out of memory (%lld symbols)", (long long)c);
+  }
+  if (!m->buf && m->t->merge_mode == TOK_MERGE_PIECES) {
+    m->buf = malloc(2 * (size_t)m->t->maxplen + 1);
+    CLOQ_CHECK(m->buf, "tokenizer: out of memory");
+  }
+  m->cap = c;
+  return CLOQ_OK;
+}
+
+void cloq_tok__merger_free(tok_merger *m) {
+  free(m->tok);
+  free(m->next);
+  free(m->prev);
+  free(m->off);
+  free(m->slen);
+  free(m->heap);
+  free(m->buf);
+  memset(m, 0, sizeof *m);
+}
+
+/* a pops before b: higher key (score, or minus rank), then further left */
+static int before(const tok_cand *a, const tok_cand *b) {
+  return a->key > b->key || (a->key == b->key && a->left < b->left);
+}
+
+static int heap_push(tok_merger *m, const tok_cand *c) {
   if (m->nheap == m->capheap) {
     int64_t nc = m->capheap ? 2 * m->capheap : 64;
-    merge_cand *g = realloc(m->heap, (size_t)nc * sizeof *g);
+    tok_cand *g = realloc(m->heap, (size_t)nc * sizeof *g);
     CLOQ_CHECK(g, "tokenizer: out of memory (%lld merge candidates)", (long long)nc);
     m->heap = g;
     m->capheap = nc;
@@ -241,9 +335,9 @@ static int heap_push(merger *m, const merge_cand *c) {
   return CLOQ_OK;
 }
 
-static merge_cand heap_pop(merger *m) {
-  merge_cand top = m->heap[0];
-  merge_cand last = m->heap[--m->nheap];
+static tok_cand heap_pop(tok_merger *m) {
+  tok_cand top = m->heap[0];
+  tok_cand last = m->heap[--m->nheap];
   int64_t i = 0, n = m->nheap;
   for (;;) {
     int64_t c = 2 * i + 1;
@@ -257,22 +351,48 @@ static merge_cand heap_pop(merger *m) {
   return top;
 }
 
-/* Pushes the pair (l, r) if its concatenation is a piece that run.c would accept. */
-static int consider(merger *m, int64_t l, int64_t r) {
+/* The rank index of the pair (a, b) in t's merges, or -1. */
+static int64_t pair_rank(const cloq_tok *t, int32_t a, int32_t b) {
+  if (!t->mkey || a < 0 || b < 0) return -1;
+  uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+  uint64_t h = key * 0x9e3779b97f4a7c15ull;
+  for (h = (h ^ (h >> 29)) & t->mmask;; h = (h + 1) & t->mmask) {
+    if (t->mkey[h] == 0) return -1;
+    if (t->mkey[h] == key) return t->mrank[h];
+  }
+}
+
+/* Pushes the pair (l, r) if it can merge: llama2.c, when the concatenated pieces are a piece that
+ * run.c would accept; by score, when the text both cover is a piece; by rank, when the pair is in
+ * the merges. */
+static int consider(tok_merger *m, int64_t l, int64_t r) {
   if (l < 0 || r < 0) return CLOQ_OK;
   const cloq_tok *t = m->t;
   int32_t a = m->tok[l], b = m->tok[r];
-  size_t la = (size_t)t->plen[a], lb = (size_t)t->plen[b];
-  memcpy(m->buf, t->piece[a], la);
-  memcpy(m->buf + la, t->piece[b], lb);
-  int32_t id = lookup(t, m->buf, la + lb);
-  if (id < 0 || !(t->score[id] > MERGE_FLOOR)) return CLOQ_OK; /* NaN scores never win either */
-  merge_cand c = {t->score[id], id, a, b, l, r};
+  tok_cand c = {0, -1, a, b, l, r};
+  if (t->merge_mode == TOK_MERGE_PIECES) {
+    size_t la = (size_t)t->plen[a], lb = (size_t)t->plen[b];
+    memcpy(m->buf, t->piece[a], la);
+    memcpy(m->buf + la, t->piece[b], lb);
+    int32_t id = cloq_tok__lookup(t, m->buf, la + lb);
+    if (id < 0 || !(t->score[id] > MERGE_FLOOR)) return CLOQ_OK; /* NaN scores never win either */
+    c.key = t->score[id];
+    c.id = id;
+  } else if (t->merge_mode == TOK_MERGE_SPANS) {
+    int32_t id = cloq_tok__lookup(t, m->text + m->off[l], (size_t)m->slen[l] + (size_t)m->slen[r]);
+    if (id < 0 || t->score[id] != t->score[id]) return CLOQ_OK;
+    c.key = t->score[id];
+    c.id = id;
+  } else {
+    int64_t rank = pair_rank(t, a, b);
+    if (rank < 0) return CLOQ_OK;
+    c.key = -(double)rank;
+    c.id = t->merge_new[rank];
+  }
   return heap_push(m, &c);
 }
 
-/* Greedy merging of the symbols at positions lo..hi-1 (a linked list after this). */
-static int merge_range(merger *m, int64_t lo, int64_t hi) {
+int cloq_tok__merge_range(tok_merger *m, int64_t lo, int64_t hi) {
   for (int64_t i = lo; i < hi; i++) {
     m->prev[i] = i > lo ? i - 1 : -1;
     m->next[i] = i + 1 < hi ? i + 1 : -1;
@@ -280,10 +400,11 @@ static int merge_range(merger *m, int64_t lo, int64_t hi) {
   m->nheap = 0;
   for (int64_t i = lo; i + 1 < hi; i++) CLOQ_CALL(consider(m, i, i + 1));
   while (m->nheap > 0) {
-    merge_cand c = heap_pop(m);
+    tok_cand c = heap_pop(m);
     if (m->tok[c.left] != c.a || m->next[c.left] != c.right || m->tok[c.right] != c.b) continue;
     m->tok[c.left] = c.id;
     m->tok[c.right] = -1;
+    if (m->slen) m->slen[c.left] += m->slen[c.right];
     int64_t nx = m->next[c.right];
     m->next[c.left] = nx;
     if (nx >= 0) m->prev[nx] = c.left;
@@ -292,6 +413,8 @@ static int merge_range(merger *m, int64_t lo, int64_t hi) {
   }
   return CLOQ_OK;
 }
+
+/* ---- llama2.c encode -------------------------------------------------------------------------- */
 
 /* The symbols before merging, as run.c builds them: BOS, dummy prefix, code points or bytes. */
 static int64_t initial_symbols(const cloq_tok *t, const char *text, size_t len, int bos,
@@ -305,7 +428,7 @@ static int64_t initial_symbols(const cloq_tok *t, const char *text, size_t len, 
     /* a code point is a lead (or stray) byte and at most 3 following continuation bytes */
     cp[cl++] = text[i];
     if (i + 1 < len && ((unsigned char)text[i + 1] & 0xC0) == 0x80 && cl < 4) continue;
-    int32_t id = lookup(t, cp, cl);
+    int32_t id = cloq_tok__lookup(t, cp, cl);
     if (id >= 0)
       tok[m++] = id;
     else
@@ -315,18 +438,18 @@ static int64_t initial_symbols(const cloq_tok *t, const char *text, size_t len, 
   return m;
 }
 
-static int encode_into(const cloq_tok *t, merger *m, const char *text, size_t len, int bos,
+static int encode_into(const cloq_tok *t, tok_merger *m, const char *text, size_t len, int bos,
                        int64_t *n) {
   int64_t cnt = initial_symbols(t, text, len, bos, m->tok);
   if (t->split_at_spaces) {
     int64_t lo = 0;
     for (int64_t i = 1; i <= cnt; i++)
       if (i == cnt || t->piece[m->tok[i]][0] == ' ') {
-        CLOQ_CALL(merge_range(m, lo, i));
+        CLOQ_CALL(cloq_tok__merge_range(m, lo, i));
         lo = i;
       }
   } else {
-    CLOQ_CALL(merge_range(m, 0, cnt));
+    CLOQ_CALL(cloq_tok__merge_range(m, 0, cnt));
   }
   /* the survivors, in order, are the live positions */
   int64_t w = 0;
@@ -341,28 +464,21 @@ int cloq_tok_encode(const cloq_tok *t, const char *text, size_t len, int bos, in
   *ids = NULL;
   *n = 0;
   CLOQ_CHECK(text || len == 0, "tokenizer: NULL text");
-  CLOQ_CHECK(len <= (size_t)INT64_MAX / 8 - 2, "tokenizer: text of %zu bytes is too long", len);
-  int64_t cap = (int64_t)len + 2;
-  merger m = {0};
+  CLOQ_CHECK(len <= (size_t)INT64_MAX / 16 - 8, "tokenizer: text of %zu bytes is too long", len);
+  if (t->kind != CLOQ_TOK_LLAMA2C) return cloq_tok__encode_hf(t, text, len, bos, ids, n);
+  tok_merger m = {0};
   m.t = t;
-  int rc = CLOQ_OK;
-  m.tok = cloq_calloc_checked(cap, sizeof *m.tok);
-  m.next = cloq_calloc_checked(cap, sizeof *m.next);
-  m.prev = cloq_calloc_checked(cap, sizeof *m.prev);
-  m.buf = malloc(2 * (size_t)t->maxplen + 1);
-  if (!m.tok || !m.next || !m.prev || !m.buf)
-    rc = CLOQ_FAIL("tokenizer: out of memory encoding %zu bytes", len);
+  int rc = cloq_tok__merger_reserve(&m, (int64_t)len + 2);
   if (rc == CLOQ_OK) rc = encode_into(t, &m, text, len, bos, n);
-  free(m.next);
-  free(m.prev);
-  free(m.heap);
-  free(m.buf);
+  int32_t *tok = m.tok;
+  m.tok = NULL;
+  cloq_tok__merger_free(&m);
   if (rc != CLOQ_OK) {
-    free(m.tok);
+    free(tok);
     *n = 0;
     return rc;
   }
-  int32_t *shrunk = realloc(m.tok, (size_t)(*n > 0 ? *n : 1) * sizeof *shrunk);
-  *ids = shrunk ? shrunk : m.tok;
+  int32_t *shrunk = realloc(tok, (size_t)(*n > 0 ? *n : 1) * sizeof *shrunk);
+  *ids = shrunk ? shrunk : tok;
   return CLOQ_OK;
 }

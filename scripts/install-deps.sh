@@ -11,8 +11,9 @@ pkgs=(
   libscalapack-openmpi-dev
   libhdf5-openmpi-dev hdf5-tools
   libopenblas-dev liblapacke-dev
-  libjansson-dev libcmocka-dev
+  libjansson-dev libcmocka-dev libpcre2-dev
   slurm-wlm slurmctld slurmd slurm-client munge
+  clang libclang-rt-14-dev
 )
 
 missing=()
@@ -37,5 +38,10 @@ fi
 # matplotlib draws the quality report's plot (bench/quality.py), nothing else.
 if ! python3 -c "import matplotlib" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check matplotlib
+fi
+# tokenizers and gguf: tests/e2e/test_tokenizers.py compares cloq's tokenizers id for id with
+# Hugging Face's and reads the SmolLM2 vocabulary from its GGUF file (never used by the core).
+if ! python3 -c "import tokenizers, gguf" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check tokenizers gguf
 fi
 echo "install-deps: ok"

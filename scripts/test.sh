@@ -3,7 +3,8 @@
 # test twice: in the release build (build/), then in an AddressSanitizer + UndefinedBehavior-
 # Sanitizer build (build-asan/, leak checking on). Unit tests of each module, end-to-end runs at
 # 1, 2, 3 and more ranks against independent goldens; the Slurm job templates on a one-node
-# cluster (suite 'slurm', release pass only). Ends with the line `N passed, N failed`;
+# cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s (suite 'fuzz',
+# release pass only, its own clang + ASan/UBSan build). Ends with the line `N passed, N failed`;
 # exit status 0 only if all passed. Set CLOQ_SKIP_ASAN=1 to run the release build only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +29,9 @@ if [ "${CLOQ_SKIP_ASAN:-0}" != 1 ]; then
   export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0:fast_unwind_on_malloc=0
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   set +e
-  # The Slurm suite tests job templates, not our code: once, in the release pass, is enough.
-  meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite slurm "$@"
+  # The Slurm suite tests job templates, not our code: once, in the release pass, is enough. The
+  # fuzz suite builds its own sanitized clang build (build-fuzz/): once as well.
+  meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite slurm --no-suite fuzz "$@"
   rc2=$?
   set -e
   [ $rc -ne 0 ] || rc=$rc2

@@ -2,7 +2,8 @@
 # Installs the peers' Python stack into bench/peers/.venv (git-ignored): CPU PyTorch, transformers,
 # peft (+ accelerate, its dependency), safetensors, bitsandbytes and scipy (PEFT's LoftQ imports
 # the first and builds its normal-float code book with the second), and numpy/h5py for the
-# cross-check against a cloq store. Idempotent: a venv that already imports everything at the
+# cross-check against a cloq store, and gguf (transformers' GGUF loader needs it: tests/e2e/test_gguf.py
+# compares cloq's GGUF reader with it). Idempotent: a venv that already imports everything at the
 # pinned versions is left as it is.
 #
 # peft is pinned to 0.18.1, the newest release whose LoftQ runs on a CPU-only machine: from 0.20
@@ -21,13 +22,14 @@ PY=${PYTHON:-python3}
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 # Versions the figures in README.md were measured with.
 PKGS=(transformers==5.23.0 peft==0.18.1 accelerate==1.15.0 safetensors==0.8.0 bitsandbytes==0.50.2
-      scipy==1.17.1 numpy h5py)
+      scipy==1.17.1 numpy h5py gguf==0.19.0)
 
 check() {
   "$VENV/bin/python" - <<'PY' 2>/dev/null
-import importlib.metadata as md, torch, transformers, peft, safetensors, bitsandbytes, scipy, numpy, h5py
+import importlib.metadata as md, torch, transformers, peft, safetensors, bitsandbytes, scipy, numpy, h5py, gguf
 assert torch.__version__.split("+")[0] == "2.15.0" and peft.__version__ == "0.18.1"
 assert transformers.__version__ == "5.23.0" and md.version("bitsandbytes") == "0.50.2"
+assert md.version("gguf") == "0.19.0"
 PY
 }
 

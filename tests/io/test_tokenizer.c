@@ -1,7 +1,10 @@
 /* test_tokenizer.c: the llama2.c tokenizer against the goldens of reference_outputs.json and
  * against a literal port of llama2.c run.c `encode` (the quadratic merge loop, kept here as the
  * reference), on WikiText-2, on random bytes (invalid UTF-8 included), and on a vocabulary with
- * spaces inside pieces, which forces the global (non-chunked) merge path.
+ * spaces inside pieces, which forces the global (non-chunked) merge path. Then the byte-level BPE
+ * and SentencePiece kinds (io/bpe.c) on small hand-made vocabularies: merge rank and score order,
+ * leftmost ties, byte fallback, added tokens, the pre-tokenizer regexes, tokenizer.json errors and
+ * cloq_tok_write_hf read back. tests/e2e/test_tokenizers.py compares with `tokenizers` itself.
  */
 #include "test_io.h"
 
@@ -583,12 +586,585 @@ static void test_tok_load_errors(void **state) {
   free(dir);
 }
 
+/* ---- tokenizers beyond llama2.c (io/bpe.c) ----------------------------------------------------
+ * Small hand-made vocabularies; every expected id list below was also checked against the
+ * Hugging Face `tokenizers` library (0.23) when it was written. */
+
+#define SPACE_MARK "\xe2\x96\x81" /* U+2581 */
+
+/* GPT-2 bytes_to_unicode as the Python reference writes it (independent of io/bpe.c): the byte
+ * b is the character out[b] (UTF-8). */
+static void bytes_to_unicode(char out[256][4]) {
+  int cs[256], is_printable[256] = {0}, n = 0;
+  for (int b = 0; b < 256; b++)
+    is_printable[b] = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+  for (int b = 0; b < 256; b++) cs[b] = is_printable[b] ? b : 256 + n++;
+  for (int b = 0; b < 256; b++) {
+    int c = cs[b];
+    memset(out[b], 0, 4);
+    if (c < 0x80) {
+      out[b][0] = (char)c;
+    } else {
+      out[b][0] = (char)(0xC0 | (c >> 6));
+      out[b][1] = (char)(0x80 | (c & 63));
+    }
+  }
+}
+
+/* A byte-level vocabulary: id b is byte b's character (so ids of unmerged text are its bytes),
+ * then the extra pieces from id 256 on. */
+static cloq_tok *byte_vocab(const char *pre, int n_extra, const char *const *extra,
+                            const int32_t *extra_types, int n_merges, const char *const *merges) {
+  static char alpha[256][4];
+  bytes_to_unicode(alpha);
+  const char *tokens[300];
+  int32_t types[300];
+  assert_true(n_extra <= 44);
+  for (int b = 0; b < 256; b++) {
+    tokens[b] = alpha[b];
+    types[b] = 1;
+  }
+  for (int i = 0; i < n_extra; i++) {
+    tokens[256 + i] = extra[i];
+    types[256 + i] = extra_types ? extra_types[i] : 1;
+  }
+  cloq_tok_vocab v = {.kind = CLOQ_TOK_BPE, .n_tokens = 256 + n_extra, .tokens = tokens,
+                      .types = types, .n_merges = n_merges, .merges = merges, .pre = pre,
+                      .bos_id = -1, .eos_id = -1, .unk_id = -1, .pad_id = -1};
+  cloq_tok *t;
+  CHECK_OK(cloq_tok_from_vocab(&v, &t));
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_BPE);
+  assert_int_equal(cloq_tok_size(t), 256 + n_extra);
+  return t;
+}
+
+/* encode text (C string) and compare with want[0..nwant) */
+static void expect_ids(const cloq_tok *t, const char *text, int bos, const int32_t *want,
+                       int64_t nwant) {
+  int32_t *ids;
+  int64_t n;
+  CHECK_OK(cloq_tok_encode(t, text, strlen(text), bos, &ids, &n));
+  char what[160];
+  snprintf(what, sizeof what, "encode \"%.60s\"", text);
+  check_ids(what, want, nwant, ids, n);
+  free(ids);
+}
+#define EXPECT_IDS(t, text, bos, ...)                                                              \
+  do {                                                                                             \
+    const int32_t want_[] = {__VA_ARGS__};                                                         \
+    expect_ids(t, text, bos, want_, (int64_t)(sizeof want_ / sizeof want_[0]));                    \
+  } while (0)
+
+/* The pre-tokenizer pieces of text, joined with '|', against want. */
+static void expect_split(const cloq_tok *t, const char *text, const char *want) {
+  int64_t *lens, n;
+  CHECK_OK(cloq_tok_split(t, text, strlen(text), &lens, &n));
+  char got[512];
+  size_t k = 0, pos = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (i) got[k++] = '|';
+    memcpy(got + k, text + pos, (size_t)lens[i]);
+    k += (size_t)lens[i];
+    pos += (size_t)lens[i];
+  }
+  got[k] = '\0';
+  if (strcmp(got, want)) {
+    print_error("split \"%s\": expected \"%s\", got \"%s\"\n", text, want, got);
+    fail();
+  }
+  free(lens);
+}
+
+/* Merge rank decides, not position; equal ranks go leftmost; pieces never merge across the
+ * pre-tokenizer's splits; bytes that are not UTF-8 are pieces of their own. */
+static void test_bpe_rank_order(void **state) {
+  (void)state;
+  const char *extra[] = {"aa", "bc", "ab", "abc"};
+  const char *merges[] = {"a a", "b c", "a b", "a bc"};
+  cloq_tok *t = byte_vocab("gpt2", 4, extra, NULL, 4, merges);
+  EXPECT_IDS(t, "aaa", 0, 256, 'a');             /* a a twice at equal rank: the left one */
+  EXPECT_IDS(t, "aaaa", 0, 256, 256);
+  EXPECT_IDS(t, "abc", 0, 259);                  /* b c (rank 1) before a b (rank 2), then a bc */
+  EXPECT_IDS(t, "ab", 0, 258);
+  EXPECT_IDS(t, "abab", 0, 258, 258);
+  EXPECT_IDS(t, "cab", 0, 'c', 258);
+  EXPECT_IDS(t, "aa aa", 0, 256, ' ', 256);      /* " aa" is a piece: Ġ a a, no Ġ merge */
+  EXPECT_IDS(t, "a\xff" "b\xc3", 0, 'a', 0xFF, 'b', 0xC3); /* invalid UTF-8: one piece a byte */
+  expect_split(t, "a\xff" "b\xc3", "a|\xff|b|\xc3");
+  int32_t *ids;
+  int64_t n;
+  CHECK_OK(cloq_tok_encode(t, "", 0, 1, &ids, &n)); /* no BOS id: nothing, even with bos */
+  assert_int_equal(n, 0);
+  free(ids);
+  assert_int_equal(cloq_tok_add_bos(t), 0);
+  assert_int_equal(cloq_tok_bos_id(t), -1);
+  /* decode: the byte alphabet back to bytes; pieces as stored */
+  size_t len;
+  const char *b = cloq_tok_decode(t, -1, ' ', &len);
+  assert_int_equal(len, 1);
+  assert_int_equal(b[0], ' ');
+  assert_string_equal(cloq_tok_piece(t, ' '), "\xc4\xa0"); /* Ġ */
+  b = cloq_tok_decode(t, -1, 0, &len);
+  assert_int_equal(len, 1);
+  assert_int_equal(b[0], '\0');
+  b = cloq_tok_decode(t, -1, 259, &len);
+  assert_int_equal(len, 3);
+  assert_memory_equal(b, "abc", 3);
+  assert_null(cloq_tok_decode(t, -1, 260, &len));
+  cloq_tok_free(&t);
+}
+
+/* The pre-tokenizers, piece for piece (expected pieces from `tokenizers`). \s+(?!\S) leaves the
+ * last white space of a run to the word after it; Oniguruma's \s is White_Space (U+3000 yes,
+ * U+180E no); digits go alone in smollm and by three in llama-bpe. */
+static void test_bpe_pretokenizers(void **state) {
+  (void)state;
+  cloq_tok *g = byte_vocab("gpt2", 0, NULL, NULL, 0, NULL);
+  cloq_tok *s = byte_vocab("smollm", 0, NULL, NULL, 0, NULL);
+  cloq_tok *l = byte_vocab("llama-bpe", 0, NULL, NULL, 0, NULL);
+  static const char *const cases[][4] = {
+      /* text, gpt2, smollm, llama-bpe */
+      {"Hello world", "Hello| world", "Hello| world", "Hello| world"},
+      {"a  b", "a| | b", "a| | b", "a| | b"},
+      {"a \n\n b", "a| \n\n| b", "a| \n\n| b", "a| \n\n| b"},
+      {"x  ", "x|  ", "x|  ", "x|  "},
+      {"I'm 12", "I|'m| 12", "I|'m| |1|2", "I|'m| |12"},
+      {"it'S 2024!", "it|'|S| 2024|!", "it|'|S| |2|0|2|4|!", "it|'S| |202|4|!"},
+      {"a1b", "a|1|b", "a|1|b", "a|1|b"},
+      {"  12 x", " | 12| x", "  |1|2| x", " | |12| x"},
+      {"\xe3\x80\x80\xe1\xa0\x8e x", "\xe3\x80\x80|\xe1\xa0\x8e| x", "\xe3\x80\x80|\xe1\xa0\x8e| x",
+       "\xe3\x80\x80|\xe1\xa0\x8e| x"},
+      {"don't\r\nstop", "don|'t|\r|\n|stop", "don|'t|\r|\n|stop", "don|'t|\r\n|stop"},
+      {"12345 abc", "12345| abc", "1|2|3|4|5| abc", "123|45| abc"},
+      {"Hello\n\nworld", "Hello|\n|\n|world", "Hello|\n|\n|world", "Hello|\n\n|world"},
+      {"x\n  y", "x|\n | y", "x|\n | y", "x|\n| | y"},
+      {"", "", "", ""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    expect_split(g, cases[i][0], cases[i][1]);
+    expect_split(s, cases[i][0], cases[i][2]);
+    expect_split(l, cases[i][0], cases[i][3]);
+  }
+  /* the pieces go to the model separately: no merge across them */
+  cloq_tok_free(&g);
+  cloq_tok_free(&s);
+  cloq_tok_free(&l);
+  const char *extra[] = {"12", "\xc4\xa0" "1"};
+  const char *merges[] = {"1 2", "\xc4\xa0 1"};
+  g = byte_vocab("gpt2", 2, extra, NULL, 2, merges);
+  s = byte_vocab("smollm", 2, extra, NULL, 2, merges);
+  EXPECT_IDS(g, " 12", 0, ' ', 256); /* "1 2" (rank 0) before "Ġ 1" (rank 1) */
+  EXPECT_IDS(g, " 1", 0, 257);
+  EXPECT_IDS(s, " 12", 0, ' ', '1', '2'); /* smollm: " ", "1", "2" are separate pieces */
+  EXPECT_IDS(s, " 1", 0, ' ', '1');
+  cloq_tok_free(&g);
+  cloq_tok_free(&s);
+  cloq_tok *e;
+  cloq_tok_vocab v = {.kind = CLOQ_TOK_BPE, .n_tokens = 1, .tokens = (const char *[]){"a"},
+                      .pre = "qwen2", .bos_id = -1, .eos_id = -1, .unk_id = -1, .pad_id = -1};
+  EXPECT_FAIL(cloq_tok_from_vocab(&v, &e), "\"qwen2\" is not supported");
+  assert_null(e);
+  v.pre = "gpt2";
+  v.name = "model.gguf";
+  v.n_merges = 1;
+  v.merges = (const char *[]){"a z"};
+  EXPECT_FAIL(cloq_tok_from_vocab(&v, &e), "model.gguf: merge 0 (\"a\" \"z\"): \"z\" is not in");
+  v.n_merges = 0;
+  v.add_bos = 1;
+  EXPECT_FAIL(cloq_tok_from_vocab(&v, &e), "model.gguf: add_bos is set but there is no bos id");
+}
+
+/* Writes a tokenizer.json built by the caller and loads it. */
+static cloq_tok *load_json_tok(json_t *root, const char *dir, const char *name) {
+  char *path = join_path(dir, name);
+  assert_int_equal(json_dump_file(root, path, 0), 0);
+  json_decref(root);
+  cloq_tok *t;
+  CHECK_OK(cloq_tok_load(path, 0, &t));
+  free(path);
+  return t;
+}
+
+static json_t *added_tok(int id, const char *content, int special, int normalized, int lstrip,
+                         int rstrip, int single_word) {
+  return json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id, "content", content,
+                   "special", special, "normalized", normalized, "lstrip", lstrip, "rstrip",
+                   rstrip, "single_word", single_word);
+}
+
+/* Added tokens: found before the pre-tokenizer, leftmost-longest, with lstrip/rstrip/single_word
+ * as `tokenizers` applies them (a byte-level tokenizer.json, no merges: ids are bytes). */
+static void test_bpe_added_tokens(void **state) {
+  (void)state;
+  char alpha[256][4];
+  bytes_to_unicode(alpha);
+  json_t *vocab = json_object();
+  for (int b = 0; b < 256; b++) json_object_set_new(vocab, alpha[b], json_integer(b));
+  json_object_set_new(vocab, "<m>", json_integer(256));
+  json_object_set_new(vocab, "<w>", json_integer(257));
+  json_object_set_new(vocab, "hey", json_integer(258));
+  json_object_set_new(vocab, "<m>x", json_integer(259));
+  json_t *added = json_pack("[o, o, o, o]", added_tok(256, "<m>", 0, 0, 1, 1, 0),
+                            added_tok(257, "<w>", 0, 0, 0, 0, 1), added_tok(258, "hey", 0, 1, 0, 0, 0),
+                            added_tok(259, "<m>x", 1, 0, 0, 0, 0));
+  json_t *root = json_pack(
+      "{s:o, s:n, s:{s:s, s:b, s:b}, s:n, s:{s:s, s:o, s:[]}}", "added_tokens", added,
+      "normalizer", "pre_tokenizer", "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 1,
+      "post_processor", "model", "type", "BPE", "vocab", vocab, "merges");
+  char *dir = make_tmpdir();
+  cloq_tok *t = load_json_tok(root, dir, "tokenizer.json");
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_BPE);
+  EXPECT_IDS(t, "a <m> b", 1, 'a', 256, 'b');         /* lstrip + rstrip take the spaces */
+  EXPECT_IDS(t, "a\t <m>\n b", 1, 'a', 256, 'b');
+  EXPECT_IDS(t, "x<w>y", 1, 'x', '<', 'w', '>', 'y'); /* single_word: not inside a word */
+  EXPECT_IDS(t, "x <w> y", 1, 'x', ' ', 257, ' ', 'y');
+  EXPECT_IDS(t, "<w>", 1, 257);
+  EXPECT_IDS(t, "\xc3\xa9<w>", 1, 0xC3, 0xA9, '<', 'w', '>'); /* é is a word character */
+  EXPECT_IDS(t, "heyhey", 1, 258, 258);
+  EXPECT_IDS(t, "a <m>x b", 1, 'a', ' ', 259, ' ', 'b'); /* the longest match wins */
+  EXPECT_IDS(t, "<m><m>", 1, 256, 256);
+  int64_t *lens, n;
+  CHECK_OK(cloq_tok_split(t, "a <m> b", 7, &lens, &n));
+  assert_int_equal(n, 3);
+  assert_int_equal(lens[1], 5); /* " <m> " */
+  free(lens);
+  cloq_tok_free(&t);
+  rm_dir(dir);
+  free(dir);
+
+  /* GGUF-style vocabularies: control (3) and user-defined (4) tokens are added tokens */
+  const char *extra[] = {"<|x|>", "<|x|>y", "<u>"};
+  const int32_t types[] = {3, 3, 4};
+  t = byte_vocab("gpt2", 3, extra, types, 0, NULL);
+  EXPECT_IDS(t, "a<|x|>yb<|x|>", 0, 'a', 257, 'b', 256);
+  EXPECT_IDS(t, "<u><|x", 0, 258, '<', '|', 'x');
+  cloq_tok_free(&t);
+}
+
+/* SentencePiece by score, as llama.cpp: the merged piece's score decides, leftmost on ties;
+ * unknown characters may still merge by their text, else become <0xNN> bytes; control tokens
+ * in the text are split out and the next segment gets its own U+2581. */
+static void test_spm_by_score(void **state) {
+  (void)state;
+  const char *tokens[266];
+  float scores[266];
+  int32_t types[266];
+  char bytes[256][8];
+  tokens[0] = "<unk>";
+  tokens[1] = "<s>";
+  tokens[2] = "</s>";
+  for (int b = 0; b < 256; b++) {
+    snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
+    tokens[3 + b] = bytes[b];
+  }
+  const char *rest[] = {SPACE_MARK, "a", "b", SPACE_MARK "a", "ab", "aa", "\xc3\xa9" "a"};
+  for (int i = 0; i < 7; i++) tokens[259 + i] = rest[i];
+  for (int i = 0; i < 266; i++) {
+    scores[i] = i < 259 ? 0.0f : -(float)(i - 258);
+    types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+  }
+  cloq_tok_vocab v = {.kind = CLOQ_TOK_SPM, .n_tokens = 266, .tokens = tokens, .scores = scores,
+                      .types = types, .bos_id = 1, .eos_id = 2, .unk_id = 0, .pad_id = -1,
+                      .add_bos = 1, .add_space_prefix = 1};
+  cloq_tok *t;
+  CHECK_OK(cloq_tok_from_vocab(&v, &t));
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_SPM);
+  assert_int_equal(cloq_tok_add_bos(t), 1);
+  assert_int_equal(cloq_tok_bos_id(t), 1);
+  EXPECT_IDS(t, "ab", 1, 1, 262, 261);           /* ▁a (-4) before ab (-5) */
+  EXPECT_IDS(t, "bab", 1, 1, 259, 261, 263);
+  EXPECT_IDS(t, "baaa", 1, 1, 259, 261, 264, 260); /* aa twice at equal score: the left one */
+  EXPECT_IDS(t, "\xc3\xa9", 1, 1, 259, 3 + 0xC3, 3 + 0xA9); /* byte fallback */
+  EXPECT_IDS(t, "\xc3\xa9" "a", 1, 1, 259, 265); /* é is no piece, éa is */
+  EXPECT_IDS(t, "b<s>b", 1, 1, 259, 261, 1, 259, 261);
+  EXPECT_IDS(t, "", 1, 1);
+  int32_t *ids;
+  int64_t n;
+  CHECK_OK(cloq_tok_encode(t, "", 0, 0, &ids, &n));
+  assert_int_equal(n, 0);
+  free(ids);
+  size_t len;
+  const char *d = cloq_tok_decode(t, 1, 262, &len); /* after BOS the prefix space goes */
+  assert_int_equal(len, 1);
+  assert_memory_equal(d, "a", 1);
+  d = cloq_tok_decode(t, 260, 262, &len);
+  assert_int_equal(len, 2);
+  assert_memory_equal(d, " a", 2);
+  d = cloq_tok_decode(t, 260, 3 + 'A', &len);
+  assert_int_equal(len, 1);
+  assert_int_equal(d[0], 'A');
+  assert_string_equal(cloq_tok_piece(t, 262), SPACE_MARK "a");
+  /* written as tokenizer.json (merges made from the scores) and read back: merges by rank then,
+   * with the same ids wherever llama.cpp's unknown-character merge (é + a) does not come in */
+  char *dir = make_tmpdir();
+  CHECK_OK(cloq_tok_write_hf(t, dir));
+  char *tj = join_path(dir, "tokenizer.json");
+  cloq_tok *back;
+  CHECK_OK(cloq_tok_load(tj, 266, &back));
+  assert_int_equal(cloq_tok_kind(back), CLOQ_TOK_SPM);
+  const char *samples[] = {"ab", "bab", "baaa", "\xc3\xa9", "b<s>b", "", " a  b aab ", "<unk></s>"};
+  for (int i = 0; i < 8; i++) {
+    int32_t *a, *b;
+    int64_t na, nb;
+    CHECK_OK(cloq_tok_encode(t, samples[i], strlen(samples[i]), 1, &a, &na));
+    CHECK_OK(cloq_tok_encode(back, samples[i], strlen(samples[i]), 1, &b, &nb));
+    check_ids("SPM by score written and read back", a, na, b, nb);
+    free(a);
+    free(b);
+  }
+  EXPECT_IDS(back, "\xc3\xa9" "a", 1, 1, 259, 3 + 0xC3, 3 + 0xA9, 260);
+  cloq_tok_free(&back);
+  free(tj);
+  rm_dir(dir);
+  free(dir);
+  cloq_tok_free(&t);
+}
+
+static json_t *llama2_json(const char *const *merges, int n_merges) {
+  json_t *vocab = json_object();
+  json_object_set_new(vocab, "<unk>", json_integer(0));
+  json_object_set_new(vocab, "<s>", json_integer(1));
+  json_object_set_new(vocab, "</s>", json_integer(2));
+  for (int b = 0; b < 256; b++) {
+    char s[8];
+    snprintf(s, sizeof s, "<0x%02X>", b);
+    json_object_set_new(vocab, s, json_integer(3 + b));
+  }
+  const char *rest[] = {SPACE_MARK, "a", "b", SPACE_MARK "a", "ab", "aa", "\xc3\xa9" "a"};
+  for (int i = 0; i < 7; i++) json_object_set_new(vocab, rest[i], json_integer(259 + i));
+  json_t *m = json_array();
+  for (int i = 0; i < n_merges; i++) json_array_append_new(m, json_string(merges[i]));
+  json_t *added = json_pack("[o, o, o]", added_tok(0, "<unk>", 1, 0, 0, 0, 0),
+                            added_tok(1, "<s>", 1, 0, 0, 0, 0), added_tok(2, "</s>", 1, 0, 0, 0, 0));
+  return json_pack(
+      "{s:o, s:{s:s, s:[{s:s, s:s}, {s:s, s:{s:s}, s:s}]}, s:n, "
+      "s:{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}}, "
+      "s:{s:s, s:s, s:b, s:b, s:o, s:o}}",
+      "added_tokens", added, "normalizer", "type", "Sequence", "normalizers", "type", "Prepend",
+      "prepend", SPACE_MARK, "type", "Replace", "pattern", "String", " ", "content", SPACE_MARK,
+      "pre_tokenizer", "post_processor", "type", "TemplateProcessing", "single", "SpecialToken",
+      "id", "<s>", "type_id", 0, "Sequence", "id", "A", "type_id", 0, "special_tokens", "<s>", "id",
+      "<s>", "ids", 1, "tokens", "<s>", "model", "type", "BPE", "unk_token", "<unk>", "fuse_unk", 1,
+      "byte_fallback", 1, "vocab", vocab, "merges", m);
+}
+
+/* Llama 2's tokenizer.json: merges by rank, byte fallback, U+2581 prepended to each segment
+ * between added tokens, BOS from the TemplateProcessing post-processor. */
+static void test_spm_json_rank(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  const char *m1[] = {SPACE_MARK " a", "a b", "a a"};
+  cloq_tok *t = load_json_tok(llama2_json(m1, 3), dir, "tokenizer.json");
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_SPM);
+  assert_int_equal(cloq_tok_add_bos(t), 1);
+  assert_int_equal(cloq_tok_bos_id(t), 1);
+  EXPECT_IDS(t, "ab", 1, 1, 262, 261);
+  EXPECT_IDS(t, "baaa", 1, 1, 259, 261, 264, 260);
+  EXPECT_IDS(t, "\xc3\xa9" "a", 1, 1, 259, 3 + 0xC3, 3 + 0xA9, 260); /* é: bytes, no merge */
+  EXPECT_IDS(t, "a<s>a", 1, 1, 262, 1, 262);
+  EXPECT_IDS(t, "a b", 1, 1, 262, 259, 261);
+  EXPECT_IDS(t, " a", 1, 1, 259, 262);
+  EXPECT_IDS(t, "", 1, 1);
+  cloq_tok_free(&t);
+  const char *m2[] = {"a b", SPACE_MARK " a", "a a"}; /* the same merges, ranks swapped */
+  t = load_json_tok(llama2_json(m2, 3), dir, "tokenizer.json");
+  EXPECT_IDS(t, "ab", 1, 1, 259, 263);
+  cloq_tok_free(&t);
+  rm_dir(dir);
+  free(dir);
+}
+
+/* Metaspace instead of the normalizer (transformers' legacy=False conversions): U+2581 prepended
+ * only to the piece that starts the text ("first"), to every piece ("always") or never; a piece
+ * that already starts with U+2581 or ' ' gets none. */
+static void test_spm_metaspace(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  static const char *const schemes[3] = {"first", "always", "never"};
+  for (int k = 0; k < 3; k++)
+    for (int split = 0; split < 2; split++) {
+      json_t *root = json_pack(
+          "{s:[o, o, o], s:n, s:{s:s, s:s, s:s, s:b}, s:{s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i, "
+          "s:i, s:i, s:i}, s:[s]}}",
+          "added_tokens", added_tok(0, "<unk>", 1, 0, 0, 0, 0), added_tok(1, "<s>", 1, 0, 0, 0, 0),
+          added_tok(2, "</s>", 1, 0, 0, 0, 0), "normalizer", "pre_tokenizer", "type", "Metaspace",
+          "replacement", SPACE_MARK, "prepend_scheme", schemes[k], "split", split, "model", "type",
+          "BPE", "unk_token", "<unk>", "vocab", "<unk>", 0, "<s>", 1, "</s>", 2, SPACE_MARK, 3, "a",
+          4, "b", 5, SPACE_MARK "a", 6, SPACE_MARK SPACE_MARK, 7, "merges", SPACE_MARK " a");
+      cloq_tok *t = load_json_tok(root, dir, "tokenizer.json");
+      assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_SPM);
+      assert_int_equal(cloq_tok_add_bos(t), 0);
+      if (k == 2) EXPECT_IDS(t, "a b", 0, 4, 3, 5);
+      else EXPECT_IDS(t, "a b", 0, 6, 3, 5);
+      EXPECT_IDS(t, " a", 0, 6);
+      EXPECT_IDS(t, SPACE_MARK "a", 0, 6);
+      EXPECT_IDS(t, "<s> a", 0, 1, 6);
+      if (k == 1) {
+        EXPECT_IDS(t, "<s>a", 0, 1, 6);
+        EXPECT_IDS(t, "a<s>a", 0, 6, 1, 6);
+      } else {
+        EXPECT_IDS(t, "<s>a", 0, 1, 4);
+        EXPECT_IDS(t, "a<s>a", 0, k == 0 ? 6 : 4, 1, 4);
+      }
+      if (k == 2) EXPECT_IDS(t, "a  b", 0, 4, 3, 3, 5);
+      else EXPECT_IDS(t, "a  b", 0, 6, 3, 3, 5);
+      cloq_tok_free(&t);
+    }
+  rm_dir(dir);
+  free(dir);
+}
+
+static void write_text_file(const char *path, const char *text) {
+  write_bytes(path, text, strlen(text));
+}
+
+static void test_tok_json_errors(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  char *path = join_path(dir, "tokenizer.json");
+  cloq_tok *t;
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", ");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "malformed JSON");
+  assert_null(t);
+  write_text_file(path, "  {\"version\": \"1.0\"}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "no \"model\"");
+  write_text_file(path, "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "model type Unigram");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+                        "\"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "\"c\" is not in the vocabulary");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+                        "\"merges\": [[\"a\", \"b\"]]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "\"ab\" is not in the vocabulary");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, "
+                        "\"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "id 1 has no piece");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                        "\"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "pre_tokenizer Whitespace is not supported");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                        "\"normalizer\": {\"type\": \"NFC\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "normalizer NFC is not supported");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                        "\"pre_tokenizer\": null}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "neither a ByteLevel pre_tokenizer");
+  write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, "
+                        "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 1, &t), "more than the model's vocab_size 1");
+  CHECK_OK(cloq_tok_load(path, 2, &t));
+  cloq_tok_free(&t);
+  free(path);
+  rm_dir(dir);
+  free(dir);
+}
+
+/* cloq_tok_write_hf, read back by cloq: the llama2.c vocabulary as a Llama 2 tokenizer.json
+ * encodes WikiText as the llama2.c encoder does (the e2e test checks the same files with
+ * `tokenizers` and transformers); a byte-level one round-trips. */
+static void test_tok_write_hf(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  cloq_tok *l2c = load_tok512();
+  CHECK_OK(cloq_tok_write_hf(l2c, dir));
+  char *tj = join_path(dir, "tokenizer.json"), *tc = join_path(dir, "tokenizer_config.json");
+  char *tm = join_path(dir, "special_tokens_map.json"), *tmp = join_path(dir, "tokenizer.json.tmp");
+  cloq_tok *back;
+  CHECK_OK(cloq_tok_load(tj, 512, &back));
+  assert_int_equal(cloq_tok_kind(back), CLOQ_TOK_SPM);
+  assert_int_equal(cloq_tok_size(back), 512);
+  assert_int_equal(cloq_tok_add_bos(back), 1);
+  assert_string_equal(cloq_tok_piece(back, 1), "<s>");
+  assert_string_equal(cloq_tok_piece(back, 259), SPACE_MARK "t");
+  json_error_t err;
+  json_t *cfg = json_load_file(tc, 0, &err);
+  assert_non_null(cfg);
+  assert_string_equal(json_string_value(json_object_get(cfg, "bos_token")), "<s>");
+  assert_string_equal(json_string_value(json_object_get(cfg, "tokenizer_class")),
+                      "PreTrainedTokenizerFast");
+  assert_true(json_is_true(json_object_get(cfg, "add_bos_token")));
+  json_decref(cfg);
+  json_t *map = json_load_file(tm, 0, &err);
+  assert_non_null(map);
+  assert_string_equal(json_string_value(json_object_get(map, "eos_token")), "</s>");
+  json_decref(map);
+  FILE *f = fopen(tmp, "rb");
+  assert_null(f);
+  size_t len;
+  char *text = read_text("wikitext-2/wiki.test.raw", &len);
+  len = WIKI_PREFIX_BYTES;
+  int32_t *a, *b;
+  int64_t na, nb;
+  CHECK_OK(cloq_tok_encode(l2c, text, len, 1, &a, &na));
+  CHECK_OK(cloq_tok_encode(back, text, len, cloq_tok_add_bos(back), &b, &nb));
+  check_ids("tok512 written as tokenizer.json, read back", a, na, b, nb);
+  printf("    tok512 -> tokenizer.json -> cloq: %lld ids of %d bytes of wiki equal\n",
+         (long long)na, WIKI_PREFIX_BYTES);
+  /* decode of the SPM form gives the llama2.c bytes */
+  for (int64_t i = 1; i < na; i++) {
+    size_t l1, l2;
+    const char *d1 = cloq_tok_decode(l2c, a[i - 1], a[i], &l1);
+    const char *d2 = cloq_tok_decode(back, b[i - 1], b[i], &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(d1, d2, l1);
+  }
+  free(a);
+  free(b);
+  cloq_tok_free(&back);
+
+  /* a byte-level vocabulary with added tokens, written and read back */
+  const char *extra[] = {"aa", "bc", "ab", "<|x|>"};
+  const int32_t types[] = {1, 1, 1, 3};
+  const char *merges[] = {"a a", "b c", "a b"};
+  cloq_tok *g = byte_vocab("smollm", 4, extra, types, 3, merges);
+  CHECK_OK(cloq_tok_write_hf(g, dir));
+  CHECK_OK(cloq_tok_load(tj, 0, &back));
+  assert_int_equal(cloq_tok_kind(back), CLOQ_TOK_BPE);
+  const char *samples[] = {"aaa abc 123<|x|>bcab", "  \n\n x", ""};
+  for (int i = 0; i < 3; i++) {
+    CHECK_OK(cloq_tok_encode(g, samples[i], strlen(samples[i]), 0, &a, &na));
+    CHECK_OK(cloq_tok_encode(back, samples[i], strlen(samples[i]), 0, &b, &nb));
+    check_ids("byte-level tokenizer written and read back", a, na, b, nb);
+    free(a);
+    free(b);
+  }
+  cloq_tok_free(&back);
+  cloq_tok_free(&g);
+  char *missing = join_path(dir, "no-such-dir");
+  EXPECT_FAIL(cloq_tok_write_hf(l2c, missing), "no-such-dir/tokenizer.json.tmp");
+  free(missing);
+  cloq_tok_free(&l2c);
+  free(text);
+  free(tj);
+  free(tc);
+  free(tm);
+  free(tmp);
+  rm_dir(dir);
+  free(dir);
+}
+
+/* llama2.c files without a known vocab_size: as many tokens as the file holds */
+static void test_tok_llama2c_any_size(void **state) {
+  (void)state;
+  char *p = asset_path("stories260K/tok512.bin");
+  cloq_tok *t;
+  CHECK_OK(cloq_tok_load(p, 0, &t));
+  assert_int_equal(cloq_tok_size(t), 512);
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_LLAMA2C);
+  assert_int_equal(cloq_tok_bos_id(t), 1);
+  cloq_tok_free(&t);
+  free(p);
+}
+
 int run_tokenizer_tests(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tok_story_golden),        cmocka_unit_test(test_tok_greedy_decode),
       cmocka_unit_test(test_tok_wiki_vs_reference),   cmocka_unit_test(test_tok_random_vs_reference),
       cmocka_unit_test(test_tok_global_path),         cmocka_unit_test(test_tok_wiki_full),
-      cmocka_unit_test(test_tok_load_errors),
+      cmocka_unit_test(test_tok_load_errors),         cmocka_unit_test(test_bpe_rank_order),
+      cmocka_unit_test(test_bpe_pretokenizers),       cmocka_unit_test(test_bpe_added_tokens),
+      cmocka_unit_test(test_spm_by_score),            cmocka_unit_test(test_spm_json_rank),
+      cmocka_unit_test(test_tok_json_errors),         cmocka_unit_test(test_tok_write_hf),
+      cmocka_unit_test(test_tok_llama2c_any_size),    cmocka_unit_test(test_spm_metaspace),
   };
   return cmocka_run_group_tests_name("io/tokenizer", tests, NULL, NULL);
 }
