@@ -1,11 +1,13 @@
 /* cloq_cli: option table, parsing and validation of values that need no file access. */
 #include "cloq_cli.h"
+#include "cloq_export.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cloq_err.h"
 
@@ -37,12 +39,18 @@ void cloq_cli_usage(int cmd) {
     printf(
         "usage: cloq init --model DIR --calib FILE --out FILE.h5 [options]\n"
         "Quantizes every linear layer of a Llama-family model and computes its LoRA initialization.\n"
-        "  --model DIR            Hugging Face model folder (config.json, model.safetensors)\n"
-        "  --tokenizer FILE       llama2.c tokenizer (default: DIR/tokenizer.bin or DIR/tok*.bin)\n"
+        "  --model DIR|FILE.gguf  Hugging Face model folder (config.json, model.safetensors) or a\n"
+        "                         GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, dequantized)\n"
+        "  --tokenizer FILE       tokenizer.json, GGUF or llama2.c tokenizer (default: the GGUF\n"
+        "                         itself, DIR/tokenizer.json, DIR/tokenizer.bin or DIR/tok*.bin)\n"
         "  --calib FILE           calibration data\n"
         "  --calib-format F       text | tokens (default text; tokens: one sample per line)\n"
         "  --out FILE.h5          output store (refused if it exists, unless --force)\n"
         "  --force                overwrite an existing --out\n"
+        "  --export DIR           then hand the store off: `cloq export --store OUT --out DIR`\n"
+        "                         (DIR/base: HF model of Q, DIR/adapter: PEFT adapter; see\n"
+        "                         cloq export --help)\n"
+        "  --export-format LIST   formats for --export (default safetensors,peft; also gptq)\n"
         "  --bits N               2 | 3 | 4 | 8 (default 4)\n"
         "  --group-size N         input columns per quantization group, -1 = whole row (default 128)\n"
         "  --rank N               LoRA rank r (default 16)\n"
@@ -87,7 +95,7 @@ void cloq_cli_usage(int cmd) {
         "one quantization and one SVD per module and bits setting; every LoRA rank is derived from\n"
         "the largest. Writes one store per configuration: DIR/b<bits>-r<rank>.h5, each equal to\n"
         "what `cloq init` writes for that bits and rank. Options: those of `cloq init` (see\n"
-        "cloq init --help) except --bits and --rank, plus\n"
+        "cloq init --help) except --bits, --rank and --export, plus\n"
         "  --bits LIST            comma-separated bits settings (2, 3, 4, 8), at most 4\n"
         "  --ranks LIST           comma-separated LoRA ranks, at most 16\n"
         "  --out DIR              output folder (created; stores already complete there are kept,\n"
@@ -98,11 +106,11 @@ void cloq_cli_usage(int cmd) {
     printf(
         "usage: cloq eval --model DIR --data FILE [options]\n"
         "Perplexity of the full-precision model, or of a store's quantized (+ LoRA) model.\n"
-        "  --model DIR            Hugging Face model folder\n"
-        "  --tokenizer FILE       llama2.c tokenizer (default: DIR/tokenizer.bin or DIR/tok*.bin)\n"
+        "  --model DIR|FILE.gguf  Hugging Face model folder or GGUF file\n"
+        "  --tokenizer FILE       tokenizer.json, GGUF or llama2.c tokenizer (default: as init)\n"
         "  --store FILE.h5        evaluate (codes - zeros) * scales + lora_B @ lora_A instead\n"
         "  --data FILE            evaluation data\n"
-        "  --data-format F        text | tokens (default text: GPTQ protocol, BOS + whole text,\n"
+        "  --data-format F        text | tokens (default text: GPTQ protocol, [BOS +] whole text,\n"
         "                         non-overlapping windows of --seqlen; tokens: one sequence a line)\n"
         "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
         "  --limit N              evaluate only the first N windows or sequences (default all)\n"
@@ -119,6 +127,7 @@ void cloq_cli_usage(int cmd) {
            "  eval    perplexity of a model, or of a store applied to it\n"
            "  synth   write a synthetic Hugging Face checkpoint (scale tests, benchmarks)\n"
            "  sample  draw token sequences or text from the model (calibration or eval data)\n"
+           "  export  hand a store off: HF base model, PEFT adapter, GPTQ checkpoint\n"
            "Runs as a plain process or under mpirun/srun with any number of ranks.\n");
   }
 }
@@ -196,7 +205,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     printf("cloq %s\n", CLOQ_VERSION);
     exit(0);
   } else
-    return CLOQ_FAIL("unknown command '%s' (commands: init, sweep, eval, synth)", c);
+    return CLOQ_FAIL("unknown command '%s' (commands: init, sweep, eval, synth, sample, export)", c);
   int init = o->cmd == CLOQ_CMD_INIT || o->cmd == CLOQ_CMD_SWEEP;
   int sweep = o->cmd == CLOQ_CMD_SWEEP;
   int64_t list[16];
@@ -255,6 +264,12 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       o->propagate = a;
     } else if (init && !strcmp(f, "--dist-threshold")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
+    } else if (init && !sweep && !strcmp(f, "--export")) {
+      o->export_dir = a;
+    } else if (init && !sweep && !strcmp(f, "--export-format")) {
+      unsigned fm;
+      CLOQ_CALL(cloq_export_parse_formats(a, &fm));
+      o->export_format = a;
     } else if (init && !strcmp(f, "--weights")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"resident", "lazy", "auto", NULL}));
       o->weights = a;
@@ -305,6 +320,12 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     CLOQ_CHECK(!o->act_order || !strcmp(o->quantizer, "gptq"),
                "--act-order needs --quantizer gptq");
     if (o->magr_alpha < 0) o->magr_alpha = o->group_size == -1 ? 1e-3 : 1e-4;
+    CLOQ_CHECK(!o->export_format || o->export_dir, "--export-format needs --export DIR");
+    /* refuse before hours of work, not after: cloq export itself refuses an existing DIR that
+     * is not an earlier export even with --force */
+    CLOQ_CHECK(!o->export_dir || o->force || access(o->export_dir, F_OK) != 0,
+               "--export %s already exists (give --force to replace an earlier export, or another "
+               "folder)", o->export_dir);
     if (!sweep) {
       o->nbits = 1, o->bits_list[0] = o->bits;
       o->nranks = 1, o->rank_list[0] = o->rank;

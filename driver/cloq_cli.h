@@ -38,6 +38,8 @@ typedef struct {
   int64_t dist_nb;        /* ScaLAPACK block size */
   int dry_run;            /* print the plan (blocks, memory, flops per rank) and stop */
   const char *weights;    /* resident | lazy | auto: how owners hold their blocks' linears */
+  const char *export_dir; /* init --export DIR: cloq export of the finished store (rank 0) */
+  const char *export_format; /* init --export-format LIST (default safetensors,peft) */
   /* sweep: --bits and --ranks take comma lists (init: one value each) */
   int nbits;
   int bits_list[4];

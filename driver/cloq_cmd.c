@@ -23,6 +23,7 @@
 #include "cloq_driver.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_export.h"
 #include "cloq_linalg.h"
 #include "cloq_signal.h"
 #include "cloq_store.h"
@@ -684,6 +685,18 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   rc = CLOQ_OK;
   for (int k = 0; k < r.nconf && c.rank == 0 && rc == CLOQ_OK; k++)
     rc = print_objectives(r.paths[k], &c.cfg);
+  AGREE(rc);
+  if (o->export_dir && c.rank == 0) { /* the hand-off, same command (init only: one store) */
+    cloq_export_opts eo;
+    cloq_export_default_opts(&eo);
+    eo.store = o->out;
+    eo.out = o->export_dir;
+    eo.model = o->model;
+    eo.tokenizer = o->tokenizer;
+    eo.force = o->force;
+    if (o->export_format) rc = cloq_export_parse_formats(o->export_format, &eo.formats);
+    if (rc == CLOQ_OK) rc = cloq_export_run(&eo);
+  }
   AGREE(rc);
   int64_t cnt[3], tot[3];
   cloq_block_counts(cnt);

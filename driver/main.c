@@ -12,6 +12,7 @@
 #include "cloq_cli.h"
 #include "cloq_driver.h"
 #include "cloq_err.h"
+#include "cloq_export.h"
 #include "cloq_signal.h"
 #include "cloq_sample.h"
 #include "cloq_stream.h"
@@ -48,6 +49,12 @@ int main(int argc, char **argv) {
     int sample_rc = rank == 0 ? cloq_sample_main(argc - 1, argv + 1) : 0;
     MPI_Finalize();
     return sample_rc;
+  }
+  /* `export` likewise: one process writes the hand-off folders. */
+  if (argc >= 2 && !strcmp(argv[1], "export")) {
+    int export_rc = rank == 0 ? cloq_export_main(argc - 1, argv + 1) : 0;
+    MPI_Finalize();
+    return export_rc;
   }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported through cloq_err, one line */
   share_threads(MPI_COMM_WORLD);
