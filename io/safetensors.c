@@ -560,8 +560,10 @@ int cloq_st_has(const cloq_st *st, const char *name) { return lookup(st, name) !
 
 int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_t *shape,
                      float *out) {
+  const st_entry *ent = lookup(st, name);
+  CLOQ_CHECK(ent, "tensor %s not found in %s", name, st->dir);
   cloq_tensor t;
-  CLOQ_CALL(cloq_st_find(st, name, &t));
+  fill(st, ent, &t);
   int same = ndim == t.ndim;
   for (int i = 0; same && i < ndim; i++) same = shape[i] == t.shape[i];
   if (!same) {
@@ -574,7 +576,6 @@ int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_
     return CLOQ_FAIL("%s: tensor %s: shape mismatch: expected %s, found %s", t.file, name, want,
                      got);
   }
-  const st_entry *ent = lookup(st, name);
   const unsigned char *p = t.data;
   size_t nbytes = ent->gt ? (size_t)ent->gt->nbytes : (size_t)t.numel * dtype_size(t.dtype);
   if (ent->gt) {

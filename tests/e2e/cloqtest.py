@@ -68,19 +68,34 @@ def write_tokens(path, seqs):
             f.write(" ".join(str(int(i)) for i in s) + "\n")
 
 
-def read_safetensors(path):
-    """Independent reader: name -> float64 array (F32 only, as the asset is)."""
+def read_safetensors_typed(path):
+    """Independent reader: ({name: (dtype string, array)}, __metadata__) for F32/F16/BF16/I32."""
     with open(path, "rb") as f:
         data = f.read()
     n = struct.unpack("<Q", data[:8])[0]
     hdr = json.loads(data[8:8 + n])
+    kinds = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I32": "<i4"}
     out = {}
     for k, v in hdr.items():
         if k == "__metadata__":
             continue
-        assert v["dtype"] == "F32"
         a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").reshape(v["shape"])
+        dt = v["dtype"]
+        if dt not in kinds:
+            raise ValueError(f"{path}: tensor {k}: dtype {dt}")
+        arr = np.frombuffer(data[8 + n + a:8 + n + b], dtype=kinds[dt])
+        if dt == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[k] = (dt, arr.reshape(v["shape"]))
+    return out, hdr.get("__metadata__")
+
+
+def read_safetensors(path):
+    """Independent reader: name -> float32 array (F32 only, as the asset is)."""
+    out = {}
+    for k, (dt, a) in read_safetensors_typed(path)[0].items():
+        assert dt == "F32"
+        out[k] = a
     return out
 
 

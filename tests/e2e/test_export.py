@@ -26,14 +26,13 @@ import glob
 import json
 import os
 import shutil
-import struct
 import subprocess
 import time
 
 import h5py
 import numpy as np
 
-from cloqtest import MODEL, check, done, ppl_of, run, tmpdir
+from cloqtest import MODEL, check, done, ppl_of, read_safetensors_typed, run, tmpdir
 
 PPL_RTOL = 1e-3      # cloq eval vs transformers/PEFT perplexity on the same windows (float32 both)
 PROD_RTOL = 1e-6     # PEFT's scaling * B @ A vs the store's B @ A (float64 products of f32 factors)
@@ -57,38 +56,11 @@ if p.returncode != 0:
 T_AFTER_INSTALL = time.time()
 
 
-def read_st(path):
-    """Independent safetensors reader: name -> (dtype string, array) for F32/F16/BF16/I32."""
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    hdr = json.loads(data[8:8 + n])
-    out = {}
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        raw = data[8 + n + a:8 + n + b]
-        dt = v["dtype"]
-        if dt == "F32":
-            arr = np.frombuffer(raw, "<f4")
-        elif dt == "F16":
-            arr = np.frombuffer(raw, "<f2")
-        elif dt == "BF16":
-            arr = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
-        elif dt == "I32":
-            arr = np.frombuffer(raw, "<i4")
-        else:
-            raise ValueError(dt)
-        out[k] = (dt, arr.reshape(v["shape"]))
-    return out, hdr.get("__metadata__")
-
-
 def read_dir(d):
     """All tensors of a (possibly sharded) safetensors folder."""
     out = {}
     for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
-        out.update(read_st(f)[0])
+        out.update(read_safetensors_typed(f)[0])
     return out
 
 
@@ -167,10 +139,10 @@ p = run(["export", "--store", S3, "--out", EXBF, "--format", "safetensors", "--d
 check(p.returncode == 0, "export --dtype bf16", 0, p.stderr.strip())
 
 # base/: Q exactly (f32), bf16(Q) with --dtype bf16; the model's other tensors as they are
-base, meta = read_st(os.path.join(EX, "base", "model.safetensors"))
+base, meta = read_safetensors_typed(os.path.join(EX, "base", "model.safetensors"))
 check(meta == {"format": "pt"}, "base safetensors metadata {format: pt}", {"format": "pt"}, meta)
-bbf = read_st(os.path.join(EXBF, "base", "model.safetensors"))[0]
-model_t = read_st(os.path.join(MODEL, "model.safetensors"))[0]
+bbf = read_safetensors_typed(os.path.join(EXBF, "base", "model.safetensors"))[0]
+model_t = read_safetensors_typed(os.path.join(MODEL, "model.safetensors"))[0]
 q_exact = bf_exact = True
 for b in range(L):
     for m in MODULES:
@@ -552,7 +524,7 @@ check(one_error_line(p) and os.path.isfile(os.path.join(foreign + ".partial", "m
 # no store, --format safetensors: the model converted (here: HF -> HF), values unchanged
 conv = os.path.join(d, "conv")
 p = run(["export", "--model", MODEL, "--out", conv, "--format", "safetensors", "--dtype", "f16"])
-ct = read_st(os.path.join(conv, "base", "model.safetensors"))[0] if p.returncode == 0 else {}
+ct = read_safetensors_typed(os.path.join(conv, "base", "model.safetensors"))[0] if p.returncode == 0 else {}
 conv_ok = p.returncode == 0 and set(ct) == set(model_t) and all(
     ct[k][0] == "F16" and np.array_equal(ct[k][1], model_t[k][1].astype(np.float16)) for k in ct)
 check(conv_ok, "no store: --format safetensors --dtype f16 converts the model", True, p.stderr.strip())

@@ -20,7 +20,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 
 import numpy as np
 
@@ -269,7 +268,6 @@ for cut in cuts:
 check(not fails, f"{len(cuts)} truncations each give one error line, no crash", [], fails[:3])
 # tensor infos: locate the first tensor's type/offset fields through gguf-py's parse
 t0 = rd.tensors[0]
-fld = rd.fields  # noqa: F841  (kept for debugging)
 name_b = t0.name.encode()
 pos = blob.index(struct.pack("<Q", len(name_b)) + name_b, 24)
 p_nd = pos + 8 + len(name_b)
