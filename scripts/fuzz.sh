@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-${CLOQ_FUZZ_SECONDS:-60}}
 b=build-fuzz
 if [ ! -f $b/build.ninja ]; then
-  CC=clang meson setup $b -Dfuzz=true -Dtests=false -Dbuildtype=debugoptimized \
+  CC=clang meson setup $b -Dfuzz=true -Dtests=false -Dcuda=disabled -Dbuildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link >/dev/null
 fi
 ninja -C $b tests/fuzz/fuzz_gguf >/dev/null

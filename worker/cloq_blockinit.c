@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 
+#include "cloq_backend.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
@@ -175,9 +176,10 @@ static int quantize(const cloq_init_params *ip, const float *T, int64_t no, int6
   if (ip->quantizer == CLOQ_QUANT_GPTQ) {
     cloq_gptq_params gp = {.bits = bits, .group_size = ip->group_size, .damp = ip->damp,
                            .act_order = ip->act_order, .block = ip->gptq_block};
-    return cloq_quant_gptq(T, no, ni, H, &gp, q->codes, q->scales, q->zeros);
+    return cloq_dev_quant_gptq(ip->dev, T, no, ni, H, &gp, q->codes, q->scales, q->zeros);
   }
-  return cloq_quant_rtn(T, no, ni, bits, ip->group_size, q->codes, q->scales, q->zeros);
+  return cloq_dev_quant_rtn(ip->dev, T, no, ni, bits, ip->group_size, q->codes, q->scales,
+                            q->zeros);
 }
 
 /* E = W - dequant(q) in float64; Q is scratch (n_out, n_in). */
@@ -215,7 +217,7 @@ static int loftq_bits(sink *k, int m, int ib, const float *W, const float *Wq, c
   CLOQ_CHECK(isfinite(obj0), "objective: %s", cloq_err_msg());
   double t1 = cloq_now();
   k->sec[CLOQ_ST_QUANT] += t1 - t0;
-  CLOQ_CALL(cloq_svd_trunc(mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt));
+  CLOQ_CALL(cloq_dev_svd_trunc(ip->dev, mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt));
   n_svd++;
   k->sec[CLOQ_ST_INIT] += cloq_now() - t1;
   /* the first SVD: mb's buffers when nothing overwrites them (T = 1), else a copy */
@@ -245,7 +247,7 @@ static int loftq_bits(sink *k, int m, int ib, const float *W, const float *Wq, c
       k->sec[CLOQ_ST_QUANT] += cloq_now() - t3;
       if (rc != CLOQ_OK) break;
       quant_error(q, ip->group_size, W, mb->Q, mb->E);
-      rc = cloq_svd_trunc(mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt);
+      rc = cloq_dev_svd_trunc(ip->dev, mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt);
       n_svd++;
       if (rc == CLOQ_OK) rc = cloq_lora_svd_factors(mb->P, mb->S, mb->Vt, no, ni, rmax, r, q->A, q->B);
     }
@@ -338,7 +340,7 @@ static int do_module(sink *k, int m, int coll, int prior, const double *H, const
                                   mb.Vt);
         n_svd += x->rank == k->owner;
       } else if (me && rc == CLOQ_OK) {
-        rc = cloq_svd_trunc(A0, rows, cols, rmax, mb.P, mb.S, mb.Vt);
+        rc = cloq_dev_svd_trunc(ip->dev, A0, rows, cols, rmax, mb.P, mb.S, mb.Vt);
         n_svd++;
       }
     }
@@ -399,7 +401,7 @@ static int do_unit(sink *k, int in, int coll, const double *H) {
       else rc = cloq_pdist_eig_damped(x->comm, k->owner, H, n, ip->damp, ip->dist_nb, s, U, &ncl);
       n_eig += x->rank == k->owner;
     } else if (me && rc == CLOQ_OK) {
-      rc = cloq_eig_damped(H, n, ip->damp, s, U, &ncl);
+      rc = cloq_dev_eig_damped(ip->dev, H, n, ip->damp, s, U, &ncl);
       n_eig++;
     }
     k->sec[CLOQ_ST_EIG] += cloq_now() - t0;
@@ -553,6 +555,7 @@ out:
       sec[CLOQ_ST_WRITE] += cloq_now() - t0;
     }
     if (rc == CLOQ_OK) cloq_worker_free_gram(x->w, b);
+    if (rc == CLOQ_OK && x->apply) rc = cloq_worker_weights_changed(x->w, b);
   }
   return rc;
 }
@@ -566,5 +569,5 @@ int cloq_block_apply_done(const cloq_initctx *x, int64_t b) {
     cloq_qmodule_free(&q);
     CLOQ_CALL(rc);
   }
-  return CLOQ_OK;
+  return cloq_worker_weights_changed(x->w, b);
 }

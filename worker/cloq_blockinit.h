@@ -59,6 +59,9 @@ typedef struct {
   uint64_t seed;
   int64_t dist_threshold;         /* a matrix whose smaller side is >= this goes to ScaLAPACK */
   int64_t dist_nb;                /* ScaLAPACK block size */
+  struct cloq_dev *dev;           /* eigendecompositions, SVDs and quantizers run here (NULL: the
+                                   * CPU); MagR, LoftQ's products and the objectives stay on the
+                                   * CPU. Not owned. */
 } cloq_init_params;
 
 typedef struct {

@@ -14,9 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cloq_backend.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
+#ifdef CLOQ_HAVE_CUDA
+#include "cloq_fwd_cuda.h"
+#endif
 
 enum { HEAD_ROWS = 64 }; /* positions per head sgemm */
 
@@ -52,6 +56,10 @@ struct cloq_worker {
   float *kc, *vc; /* (nb, n_kv*hd, max_t) each: roped keys, values, transposed */
   float *dec_x;   /* (dim): the position being decoded */
   int64_t kv_len; /* positions [0, kv_len) of the cache are valid */
+#ifdef CLOQ_HAVE_CUDA
+  cloq_fwd_cuda *gpu; /* the forward pass on p.dev (NULL on the CPU) */
+  int64_t gpu_lazy_b; /* lazy weights: the block whose linears are in the GPU's one slot */
+#endif
 };
 
 static int load_tensor(const cloq_st *st, const char *name, int ndim, int64_t d0, int64_t d1,
@@ -141,6 +149,21 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
   CLOQ_ALLOC(w->g, T * H, "activations");
   CLOQ_ALLOC(w->u, T * H, "activations");
   if (p->gram) CLOQ_ALLOC(w->work, T * widest, "Gram workspace");
+#ifdef CLOQ_HAVE_CUDA
+  if (p->dev) {
+    cloq_fwd_dims dims = {.dim = cfg->dim, .hidden = H, .n_heads = cfg->n_heads,
+                          .n_kv_heads = cfg->n_kv_heads, .head_dim = hd,
+                          .norm_eps = cfg->norm_eps};
+    CLOQ_CALL(cloq_fwd_cuda_create(cloq_dev_cuda(p->dev), &dims, p->lazy ? 1 : w->nb, T,
+                                   w->rope_cos, w->rope_sin, p->gram, &w->gpu));
+    w->gpu_lazy_b = -1;
+    for (int64_t i = 0; i < w->nb && !p->lazy; i++) {
+      const cloq_block *bl = &w->blocks[i];
+      CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, i, bl->attn_norm, bl->ffn_norm,
+                                   (const float *const *)bl->w));
+    }
+  }
+#endif
   if (p->kv_cache) {
     CLOQ_CHECK(!p->lazy, "the K/V cache needs resident weights (not lazy)");
     int64_t ckv;
@@ -155,6 +178,9 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
 void cloq_worker_destroy(cloq_worker **wp) {
   if (!wp || !*wp) return;
   cloq_worker *w = *wp;
+#ifdef CLOQ_HAVE_CUDA
+  cloq_fwd_cuda_destroy(&w->gpu);
+#endif
   for (int64_t i = 0; w->blocks && i < w->nb; i++) {
     free(w->blocks[i].attn_norm);
     free(w->blocks[i].ffn_norm);
@@ -277,25 +303,28 @@ static void accumulate(cloq_worker *w, int64_t bi, int input, const float *X, in
   cloq_gram_accumulate(w->gram[bi * CLOQ_NIN + input], X, t, n, w->work);
 }
 
+/* Lazy weights: the linears of owned block bi, converted from the checkpoint for this sample (its
+ * pages dropped again) into the previous block's buffers. */
+static int lazy_load(cloq_worker *w, int64_t bi) {
+  int64_t b = w->p.b0 + bi;
+  if (w->lazy_b == b) return CLOQ_OK;
+  char name[256];
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    int64_t shape[2];
+    cloq_module_shape(&w->cfg, m, &shape[0], &shape[1]);
+    snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
+    w->lazy_b = -1;
+    CLOQ_CALL(cloq_st_read_f32(w->st, name, 2, shape, w->lazy_w[m]));
+  }
+  w->lazy_b = b;
+  return CLOQ_OK;
+}
+
 static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   const cloq_config *c = &w->cfg;
   cloq_block lz, *bl = &w->blocks[bi];
   if (w->p.lazy) {
-    /* the block's linears, converted from the checkpoint for this sample (its pages dropped
-     * again); the previous block's buffers are reused */
-    int64_t b = w->p.b0 + bi;
-    if (w->lazy_b != b) {
-      char name[256];
-      for (int m = 0; m < CLOQ_NMOD; m++) {
-        int64_t shape[2];
-        cloq_module_shape(&w->cfg, m, &shape[0], &shape[1]);
-        snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b,
-                 cloq_module_name[m]);
-        w->lazy_b = -1;
-        CLOQ_CALL(cloq_st_read_f32(w->st, name, 2, shape, w->lazy_w[m]));
-      }
-      w->lazy_b = b;
-    }
+    CLOQ_CALL(lazy_load(w, bi));
     lz = *bl;
     for (int m = 0; m < CLOQ_NMOD; m++) lz.w[m] = w->lazy_w[m];
     bl = &lz;
@@ -350,10 +379,57 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   return CLOQ_OK;
 }
 
+#ifdef CLOQ_HAVE_CUDA
+/* The GPU forward pass of owned blocks [bi0, bi1) on x (t, dim) in place: weights (lazy: the one
+ * slot, block by block) and Gram matrices are made resident first; x crosses the bus once per
+ * call (lazy: once per block). */
+static int gpu_forward(cloq_worker *w, int64_t bi0, int64_t bi1, float *x, int64_t t) {
+  for (int64_t bi = bi0; bi < bi1; bi++) {
+    double *H[CLOQ_NIN];
+    int any = 0;
+    for (int i = 0; i < CLOQ_NIN; i++) {
+      H[i] = w->gram ? w->gram[bi * CLOQ_NIN + i] : NULL;
+      any |= H[i] != NULL;
+    }
+    int64_t slot = w->p.lazy ? 0 : bi, b = w->p.b0 + bi;
+    if (any && !w->p.lazy) CLOQ_CALL(cloq_fwd_cuda_gram_alloc(w->gpu, slot, H));
+    if (!w->p.lazy) continue;
+    /* lazy: one slot, so one block per call (the Gram matrices go back to the host after it) */
+    if (w->gpu_lazy_b != b) {
+      CLOQ_CALL(lazy_load(w, bi));
+      w->gpu_lazy_b = -1;
+      CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, 0, w->blocks[bi].attn_norm, w->blocks[bi].ffn_norm,
+                                   (const float *const *)w->lazy_w));
+      w->gpu_lazy_b = b;
+    }
+    if (any) CLOQ_CALL(cloq_fwd_cuda_gram_alloc(w->gpu, 0, H));
+    CLOQ_CALL(cloq_fwd_cuda_run(w->gpu, &slot, &b, 1, x, t, &w->fwd_sec[bi]));
+    if (any) CLOQ_CALL(cloq_fwd_cuda_gram_fetch(w->gpu, 0));
+  }
+  if (w->p.lazy) return CLOQ_OK;
+  int64_t n = bi1 - bi0, *slots = NULL;
+  CLOQ_ALLOC(slots, 2 * n, "block list");
+  for (int64_t i = 0; i < n; i++) {
+    slots[i] = bi0 + i;
+    slots[n + i] = w->p.b0 + bi0 + i; /* global block numbers, for messages */
+  }
+  int rc = cloq_fwd_cuda_run(w->gpu, slots, slots + n, n, x, t, w->fwd_sec + bi0);
+  free(slots);
+  return rc;
+}
+#endif
+
 int cloq_worker_forward(cloq_worker *w, float *x, int64_t t) {
   CLOQ_CHECK(t >= 1 && t <= w->p.max_t, "sequence of %lld tokens exceeds the planned %lld",
              (long long)t, (long long)w->p.max_t);
   CLOQ_CALL(check_finite(x, t * w->cfg.dim, w->p.b0, "block input"));
+#ifdef CLOQ_HAVE_CUDA
+  if (w->gpu) {
+    CLOQ_CALL(gpu_forward(w, 0, w->nb, x, t));
+    w->tokens += t;
+    return CLOQ_OK;
+  }
+#endif
   for (int64_t bi = 0; bi < w->nb; bi++) {
     double t0 = cloq_now();
     CLOQ_CALL(block_forward(w, bi, x, t));
@@ -368,6 +444,9 @@ int cloq_worker_forward_block(cloq_worker *w, int64_t b, float *x, int64_t t) {
   CLOQ_CHECK(t >= 1 && t <= w->p.max_t, "sequence of %lld tokens exceeds the planned %lld",
              (long long)t, (long long)w->p.max_t);
   CLOQ_CALL(check_finite(x, t * w->cfg.dim, b, "block input"));
+#ifdef CLOQ_HAVE_CUDA
+  if (w->gpu) return gpu_forward(w, b - w->p.b0, b - w->p.b0 + 1, x, t);
+#endif
   double t0 = cloq_now();
   CLOQ_CALL(block_forward(w, b - w->p.b0, x, t));
   w->fwd_sec[b - w->p.b0] += cloq_now() - t0;
@@ -424,7 +503,25 @@ cloq_block *cloq_worker_block(cloq_worker *w, int64_t b) {
 
 double *cloq_worker_gram(cloq_worker *w, int64_t b, int input) {
   if (!w->gram || b < w->p.b0 || b >= w->p.b1) return NULL;
+#ifdef CLOQ_HAVE_CUDA
+  /* accumulated on the GPU: bring the block's matrices home (once) */
+  if (w->gpu && !w->p.lazy && cloq_fwd_cuda_gram_live(w->gpu, b - w->p.b0) &&
+      cloq_fwd_cuda_gram_fetch(w->gpu, b - w->p.b0) != CLOQ_OK)
+    return NULL;
+#endif
   return w->gram[(b - w->p.b0) * CLOQ_NIN + input];
+}
+
+int cloq_worker_weights_changed(cloq_worker *w, int64_t b) {
+  CLOQ_CHECK(b >= w->p.b0 && b < w->p.b1, "block %lld is not owned here", (long long)b);
+#ifdef CLOQ_HAVE_CUDA
+  if (w->gpu && !w->p.lazy) {
+    const cloq_block *bl = &w->blocks[b - w->p.b0];
+    CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, b - w->p.b0, bl->attn_norm, bl->ffn_norm,
+                                 (const float *const *)bl->w));
+  }
+#endif
+  return CLOQ_OK;
 }
 
 int64_t cloq_worker_tokens(const cloq_worker *w) { return w->tokens; }
@@ -435,6 +532,9 @@ double cloq_worker_forward_seconds(const cloq_worker *w, int64_t b) {
 
 void cloq_worker_free_gram(cloq_worker *w, int64_t b) {
   if (!w->gram) return;
+#ifdef CLOQ_HAVE_CUDA
+  if (w->gpu && !w->p.lazy) cloq_fwd_cuda_gram_drop(w->gpu, b - w->p.b0);
+#endif
   for (int i = 0; i < CLOQ_NIN; i++) {
     free(w->gram[(b - w->p.b0) * CLOQ_NIN + i]);
     w->gram[(b - w->p.b0) * CLOQ_NIN + i] = NULL;

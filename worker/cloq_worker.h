@@ -34,6 +34,9 @@ typedef struct {
                     * cloq_worker_block then returns NULL) */
   int kv_cache;    /* allocate a K/V cache of max_t positions per owned block, for
                     * cloq_worker_decode (resident weights only: not with lazy) */
+  struct cloq_dev *dev; /* run the forward pass (and Gram accumulation) here; NULL: the CPU.
+                    * The weights are then also resident on the GPU (one block with lazy); the
+                    * head (NLL) and decoding stay on the CPU. Not owned by the worker. */
 } cloq_worker_params;
 
 /* Loads the owned blocks' weights from the checkpoint as float32 (checking shapes and that every
@@ -78,6 +81,9 @@ double *cloq_worker_gram(cloq_worker *w, int64_t b, int input);
 int64_t cloq_worker_tokens(const cloq_worker *w);
 /* Seconds spent in the forward pass (with Gram accumulation) of block b. */
 double cloq_worker_forward_seconds(const cloq_worker *w, int64_t b);
+/* Tells the worker that the host weights of owned block b were changed in place (sequential
+ * propagation replaces W by Q + B A): a GPU copy is refreshed. */
+int cloq_worker_weights_changed(cloq_worker *w, int64_t b);
 /* Frees the Gram matrices of block b once initialized. */
 void cloq_worker_free_gram(cloq_worker *w, int64_t b);
 
