@@ -28,6 +28,8 @@ static void defaults(cloq_opts *o) {
   o->dist_threshold = 8192;
   o->dist_nb = 64;
   o->weights = "auto";
+  const char *dev = getenv("CLOQ_DEVICE");
+  o->device = dev && *dev ? dev : "auto";
   o->gptq_block = 128;
   o->magr_alpha = -1;
   o->magr_iters = 200;
@@ -85,7 +87,12 @@ void cloq_cli_usage(int cmd) {
         "                         weights would exceed a quarter of the node's memory per rank.\n"
         "                         Sequential propagation keeps them resident.\n"
         "  --dry-run              print the plan (blocks per rank, peak memory, flops per stage)\n"
-        "                         and stop\n"
+        "                         and stop\n");
+    printf(
+        "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): cuda runs the\n"
+        "                         forward pass, Gram matrices, eigendecompositions, SVDs and\n"
+        "                         quantizers on the GPU of each rank (local rank mod GPU count);\n"
+        "                         auto falls back to the CPU with a one-line notice\n"
         "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
         "complete in FILE.h5.partial.d/.\n");
   } else if (cmd == CLOQ_CMD_SWEEP) {
@@ -115,6 +122,8 @@ void cloq_cli_usage(int cmd) {
         "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
         "  --limit N              evaluate only the first N windows or sequences (default all)\n"
         "  --dump-logits FILE     write the logits of the first 3 positions of the first sequence\n"
+        "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): the forward\n"
+        "                         pass on each rank's GPU; the head stays on the CPU\n"
         "  --kl                   with --store: also run the full-precision model on the same\n"
         "                         tokens and report the mean KL(full precision || quantized) per\n"
         "                         predicted token (lines `ppl_fp <value>` and `kl <value>`)\n"
@@ -242,6 +251,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     if (!strcmp(f, "--model")) o->model = a;
     else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
     else if (!strcmp(f, "--seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->seqlen));
+    else if (!strcmp(f, "--device")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"cpu", "cuda", "auto", NULL}));
+      o->device = a;
+    }
     else if (init && !strcmp(f, "--calib")) o->calib = a;
     else if (init && !strcmp(f, "--calib-format")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
@@ -264,6 +277,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       o->propagate = a;
     } else if (init && !strcmp(f, "--dist-threshold")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
+      o->dist_threshold_set = 1;
     } else if (init && !sweep && !strcmp(f, "--export")) {
       o->export_dir = a;
     } else if (init && !sweep && !strcmp(f, "--export-format")) {
@@ -310,6 +324,8 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     else
       return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", f, c, c);
   }
+  CLOQ_CHECK(!strcmp(o->device, "cpu") || !strcmp(o->device, "cuda") || !strcmp(o->device, "auto"),
+             "CLOQ_DEVICE: '%s' is not one of cpu, cuda, auto", o->device);
   CLOQ_CHECK(o->model, "--model is required");
   if (init) {
     CLOQ_CHECK(o->calib, "--calib is required");

@@ -35,6 +35,7 @@ typedef struct {
   int64_t seed;
   const char *propagate;  /* full | sequential */
   int64_t dist_threshold; /* ScaLAPACK for matrices whose smaller side is >= this (0: never) */
+  int dist_threshold_set; /* --dist-threshold given (else 0 when every rank has a GPU) */
   int64_t dist_nb;        /* ScaLAPACK block size */
   int dry_run;            /* print the plan (blocks, memory, flops per rank) and stop */
   const char *weights;    /* resident | lazy | auto: how owners hold their blocks' linears */
@@ -52,6 +53,9 @@ typedef struct {
   int64_t limit;          /* evaluate at most this many windows/sequences (0: all) */
   const char *dump_logits;/* write the first positions' logits of the first sequence here */
   int kl;                 /* --kl: also the KL divergence from the full-precision model */
+  const char *device;     /* --device cpu | cuda | auto (default $CLOQ_DEVICE, else auto) */
+  struct cloq_dev *dev;   /* set by main after parsing: the device opened for --device on this
+                           * rank (NULL: the CPU); not owned by the options */
 } cloq_opts;
 
 /* Parses argv into o (defaults first). Returns 0, or CLOQ_ERR with the reason recorded. */

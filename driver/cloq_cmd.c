@@ -205,6 +205,7 @@ static void make_params(const cloq_opts *o, cloq_init_params *ip) {
   ip->damp = o->damp;
   ip->seed = (uint64_t)o->seed;
   ip->dist_threshold = o->dist_threshold;
+  ip->dev = o->dev;
   ip->dist_nb = o->dist_nb;
 }
 
@@ -659,7 +660,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   if (c.plan.b1 > c.plan.b0) {
     cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .gram = 1,
                              .gram_lazy = r.sequential, .max_t = stats[1],
-                             .lazy = use_lazy(&r, &c)};
+                             .lazy = use_lazy(&r, &c), .dev = o->dev};
     rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
     /* blocks already complete need no Gram matrices (never touched: no memory used) */
     for (int64_t b = c.plan.b0; b < c.plan.b1 && rc == CLOQ_OK && !r.sequential; b++)
@@ -754,6 +755,7 @@ static int apply_store(run_ctx *c, cloq_store *s, const cloq_store_meta *meta) {
       int rc = apply_module(c, s, meta, b, m, &q);
       cloq_qmodule_free(&q);
       CLOQ_CALL(rc);
+      if (m == CLOQ_NMOD - 1) CLOQ_CALL(cloq_worker_weights_changed(c->kl ? c->w2 : c->w, b));
     }
   return CLOQ_OK;
 }
@@ -782,7 +784,7 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   int has_w = c.plan.b1 > c.plan.b0 || c.rank == c.plan.last;
   if (has_w) {
     cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .head = c.rank == c.plan.last,
-                             .max_t = stats[1]};
+                             .max_t = stats[1], .dev = o->dev};
     rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
     if (rc == CLOQ_OK && c.kl) {
       wp.head = 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cloq_backend.h"
 #include "cloq_cli.h"
 #include "cloq_driver.h"
 #include "cloq_err.h"
@@ -30,6 +31,39 @@ static void share_threads(MPI_Comm comm) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   int n = (int)(cores / local);
   openblas_set_num_threads(n < 1 ? 1 : n);
+}
+
+/* Opens --device on every rank (its GPU by local rank). Collective: fails on every rank when one
+ * fails (e.g. --device cuda on a node without a GPU; the failing rank prints the reason).
+ * Rank 0 prints one line to stderr: the devices in use, or, for auto, why ranks fell back to the
+ * CPU. With a GPU on every rank and no --dist-threshold, nothing goes to ScaLAPACK. */
+static int open_device(cloq_opts *o, MPI_Comm comm) {
+  int rank, size, local;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  MPI_Comm node;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local);
+  MPI_Comm_free(&node);
+  char notice[320] = "", why[64] = "";
+  int rc = cloq_dev_open(o->device, local, &o->dev, notice, sizeof notice);
+  if (cloq_agree(comm, rc) != CLOQ_OK) { /* the lowest failing rank printed its reason */
+    cloq_dev_close(&o->dev);
+    return CLOQ_ERR;
+  }
+  int gpu = cloq_dev_is_gpu(o->dev), ngpu = 0;
+  MPI_Allreduce(&gpu, &ngpu, 1, MPI_INT, MPI_SUM, comm);
+  if (rank == 0 && ngpu > 0)
+    fprintf(stderr, "cloq: device: %s%s (%d of %d ranks on a GPU)\n", cloq_dev_name(o->dev),
+            size > 1 ? " on rank 0" : "", ngpu, size);
+  if (rank == 0 && ngpu < size && strcmp(o->device, "cpu") != 0)
+  {
+    if (size > 1) snprintf(why, sizeof why, " (%d of %d ranks)", size - ngpu, size);
+    fprintf(stderr, "cloq: notice: %s: running on the CPU%s\n",
+            notice[0] ? notice : "no usable GPU on some ranks", size > 1 ? why : "");
+  }
+  if (ngpu == size && !o->dist_threshold_set) o->dist_threshold = 0;
+  return CLOQ_OK;
 }
 
 int main(int argc, char **argv) {
@@ -71,7 +105,10 @@ int main(int argc, char **argv) {
     MPI_Finalize();
     return 0;
   }
-  rc = o.cmd == CLOQ_CMD_EVAL ? cloq_cmd_eval(&o, MPI_COMM_WORLD) : cloq_cmd_init(&o, MPI_COMM_WORLD);
+  rc = open_device(&o, MPI_COMM_WORLD);
+  if (rc == CLOQ_OK)
+    rc = o.cmd == CLOQ_CMD_EVAL ? cloq_cmd_eval(&o, MPI_COMM_WORLD) : cloq_cmd_init(&o, MPI_COMM_WORLD);
+  cloq_dev_close(&o.dev);
   if (rc != CLOQ_OK && !cloq_error_reported()) fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
   MPI_Finalize();
   /* stopped by SIGTERM/SIGINT: the shell's 128 + signal, so job scripts can tell a preemption */

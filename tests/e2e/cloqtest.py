@@ -41,6 +41,9 @@ def run(args, np_=0, env=None, timeout=600):
     cmd = ([CLOQ] if np_ == 0 else [MPIRUN, "-np", str(np_), CLOQ]) + [str(a) for a in args]
     e = dict(os.environ)
     e.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # the tests compare bitwise with CPU goldens and count stderr lines: the CPU unless a test
+    # asks for a device (test_device does)
+    e.setdefault("CLOQ_DEVICE", "cpu")
     if env:
         e.update(env)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
