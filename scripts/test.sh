@@ -6,10 +6,15 @@
 # cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s (suite 'fuzz',
 # release pass only, its own clang + ASan/UBSan build). Ends with the line `N passed, N failed`;
 # exit status 0 only if all passed. Set CLOQ_SKIP_ASAN=1 to run the release build only.
+# The release build compiles and links the CUDA backend when nvcc is present (-Dcuda=auto); the
+# tests run on the CPU (CLOQ_DEVICE=cpu; tests/e2e/test_device.py checks auto, cuda and cpu, and
+# compares CUDA with the CPU where a GPU is usable). The sanitizer build is CPU-only
+# (-Dcuda=disabled: nvcc's host objects are not instrumented).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
+export CLOQ_DEVICE=cpu
 logs=(build/meson-logs/testlog.json)
 set +e
 meson test -C build --print-errorlogs --num-processes 2 "$@"
@@ -18,7 +23,7 @@ set -e
 if [ "${CLOQ_SKIP_ASAN:-0}" != 1 ]; then
   if [ ! -f build-asan/build.ninja ]; then
     meson setup build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized \
-      -Db_lundef=false >/dev/null
+      -Db_lundef=false -Dcuda=disabled >/dev/null
   fi
   ninja -C build-asan >/dev/null
   # Open MPI keeps allocations until exit in plugins it would unload (dlclose) before LSan
