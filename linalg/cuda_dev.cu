@@ -189,16 +189,8 @@ int cloq_cuda_eig_damped(cloq_cuda *c, const double *H, int64_t n, double damp, 
  * jobu = jobvt = 'S' (k = min(m, n) vectors each). */
 int cloq_cuda_svd_trunc(cloq_cuda *c, const double *M, int64_t m, int64_t n, int64_t r,
                         double *P, double *S, double *Vt) {
-  CLOQ_CHECK(m >= 1 && n >= 1 && cloq_fits_int(m) && cloq_fits_int(n),
-             "invalid matrix shape (%lld, %lld) for SVD", (long long)m, (long long)n);
-  const int64_t k = m < n ? m : n;
-  CLOQ_CHECK(r >= 1 && r <= k, "SVD rank %lld out of range [1, %lld] for a (%lld, %lld) matrix",
-             (long long)r, (long long)k, (long long)m, (long long)n);
-  int64_t mn;
-  CLOQ_CALL(cloq_mul64(m, n, &mn));
-  const int64_t bad = cloq_first_nonfinite_d(M, mn);
-  CLOQ_CHECK(bad < 0, "non-finite value in matrix for SVD at (%lld, %lld)", (long long)(bad / n),
-             (long long)(bad % n));
+  CLOQ_CALL(cloq_svd_check_args(M, m, n, r)); /* svd.c's checks and messages */
+  const int64_t k = m < n ? m : n, mn = m * n;
   const int tall = n >= m; /* A = M^T is already tall */
   const int rows = tall ? (int)n : (int)m, cols = tall ? (int)m : (int)n;
   cloq_dbuf<double> dM, dA, dS, dU, dVT, dwork, drwork;

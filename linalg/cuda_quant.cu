@@ -187,25 +187,6 @@ static int quant_scale_fail(cloq_cuda *c, const float *dscales, const float *dze
 
 /* ---- RTN ------------------------------------------------------------------------------------- */
 
-/* quant.c's argument checks, with its messages; sets *gs (effective group width), *ngroups. */
-static int rtn_check_args(const float *W, int64_t n_out, int64_t n_in, int bits,
-                          int64_t group_size, const uint8_t *codes, const float *scales,
-                          const float *zeros, int64_t *gs, int64_t *ngroups) {
-  CLOQ_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8,
-             "unsupported bit width %d (expected 2, 3, 4 or 8)", bits);
-  CLOQ_CHECK(group_size == -1 || group_size >= 1,
-             "invalid group size %lld (expected -1 for whole rows, or >= 1)",
-             (long long)group_size);
-  CLOQ_CHECK(n_out >= 0 && n_in >= 0, "invalid weight shape (%lld, %lld)", (long long)n_out,
-             (long long)n_in);
-  int64_t nel;
-  CLOQ_CALL(cloq_mul64(n_out, n_in, &nel)); /* row * n_in indexing must not overflow */
-  CLOQ_CHECK(nel == 0 || (W && codes && scales && zeros), "NULL array for a non-empty weight");
-  *ngroups = cloq_quant_ngroups(n_in, group_size);
-  *gs = (group_size == -1 || group_size > n_in) ? n_in : group_size;
-  return CLOQ_OK;
-}
-
 /* W holds a non-finite entry, the first (row-major) at index bad: quant.c's scan, which checks
  * every earlier group's scale before it meets the bad group, replayed on the host up to there.
  * Returns CLOQ_ERR with the first failure quant.c reports. */
@@ -231,8 +212,9 @@ static int rtn_nonfinite_fail(const float *W, int64_t n_in, int bits, int64_t gs
  * (row, group) computes scale, zero and codes; downloads them. Bitwise equal to the CPU. */
 int cloq_cuda_quant_rtn(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_in, int bits,
                         int64_t group_size, uint8_t *codes, float *scales, float *zeros) {
-  int64_t gs = 0, ng = 0; /* set by rtn_check_args; silences -Wmaybe-uninitialized */
-  CLOQ_CALL(rtn_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs, &ng));
+  int64_t gs = 0, ng = 0; /* set by cloq_quant_check_args */
+  CLOQ_CALL(cloq_quant_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs,
+                                  &ng));
   const int64_t nel = n_out * n_in, nsz = n_out * ng;
   if (nel == 0) return CLOQ_OK;
   for (int64_t i = 0; i < nel; i++)
@@ -275,38 +257,6 @@ typedef struct {
   int static_groups; /* scales fixed from the step-1 W (group_size -1, or act_order) */
   double shift;      /* damp * mean(diag H) after step 1 */
 } gptq_dplan;
-
-/* gptq.c's checks, with its messages (W and H scanned on the host). */
-static int gptq_check(const float *W, int64_t n_out, int64_t n_in, const double *H,
-                      const cloq_gptq_params *p, const uint8_t *codes, const float *scales,
-                      const float *zeros) {
-  CLOQ_CHECK(p != NULL, "GPTQ: NULL parameters");
-  CLOQ_CHECK(p->bits == 2 || p->bits == 3 || p->bits == 4 || p->bits == 8,
-             "unsupported bit width %d (expected 2, 3, 4 or 8)", p->bits);
-  CLOQ_CHECK(p->group_size == -1 || p->group_size >= 1,
-             "invalid group size %lld (expected -1 for whole rows, or >= 1)",
-             (long long)p->group_size);
-  CLOQ_CHECK(p->block >= 1, "GPTQ: invalid block width %lld (expected >= 1)",
-             (long long)p->block);
-  CLOQ_CHECK(isfinite(p->damp) && p->damp >= 0.0,
-             "GPTQ: invalid damping %g (expected finite, >= 0)", p->damp);
-  CLOQ_CHECK(n_out >= 0 && n_in >= 0 && cloq_fits_int(n_out) && cloq_fits_int(n_in),
-             "GPTQ: weight shape (%lld, %lld) does not fit the 32-bit BLAS interface",
-             (long long)n_out, (long long)n_in);
-  int64_t nel, nn;
-  CLOQ_CALL(cloq_mul64(n_out, n_in, &nel));
-  CLOQ_CALL(cloq_mul64(n_in, n_in, &nn));
-  CLOQ_CHECK(nel == 0 || (W && codes && scales && zeros),
-             "GPTQ: NULL array for a non-empty weight");
-  CLOQ_CHECK(nn == 0 || H, "GPTQ: NULL Gram matrix");
-  for (int64_t i = 0; i < nel; i++)
-    CLOQ_CHECK(isfinite(W[i]), "non-finite weight %g at row %lld, column %lld", (double)W[i],
-               (long long)(i / n_in), (long long)(i % n_in));
-  const int64_t bad = cloq_first_nonfinite_d(H, nn);
-  CLOQ_CHECK(bad < 0, "GPTQ: non-finite value in Gram matrix at (%lld, %lld)",
-             (long long)(bad / n_in), (long long)(bad % n_in));
-  return CLOQ_OK;
-}
 
 /* The act-order key travels with its index (qsort has no context), as in gptq.c. */
 typedef struct {
@@ -544,7 +494,7 @@ static int gptq_factor(cloq_cuda *c, double *dU, int64_t n_in, const cloq_gptq_p
 int cloq_cuda_quant_gptq(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_in,
                          const double *H, const cloq_gptq_params *p, uint8_t *codes,
                          float *scales, float *zeros) {
-  CLOQ_CALL(gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
+  CLOQ_CALL(cloq_gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
   if (n_out == 0 || n_in == 0) return CLOQ_OK;
   quant_hbuf<int64_t> perm;
   quant_hbuf<uint8_t> dead;
@@ -552,7 +502,7 @@ int cloq_cuda_quant_gptq(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_
   CLOQ_CALL(perm.alloc(n_in, "GPTQ column order"));
   CLOQ_CALL(dead.alloc(n_in, "GPTQ dead-column flags"));
   CLOQ_CALL(gptq_plan(H, n_in, p, perm.p, dead.p, &pl));
-  /* n_out, n_in fit in int (gptq_check), so these products fit in int64 */
+  /* n_out, n_in fit in int (cloq_gptq_check), so these products fit in int64 */
   const int64_t nel = n_out * n_in, nn = n_in * n_in, nsz = n_out * pl.ng;
   const int64_t block = p->block < n_in ? p->block : n_in;
   const float maxq = (float)((1 << p->bits) - 1);

@@ -51,9 +51,9 @@ static void plan_free(gptq_plan *pl) {
   pl->dead = NULL;
 }
 
-static int gptq_check(const float *W, int64_t n_out, int64_t n_in, const double *H,
-                      const cloq_gptq_params *p, const uint8_t *codes, const float *scales,
-                      const float *zeros) {
+int cloq_gptq_check(const float *W, int64_t n_out, int64_t n_in, const double *H,
+                    const cloq_gptq_params *p, const uint8_t *codes, const float *scales,
+                    const float *zeros) {
   CLOQ_CHECK(p != NULL, "GPTQ: NULL parameters");
   CLOQ_CHECK(p->bits == 2 || p->bits == 3 || p->bits == 4 || p->bits == 8,
              "unsupported bit width %d (expected 2, 3, 4 or 8)", p->bits);
@@ -200,7 +200,7 @@ static int quant_one(double w, float scale, float zero, float maxq, int64_t row,
 
 int cloq_quant_gptq(const float *W, int64_t n_out, int64_t n_in, const double *H,
                     const cloq_gptq_params *p, uint8_t *codes, float *scales, float *zeros) {
-  CLOQ_CALL(gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
+  CLOQ_CALL(cloq_gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
   if (n_out == 0 || n_in == 0) return CLOQ_OK;
   gptq_plan pl = {0};
   CLOQ_CALL(plan_make(W, n_out, n_in, H, p, scales, zeros, &pl));
@@ -342,7 +342,7 @@ static int inv_chol_upper_ref(double *Hp, int64_t n, double damp, double *U) {
 
 int cloq_quant_gptq_ref(const float *W, int64_t n_out, int64_t n_in, const double *H,
                         const cloq_gptq_params *p, uint8_t *codes, float *scales, float *zeros) {
-  CLOQ_CALL(gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
+  CLOQ_CALL(cloq_gptq_check(W, n_out, n_in, H, p, codes, scales, zeros));
   if (n_out == 0 || n_in == 0) return CLOQ_OK;
   gptq_plan pl = {0};
   CLOQ_CALL(plan_make(W, n_out, n_in, H, p, scales, zeros, &pl));

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "cloq_err.h"
+#include "cloq_linalg.h"
 
 /* cblas and LAPACKE here take 32-bit int (OpenBLAS built without INTERFACE64, lapack_int = int):
  * every dimension, leading dimension and workspace length handed to them must fit. */
@@ -34,6 +35,17 @@ static inline int64_t cloq_first_nonfinite_d(const double *x, int64_t n) {
  * same grid bit for bit. */
 int cloq_quant_scale_zero(float xmin, float xmax, int bits, int64_t row, int64_t group,
                           float *scale, float *zero);
+
+/* Argument checks shared by the CPU and CUDA versions, so that both fail with the same message:
+ * RTN's (quant.c; sets *gs, the effective group width, and *ngroups), GPTQ's (gptq.c; also scans
+ * W and H for non-finite entries) and the truncated SVD's (svd.c; r range, finite M). */
+int cloq_quant_check_args(const float *W, int64_t n_out, int64_t n_in, int bits,
+                          int64_t group_size, const uint8_t *codes, const float *scales,
+                          const float *zeros, int64_t *gs, int64_t *ngroups);
+int cloq_gptq_check(const float *W, int64_t n_out, int64_t n_in, const double *H,
+                    const cloq_gptq_params *p, const uint8_t *codes, const float *scales,
+                    const float *zeros);
+int cloq_svd_check_args(const double *M, int64_t m, int64_t n, int64_t r);
 
 /* MagR's proximal step (magr.c): the threshold theta with prox_{a ||.||_inf}(z) = z - P(z) =
  * clip(z, -theta, theta), P the projection onto the l1 ball of radius a:

@@ -25,9 +25,9 @@ int64_t cloq_quant_ngroups(int64_t n_in, int64_t group_size) {
 }
 
 /* Shared argument checks; sets *gs to the effective group width and *ngroups. */
-static int quant_check_args(const float *W, int64_t n_out, int64_t n_in, int bits,
-                            int64_t group_size, const uint8_t *codes, const float *scales,
-                            const float *zeros, int64_t *gs, int64_t *ngroups) {
+int cloq_quant_check_args(const float *W, int64_t n_out, int64_t n_in, int bits,
+                           int64_t group_size, const uint8_t *codes, const float *scales,
+                           const float *zeros, int64_t *gs, int64_t *ngroups) {
   CLOQ_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8,
              "unsupported bit width %d (expected 2, 3, 4 or 8)", bits);
   CLOQ_CHECK(group_size == -1 || group_size >= 1,
@@ -67,7 +67,7 @@ int cloq_quant_scale_zero(float xmin, float xmax, int bits, int64_t row, int64_t
 int cloq_quant_rtn_ref(const float *W, int64_t n_out, int64_t n_in, int bits, int64_t group_size,
                        uint8_t *codes, float *scales, float *zeros) {
   int64_t gs, ng;
-  CLOQ_CALL(quant_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs, &ng));
+  CLOQ_CALL(cloq_quant_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs, &ng));
   const float maxq = (float)((1 << bits) - 1);
   for (int64_t r = 0; r < n_out; r++) {
     for (int64_t g = 0; g < ng; g++) {
@@ -99,7 +99,7 @@ int cloq_quant_rtn_ref(const float *W, int64_t n_out, int64_t n_in, int bits, in
 int cloq_quant_rtn(const float *W, int64_t n_out, int64_t n_in, int bits, int64_t group_size,
                    uint8_t *codes, float *scales, float *zeros) {
   int64_t gs, ng;
-  CLOQ_CALL(quant_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs, &ng));
+  CLOQ_CALL(cloq_quant_check_args(W, n_out, n_in, bits, group_size, codes, scales, zeros, &gs, &ng));
   const float maxq = (float)((1 << bits) - 1);
   for (int64_t r = 0; r < n_out; r++) {
     const float *restrict w = W + r * n_in;

@@ -27,7 +27,7 @@
 static const double JACOBI_SVD_TOL_EPS = 8.0;
 enum { JACOBI_SVD_MAX_SWEEPS = 80 };
 
-static int svd_check_args(const double *M, int64_t m, int64_t n, int64_t r) {
+int cloq_svd_check_args(const double *M, int64_t m, int64_t n, int64_t r) {
   CLOQ_CHECK(m >= 1 && n >= 1 && cloq_fits_int(m) && cloq_fits_int(n),
              "invalid matrix shape (%lld, %lld) for SVD", (long long)m, (long long)n);
   const int64_t k = m < n ? m : n;
@@ -67,7 +67,7 @@ static int gesdd_colmajor(double *A, int64_t m, int64_t n, double *Sk, double *U
 
 int cloq_svd_trunc(const double *M, int64_t m, int64_t n, int64_t r, double *P, double *S,
                    double *Vt) {
-  CLOQ_CALL(svd_check_args(M, m, n, r));
+  CLOQ_CALL(cloq_svd_check_args(M, m, n, r));
   const int64_t k = m < n ? m : n;
   double *A = NULL, *Sk = NULL, *Uc = NULL, *VTc = NULL;
   lapack_int *iwork = NULL;
@@ -139,7 +139,7 @@ static int hestenes(double *G, int64_t len, int64_t ncol, double *V) {
 
 int cloq_svd_trunc_ref(const double *M, int64_t m, int64_t n, int64_t r, double *P, double *S,
                        double *Vt) {
-  CLOQ_CALL(svd_check_args(M, m, n, r));
+  CLOQ_CALL(cloq_svd_check_args(M, m, n, r));
   /* Orthogonalize the shorter side's vectors: columns of M when m >= n (M = G diag V^T), else
    * columns of M^T, i.e. rows of M (M^T = G diag V^T, so M = V diag G^T). */
   const int tall = m >= n;
