@@ -21,30 +21,30 @@
 
 /* Oversubscribed ranks that each start all cores' worth of threads run 10-25% slower
  * (STACK.md): give each rank its share unless the user set OPENBLAS_NUM_THREADS. */
-static void share_threads(MPI_Comm comm) {
+static void share_threads(int local) {
   if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS")) return;
-  MPI_Comm node;
-  int local;
-  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  MPI_Comm_size(node, &local);
-  MPI_Comm_free(&node);
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   int n = (int)(cores / local);
   openblas_set_num_threads(n < 1 ? 1 : n);
+}
+
+/* This rank's rank and the rank count within its node (collective: one communicator split). */
+static void node_ranks(MPI_Comm comm, int *local_rank, int *local_size) {
+  MPI_Comm node;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, local_rank);
+  MPI_Comm_size(node, local_size);
+  MPI_Comm_free(&node);
 }
 
 /* Opens --device on every rank (its GPU by local rank). Collective: fails on every rank when one
  * fails (e.g. --device cuda on a node without a GPU; the failing rank prints the reason).
  * Rank 0 prints one line to stderr: the devices in use, or, for auto, why ranks fell back to the
  * CPU. With a GPU on every rank and no --dist-threshold, nothing goes to ScaLAPACK. */
-static int open_device(cloq_opts *o, MPI_Comm comm) {
-  int rank, size, local;
+static int open_device(cloq_opts *o, MPI_Comm comm, int local) {
+  int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  MPI_Comm node;
-  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &local);
-  MPI_Comm_free(&node);
   char notice[320] = "", why[64] = "";
   int rc = cloq_dev_open(o->device, local, &o->dev, notice, sizeof notice);
   if (cloq_agree(comm, rc) != CLOQ_OK) { /* the lowest failing rank printed its reason */
@@ -91,7 +91,9 @@ int main(int argc, char **argv) {
     return export_rc;
   }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported through cloq_err, one line */
-  share_threads(MPI_COMM_WORLD);
+  int local_rank, local_size;
+  node_ranks(MPI_COMM_WORLD, &local_rank, &local_size);
+  share_threads(local_size);
 
   cloq_opts o;
   int rc = cloq_cli_parse(argc, argv, &o);
@@ -105,7 +107,7 @@ int main(int argc, char **argv) {
     MPI_Finalize();
     return 0;
   }
-  rc = open_device(&o, MPI_COMM_WORLD);
+  rc = open_device(&o, MPI_COMM_WORLD, local_rank);
   if (rc == CLOQ_OK)
     rc = o.cmd == CLOQ_CMD_EVAL ? cloq_cmd_eval(&o, MPI_COMM_WORLD) : cloq_cmd_init(&o, MPI_COMM_WORLD);
   cloq_dev_close(&o.dev);

@@ -52,6 +52,16 @@ const char *cloq_cusolver_str(cusolverStatus_t s) {
   }
 }
 
+int cloq_cuda_malloc(void **p, int64_t n, size_t esz, const char *what) {
+  cudaError_t e = cudaMalloc(p, (size_t)n * esz);
+  if (e != cudaSuccess) {
+    *p = NULL;
+    return CLOQ_FAIL("cudaMalloc of %s (%lld elements of %zu bytes): %s", what, (long long)n, esz,
+                     cudaGetErrorString(e));
+  }
+  return CLOQ_OK;
+}
+
 int cloq_cuda_count(int *count, char *why, size_t why_len) {
   int n = 0; /* cudaGetDeviceCount leaves it untouched without a driver (STACK.md) */
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -106,17 +116,12 @@ __global__ void widen_kernel(double *dst, const float *src, int64_t n) {
     dst[i] = (double)src[i];
 }
 
-static unsigned grid_for(int64_t n) {
-  int64_t g = (n + 255) / 256;
-  return (unsigned)(g < 1 ? 1 : (g > 65535 ? 65535 : g));
-}
-
 int cloq_cuda_gram_acc_dev(cloq_cuda *c, double *dH, const float *dX, int64_t t, int64_t n,
                            double *dwork) {
   if (t <= 0 || n <= 0) return CLOQ_OK;
   CLOQ_CHECK(cloq_fits_int(n) && cloq_fits_int(t), "Gram update of (%lld, %lld) too large",
              (long long)t, (long long)n);
-  widen_kernel<<<grid_for(t * n), 256, 0, c->stream>>>(dwork, dX, t * n);
+  widen_kernel<<<cloq_cuda_grid(t * n, 256), 256, 0, c->stream>>>(dwork, dX, t * n);
   CLOQ_CUDA(cudaGetLastError());
   const double one = 1.0;
   /* column-major: C (n, n) lower += A A^T, A = X^T (n, t), lda n */

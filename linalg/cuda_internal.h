@@ -115,6 +115,19 @@ const char *cloq_cusolver_str(cusolverStatus_t s);
     }                                                                                              \
   } while (0)
 
+/* Grid of a grid-stride kernel over `work` items at `per_block` items per thread block (at least
+ * 1, at most 2^20 blocks: the loops cover the rest). */
+static inline unsigned cloq_cuda_grid(int64_t work, int per_block) {
+  int64_t b = (work + per_block - 1) / per_block;
+  if (b < 1) b = 1;
+  if (b > (1 << 20)) b = 1 << 20;
+  return (unsigned)b;
+}
+
+/* cudaMalloc of n elements of esz bytes into *p; on failure *p = NULL and the error is recorded
+ * naming `what` and the size. */
+int cloq_cuda_malloc(void **p, int64_t n, size_t esz, const char *what);
+
 /* A device buffer freed at scope exit (so that the checking macros may return early). */
 template <typename T> struct cloq_dbuf {
   T *p = nullptr;
@@ -124,14 +137,7 @@ template <typename T> struct cloq_dbuf {
   ~cloq_dbuf() { if (p) cudaFree(p); }
   /* Allocates n elements (n >= 0; 0 allocates nothing); records the failure naming `what`. */
   int alloc(int64_t n, const char *what) {
-    if (n <= 0) return CLOQ_OK;
-    cudaError_t e = cudaMalloc((void **)&p, (size_t)n * sizeof(T));
-    if (e != cudaSuccess) {
-      p = nullptr;
-      return CLOQ_FAIL("cudaMalloc of %s (%lld elements of %zu bytes): %s", what, (long long)n,
-                       sizeof(T), cudaGetErrorString(e));
-    }
-    return CLOQ_OK;
+    return n <= 0 ? CLOQ_OK : cloq_cuda_malloc((void **)&p, n, sizeof(T), what);
   }
 };
 #endif

@@ -74,14 +74,6 @@ extern "C" {
 /* "No failure recorded" in a first-failure word (atomicMin keeps the smallest key). */
 #define QUANT_NO_FAIL ULLONG_MAX
 
-/* Grid for a grid-stride loop over `work` items at `per_block` items per block. */
-static unsigned quant_blocks(int64_t work, int per_block) {
-  int64_t b = (work + per_block - 1) / per_block;
-  if (b < 1) b = 1;
-  if (b > (1 << 20)) b = 1 << 20;
-  return (unsigned)b;
-}
-
 /* A host buffer freed at scope exit (the host side of cloq_dbuf), zeroed on allocation. */
 template <typename T> struct quant_hbuf {
   T *p = nullptr;
@@ -232,7 +224,7 @@ int cloq_cuda_quant_rtn(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_i
                             c->stream));
   CLOQ_CUDA(cudaMemsetAsync(dfail.p, 0xff, sizeof(unsigned long long), c->stream));
   const float maxq = (float)((1 << bits) - 1);
-  quant_groups_kernel<<<quant_blocks(nsz * 32, 256), 256, 0, c->stream>>>(
+  quant_groups_kernel<<<cloq_cuda_grid(nsz * 32, 256), 256, 0, c->stream>>>(
       dW.p, n_out, n_in, gs, ng, maxq, nullptr, dcodes.p, dscales.p, dzeros.p, dfail.p);
   CLOQ_CUDA(cudaGetLastError());
   unsigned long long fail = 0;
@@ -531,11 +523,11 @@ int cloq_cuda_quant_gptq(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_
 
   /* static groups: gptq.c's static_scales, from the step-1 W (dead columns read as 0) */
   if (pl.static_groups) {
-    quant_groups_kernel<<<quant_blocks(nsz * 32, 256), 256, 0, c->stream>>>(
+    quant_groups_kernel<<<cloq_cuda_grid(nsz * 32, 256), 256, 0, c->stream>>>(
         dW.p, n_out, n_in, pl.gs, pl.ng, maxq, ddead.p, nullptr, dscales.p, dzeros.p, dfail.p);
     CLOQ_CUDA(cudaGetLastError());
   }
-  gptq_hp_kernel<<<quant_blocks(nn, 256), 256, 0, c->stream>>>(dU.p, dH.p, dperm.p, ddead.p,
+  gptq_hp_kernel<<<cloq_cuda_grid(nn, 256), 256, 0, c->stream>>>(dU.p, dH.p, dperm.p, ddead.p,
                                                                n_in, pl.shift);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gptq_factor(c, dU.p, n_in, p, dscales.p, dzeros.p, dfail.p, pl.ng));
@@ -549,7 +541,7 @@ int cloq_cuda_quant_gptq(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_
   CLOQ_CALL(dErr.alloc(block * n_out, "GPTQ batch errors"));
   CLOQ_CALL(dcodes.alloc(nel, "GPTQ codes"));
   CLOQ_CALL(dfailw.alloc(n_out, "GPTQ failing weights"));
-  gptq_load_kernel<<<quant_blocks(nel, 256), 256, 0, c->stream>>>(dWt.p, dW.p, dperm.p,
+  gptq_load_kernel<<<cloq_cuda_grid(nel, 256), 256, 0, c->stream>>>(dWt.p, dW.p, dperm.p,
                                                                    ddead.p, n_out, n_in);
   CLOQ_CUDA(cudaGetLastError());
 

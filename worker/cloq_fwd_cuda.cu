@@ -20,14 +20,15 @@
 #include "cloq_fwd_cuda.h"
 extern "C" {
 #include "cloq_clock.h"
+#include "cloq_modules.h"
 }
 #include "cuda_internal.h"
 
-enum { NW = 7, NI = 4 };
+enum { NW = CLOQ_NMOD, NI = CLOQ_NIN };
 
 struct cloq_fwd_cuda {
   cloq_cuda *c;
-  cloq_fwd_dims d;
+  cloq_config d;
   int64_t nslots, max_t;
   float **wt;        /* nslots * NW device linears */
   float **norms;     /* nslots * 2 device norms */
@@ -39,34 +40,10 @@ struct cloq_fwd_cuda {
   unsigned long long *bad; /* first non-finite element index (ULLONG_MAX: none) */
 };
 
-static int64_t in_dim(const cloq_fwd_dims *d, int i) {
-  switch (i) {
-  case 0: return d->dim;
-  case 1: return d->n_heads * d->head_dim;
-  case 2: return d->dim;
-  default: return d->hidden;
-  }
-}
+#define DALLOC(ptr, n, what) \
+  CLOQ_CALL(cloq_cuda_malloc((void **)&(ptr), (n), sizeof(*(ptr)), (what)))
 
-static void mod_shape(const cloq_fwd_dims *d, int m, int64_t *no, int64_t *ni) {
-  int64_t qd = d->n_heads * d->head_dim, kd = d->n_kv_heads * d->head_dim;
-  static const int in_of[NW] = {0, 0, 0, 1, 2, 2, 3};
-  *ni = in_dim(d, in_of[m]);
-  *no = m == 0 ? qd : (m == 1 || m == 2) ? kd : (m == 3 || m == 6) ? d->dim : d->hidden;
-}
-
-static int dalloc(void **p, int64_t n, size_t esz, const char *what) {
-  cudaError_t e = cudaMalloc(p, (size_t)n * esz);
-  if (e != cudaSuccess) {
-    *p = NULL;
-    return CLOQ_FAIL("cudaMalloc of %s (%lld elements of %zu bytes): %s", what, (long long)n, esz,
-                     cudaGetErrorString(e));
-  }
-  return CLOQ_OK;
-}
-#define DALLOC(ptr, n, what) CLOQ_CALL(dalloc((void **)&(ptr), (n), sizeof(*(ptr)), (what)))
-
-int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_fwd_dims *dims, int64_t nslots,
+int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_config *cfg, int64_t nslots,
                          int64_t max_t, const float *rope_cos, const float *rope_sin, int gram,
                          cloq_fwd_cuda **out) {
   *out = NULL;
@@ -75,7 +52,7 @@ int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_fwd_dims *dims, int64_t
   CLOQ_CHECK(f, "out of memory allocating the GPU forward pass");
   *out = f; /* destroy frees what was made so far */
   f->c = c;
-  f->d = *dims;
+  f->d = *cfg;
   f->nslots = nslots;
   f->max_t = max_t;
   f->wt = (float **)calloc((size_t)(nslots * NW), sizeof(float *));
@@ -83,8 +60,8 @@ int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_fwd_dims *dims, int64_t
   f->gram = (double **)calloc((size_t)(nslots * NI), sizeof(double *));
   f->gram_host = (double **)calloc((size_t)(nslots * NI), sizeof(double *));
   CLOQ_CHECK(f->wt && f->norms && f->gram && f->gram_host, "out of memory (GPU forward tables)");
-  const int64_t T = max_t, D = dims->dim, hd = dims->head_dim, H = dims->hidden;
-  const int64_t qd = dims->n_heads * hd, kd = dims->n_kv_heads * hd;
+  const int64_t T = max_t, D = cfg->dim, hd = cfg->head_dim, H = cfg->hidden_dim;
+  const int64_t qd = cfg->n_heads * hd, kd = cfg->n_kv_heads * hd;
   int64_t widest = D > qd ? D : qd;
   if (H > widest) widest = H;
   DALLOC(f->rc, T * (hd / 2), "rope table");
@@ -99,7 +76,7 @@ int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_fwd_dims *dims, int64_t
   DALLOC(f->v, T * kd, "activations");
   DALLOC(f->g, T * H, "activations");
   DALLOC(f->u, T * H, "activations");
-  int64_t group = dims->n_heads / dims->n_kv_heads, tt;
+  int64_t group = cfg->n_heads / cfg->n_kv_heads, tt;
   CLOQ_CALL(cloq_mul64(T * T, group, &tt));
   DALLOC(f->scores, tt, "attention scores");
   if (gram) DALLOC(f->work, T * widest, "Gram workspace");
@@ -136,7 +113,7 @@ int cloq_fwd_cuda_load(cloq_fwd_cuda *f, int64_t s, const float *attn_norm, cons
   }
   for (int m = 0; m < NW; m++) {
     int64_t no, ni;
-    mod_shape(&f->d, m, &no, &ni);
+    cloq_module_shape(&f->d, m, &no, &ni);
     float **p = &f->wt[s * NW + m];
     if (!*p) DALLOC(*p, no * ni, "block weights");
     CLOQ_CUDA(cudaMemcpyAsync(*p, w[m], (size_t)(no * ni) * 4, cudaMemcpyHostToDevice,
@@ -150,7 +127,7 @@ int cloq_fwd_cuda_gram_alloc(cloq_fwd_cuda *f, int64_t s, double *const H[4]) {
   CLOQ_CHECK(s >= 0 && s < f->nslots && f->work, "GPU Gram slot %lld unavailable", (long long)s);
   for (int i = 0; i < NI; i++) {
     if (!H[i] || f->gram[s * NI + i]) continue;
-    const int64_t n = in_dim(&f->d, i);
+    const int64_t n = cloq_input_dim(&f->d, i);
     DALLOC(f->gram[s * NI + i], n * n, "Gram matrix");
     CLOQ_CUDA(cudaMemcpyAsync(f->gram[s * NI + i], H[i], (size_t)(n * n) * 8,
                               cudaMemcpyHostToDevice, f->c->stream));
@@ -170,7 +147,7 @@ int cloq_fwd_cuda_gram_fetch(cloq_fwd_cuda *f, int64_t s) {
   for (int i = 0; i < NI; i++) {
     double *dH = f->gram[s * NI + i];
     if (!dH) continue;
-    const int64_t n = in_dim(&f->d, i);
+    const int64_t n = cloq_input_dim(&f->d, i);
     CLOQ_CUDA(cudaMemcpy(f->gram_host[s * NI + i], dH, (size_t)(n * n) * 8,
                          cudaMemcpyDeviceToHost));
   }
@@ -270,11 +247,6 @@ __global__ void finite_kernel(const float *x, int64_t n, unsigned long long *bad
     if (!isfinite(x[e])) atomicMin(bad, (unsigned long long)e);
 }
 
-static unsigned grid_of(int64_t n) {
-  int64_t g = (n + 255) / 256;
-  return (unsigned)(g < 1 ? 1 : (g > 65535 ? 65535 : g));
-}
-
 /* ---- the block --------------------------------------------------------------------------------- */
 
 static int linear(cloq_fwd_cuda *f, float *y, const float *x, const float *W, int64_t t,
@@ -288,14 +260,14 @@ static int linear(cloq_fwd_cuda *f, float *y, const float *x, const float *W, in
 static int gram_acc(cloq_fwd_cuda *f, int64_t s, int input, const float *X, int64_t t) {
   double *dH = f->gram[s * NI + input];
   if (!dH) return CLOQ_OK;
-  return cloq_cuda_gram_acc_dev(f->c, dH, X, t, in_dim(&f->d, input), f->work);
+  return cloq_cuda_gram_acc_dev(f->c, dH, X, t, cloq_input_dim(&f->d, input), f->work);
 }
 
 /* Reads the non-finite flag (synchronizing) and fails with the CPU path's message. */
 static int check_finite(cloq_fwd_cuda *f, int64_t n, int64_t block, const char *stage) {
   const unsigned long long none = ~0ULL;
   CLOQ_CUDA(cudaMemcpyAsync(f->bad, &none, sizeof none, cudaMemcpyHostToDevice, f->c->stream));
-  finite_kernel<<<grid_of(n), 256, 0, f->c->stream>>>(f->x, n, f->bad);
+  finite_kernel<<<cloq_cuda_grid(n, 256), 256, 0, f->c->stream>>>(f->x, n, f->bad);
   CLOQ_CUDA(cudaGetLastError());
   unsigned long long bad = none;
   CLOQ_CUDA(cudaMemcpyAsync(&bad, f->bad, sizeof bad, cudaMemcpyDeviceToHost, f->c->stream));
@@ -306,10 +278,10 @@ static int check_finite(cloq_fwd_cuda *f, int64_t n, int64_t block, const char *
 }
 
 static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
-  const cloq_fwd_dims *d = &f->d;
+  const cloq_config *d = &f->d;
   cudaStream_t st = f->c->stream;
   const int64_t D = d->dim, hd = d->head_dim, nh = d->n_heads, nkv = d->n_kv_heads;
-  const int64_t qd = nh * hd, kd = nkv * hd, H = d->hidden, group = nh / nkv;
+  const int64_t qd = nh * hd, kd = nkv * hd, H = d->hidden_dim, group = nh / nkv;
   float *const *w = f->wt + s * NW;
   const float *an = f->norms[s * 2], *fn = f->norms[s * 2 + 1];
 
@@ -320,8 +292,8 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   CLOQ_CALL(linear(f, f->q, f->xn, w[0], t, D, qd, 0.0f));
   CLOQ_CALL(linear(f, f->k, f->xn, w[1], t, D, kd, 0.0f));
   CLOQ_CALL(linear(f, f->v, f->xn, w[2], t, D, kd, 0.0f));
-  rope_kernel<<<grid_of(t * nh * hd / 2), 256, 0, st>>>(f->q, t, nh, hd, f->rc, f->rs);
-  rope_kernel<<<grid_of(t * nkv * hd / 2), 256, 0, st>>>(f->k, t, nkv, hd, f->rc, f->rs);
+  rope_kernel<<<cloq_cuda_grid(t * nh * hd / 2, 256), 256, 0, st>>>(f->q, t, nh, hd, f->rc, f->rs);
+  rope_kernel<<<cloq_cuda_grid(t * nkv * hd / 2, 256), 256, 0, st>>>(f->k, t, nkv, hd, f->rc, f->rs);
   CLOQ_CUDA(cudaGetLastError());
   const float scale = (float)(1.0 / sqrt((double)hd)), one = 1.0f, zero = 0.0f;
   for (int64_t g = 0; g < nkv; g++) {
@@ -347,7 +319,7 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   CLOQ_CALL(gram_acc(f, s, 2, f->xn, t));
   CLOQ_CALL(linear(f, f->g, f->xn, w[4], t, D, H, 0.0f));
   CLOQ_CALL(linear(f, f->u, f->xn, w[5], t, D, H, 0.0f));
-  swiglu_kernel<<<grid_of(t * H), 256, 0, st>>>(f->g, f->u, t * H);
+  swiglu_kernel<<<cloq_cuda_grid(t * H, 256), 256, 0, st>>>(f->g, f->u, t * H);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gram_acc(f, s, 3, f->g, t));
   CLOQ_CALL(linear(f, f->x, f->g, w[6], t, H, D, 1.0f)); /* x += g W_down^T */

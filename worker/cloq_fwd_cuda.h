@@ -24,29 +24,26 @@
 extern "C" {
 #endif
 
+#include "cloq_io.h"
+
 struct cloq_cuda;
 typedef struct cloq_fwd_cuda cloq_fwd_cuda;
-
-typedef struct {
-  int64_t dim, hidden, n_heads, n_kv_heads, head_dim;
-  double norm_eps;
-} cloq_fwd_dims;
 
 /* nslots weight slots (one per owned block, or 1 with lazy weights); activations for max_t
  * positions; rope_cos/rope_sin (max_t, head_dim/2) are copied. gram: allocate the Gram
  * workspace (Gram matrices themselves come from cloq_fwd_cuda_gram_alloc). */
-int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_fwd_dims *dims, int64_t nslots,
+int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_config *cfg, int64_t nslots,
                          int64_t max_t, const float *rope_cos, const float *rope_sin, int gram,
                          cloq_fwd_cuda **out);
 void cloq_fwd_cuda_destroy(cloq_fwd_cuda **f);
 
 /* Uploads one block's weights into slot s: norms (dim) and the seven linears in cloq's module
- * order (q, k, v, o, gate, up, down; each (n_out, n_in) row-major). */
+ * order (cloq_modules.h; each (n_out, n_in) row-major). */
 int cloq_fwd_cuda_load(cloq_fwd_cuda *f, int64_t s, const float *attn_norm, const float *ffn_norm,
                        const float *const w[7]);
 
-/* Gram matrices of slot s on the device, one per input (attn, o, mlp, down: n = dim, n_heads *
- * head_dim, dim, hidden), initialized from the host matrices H[i] (n, n) (NULL: that input is not
+/* Gram matrices of slot s on the device, one per input (cloq_modules.h: n = cloq_input_dim),
+ * initialized from the host matrices H[i] (n, n) (NULL: that input is not
  * accumulated). Accumulation then happens in cloq_fwd_cuda_run. */
 int cloq_fwd_cuda_gram_alloc(cloq_fwd_cuda *f, int64_t s, double *const H[4]);
 /* Whether slot s has device Gram matrices. */

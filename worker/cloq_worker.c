@@ -151,10 +151,7 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
   if (p->gram) CLOQ_ALLOC(w->work, T * widest, "Gram workspace");
 #ifdef CLOQ_HAVE_CUDA
   if (p->dev) {
-    cloq_fwd_dims dims = {.dim = cfg->dim, .hidden = H, .n_heads = cfg->n_heads,
-                          .n_kv_heads = cfg->n_kv_heads, .head_dim = hd,
-                          .norm_eps = cfg->norm_eps};
-    CLOQ_CALL(cloq_fwd_cuda_create(cloq_dev_cuda(p->dev), &dims, p->lazy ? 1 : w->nb, T,
+    CLOQ_CALL(cloq_fwd_cuda_create(cloq_dev_cuda(p->dev), cfg, p->lazy ? 1 : w->nb, T,
                                    w->rope_cos, w->rope_sin, p->gram, &w->gpu));
     w->gpu_lazy_b = -1;
     for (int64_t i = 0; i < w->nb && !p->lazy; i++) {
