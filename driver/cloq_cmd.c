@@ -143,7 +143,7 @@ static int sink_nll(void *ctx, int64_t s, const float *x, const int32_t *ids, in
   return CLOQ_OK;
 }
 
-static const char *const stage_names[CLOQ_NST] = {"eig", "quant", "init", "write"};
+static const char *const stage_names[CLOQ_NST] = {"factor", "quant", "init", "write"};
 
 /* Progress record a block's owner sends rank 0: {block, ok, owner, forward s, stage s...}. */
 enum { PROG_N = 4 + CLOQ_NST };
@@ -256,11 +256,6 @@ static int use_lazy(const init_run *r, const run_ctx *c) {
 
 /* ---- the plan (--dry-run) ------------------------------------------------------------------- */
 
-static double svd_flops(double m, double n) {
-  if (m < n) { double t = m; m = n; n = t; }
-  return 4.0 * m * n * n + 22.0 * n * n * n; /* dgesdd with vectors (LAWN 41 estimate) */
-}
-
 /* Prints, per rank, the blocks owned, the peak memory expected and the flops per stage. Sizes
  * follow the buffers the code allocates; flops are the usual leading-order counts. */
 static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[4]) {
@@ -268,38 +263,55 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
   const cloq_init_params *ip = &r->ip;
   double d = (double)cfg->dim, T = (double)stats[1], tok = (double)stats[2];
   double qd = (double)(cfg->n_heads * cfg->head_dim), H = (double)cfg->hidden_dim;
-  double params = 0, maxmod = 0;
+  double params = 0;
   for (int m = 0; m < CLOQ_NMOD; m++) {
     int64_t no, ni;
     cloq_module_shape(cfg, m, &no, &ni);
     params += (double)no * (double)ni;
-    if ((double)no * (double)ni > maxmod) maxmod = (double)no * (double)ni;
   }
-  double gram_bytes = 0, eig_flops = 0, gram_flops = 0, nmax = 0;
+  double gram_bytes = 0, factor_flops = 0, gram_flops = 0;
   for (int in = 0; in < CLOQ_NIN; in++) {
     double n = (double)cloq_input_dim(cfg, in);
     gram_bytes += 8 * n * n;
-    eig_flops += 4.7 * n * n * n; /* tridiagonal reduction + divide and conquer + back-transform */
+    factor_flops += n * n * n / 3.0; /* Cholesky of Hd, every init (the objectives use it) */
     gram_flops += tok * n * (n + 1);
-    if (n > nmax) nmax = n;
   }
-  double svdf = 0, rmax = (double)cloq_init_max_rank(ip);
+  /* per module and bits setting (cloq_modinit.c): F = E C (trmm), G or K (syrk) on the smaller
+   * side ns, the top rmax eigenpairs (dsytrd 4/3 ns^3 + back-transformation), the input side's
+   * F P, the splits (V^T E and V Y for each rank of the sweep); svd also multiplies V^T F for its
+   * objectives. Workspace: the largest module's buffers while its unit's factor is held. */
+  double initf = 0, init_ws = 0, rsum = 0;
+  for (int i = 0; i < ip->nranks; i++) rsum += (double)ip->ranks[i];
+  int cloq = ip->init == CLOQ_INIT_CLOQ, loftq = ip->init == CLOQ_INIT_LOFTQ;
   for (int m = 0; m < CLOQ_NMOD; m++) {
-    int64_t no, ni;
-    cloq_module_shape(cfg, m, &no, &ni);
-    svdf += svd_flops((double)no, (double)ni);
-    if (ip->init == CLOQ_INIT_CLOQ) svdf += 4.0 * (double)no * (double)ni * (double)ni; /* M, A */
+    int64_t no_, ni_;
+    cloq_module_shape(cfg, m, &no_, &ni_);
+    double no = (double)no_, ni = (double)ni_, ns = no < ni ? no : ni, nl = no < ni ? ni : no;
+    double rmax = (double)cloq_solve_rank(cloq_init_max_rank(ip), no_, ni_);
+    double f = no * ni * ni; /* E C: every init, for the objectives */
+    if (ip->init != CLOQ_INIT_ZERO) {
+      f += ns * ns * nl + 4.0 / 3.0 * ns * ns * ns + 4.0 * ns * ns * rmax; /* syrk, eig */
+      if (no > ni) f += 2.0 * no * ni * rmax;                                /* F P */
+      f += 4.0 * no * ni * rsum;                                             /* splits */
+      if (!cloq) f += 2.0 * no * ni * rmax;                                  /* V^T F */
+      if (loftq) f *= (double)(ip->loftq_iters > 1 ? ip->loftq_iters : 1);
+    }
+    initf += f;
+    double ws = 8 * ni * ni                    /* the unit's factor */
+                + no * ni * (8 + 4)            /* E, dequantized Q */
+                + (cloq ? 0 : 8 * no * ni);    /* F for the objectives */
+    if (ip->init != CLOQ_INIT_ZERO)
+      ws += 8 * no * ni + 8 * ns * ns          /* the solve's F and G or K */
+            + 8 * (ns + 2 * no) * rmax * 2;    /* eigenvectors, F P, V (and LoftQ's first) */
+    if (loftq) ws += 4 * no * ni + (ip->loftq_iters > 1 ? 8 * no * ni : 0);
+    if (ip->magr) ws += 4 * no * ni + 8 * ni * ni; /* MagR's weight, its dsyevr copy of H */
+    if (ip->quantizer == CLOQ_QUANT_GPTQ) ws += 8 * ni * ni * 2 + no * ni * 8;
+    if (ws > init_ws) init_ws = ws;
   }
-  int cloq = ip->init == CLOQ_INIT_CLOQ;
   double fwd_flops = tok * (2 * params + 4 * T / 2 * qd); /* linears + causal attention */
   /* the Gram matrices are always accumulated (objectives, GPTQ, MagR): widening buffer */
   double act = T * (3 * d + 3 * qd + 2 * H) * 4 + T * T * 4 + T * (d > H ? d : H) * 8;
   double stream = 2 * (T * d * 4 + T * 4 + 8);
-  /* init: one unit's H copy is the Gram itself; U, dsyevd work (~2 n^2), E, M, Q, P, Vt */
-  double init_ws = (cloq ? 8 * nmax * nmax * 3 : 0) +
-                   (ip->quantizer == CLOQ_QUANT_GPTQ ? 8 * nmax * nmax * 2 + maxmod * 8 : 0) +
-                   (ip->magr ? maxmod * 8 * 3 : 0) + maxmod * (8 * 3 + 4 + 1) +
-                   8 * rmax * 2 * (d > H ? d : H);
   /* the checkpoint's pages are dropped once a tensor is converted (cloq_st_read_f32) */
   const double esz = 0.0;
   const double base = 48.0 * 1024 * 1024; /* MPI, HDF5, OpenBLAS: measured at stories260K */
@@ -327,10 +339,9 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
            gb, w / G, grams / G, (act + stream) / G, init_ws / G,
            k == 0 ? ", + embedding table and samples" : "");
     if (nb)
-      printf("rank %d: flops: forward %.3g, gram %.3g, eig %.3g, svd+factors %.3g (x %d bits)\n",
-             k, fwd_flops * (double)nb, gram_flops * (double)nb,
-             cloq ? eig_flops * (double)nb : 0.0,
-             ip->init == CLOQ_INIT_ZERO ? 0.0 : svdf * (double)nb * ip->nbits, ip->nbits);
+      printf("rank %d: flops: forward %.3g, gram %.3g, factor %.3g, init %.3g (x %d bits)\n", k,
+             fwd_flops * (double)nb, gram_flops * (double)nb, factor_flops * (double)nb,
+             initf * (double)nb * ip->nbits, ip->nbits);
   }
   fflush(stdout);
 }
@@ -703,8 +714,8 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   cloq_block_counts(cnt);
   MPI_Reduce(cnt, tot, 3, MPI_INT64_T, MPI_SUM, 0, comm);
   if (c.rank == 0)
-    printf("work: %lld calibration pass(es), %lld eigendecompositions, %lld quantizations, %lld "
-           "SVDs for %d configuration(s) of %lld blocks\n",
+    printf("work: %lld calibration pass(es), %lld factorizations, %lld partial eigensolves, %lld "
+           "quantizations for %d configuration(s) of %lld blocks\n",
            (long long)(r.ntodo > 0), (long long)tot[0], (long long)tot[1],
            (long long)tot[2], r.nconf, (long long)r.ntodo);
   report_rss(comm, c.rank, c.size);

@@ -202,4 +202,28 @@ int cloq_seqs_read_tokens(const char *path, int64_t vocab_size, cloq_seqs *out);
 /* Frees len, ids and every ids[i] (each its own malloc), then zeroes *s; accepts NULL. */
 void cloq_seqs_free(cloq_seqs *s);
 
+/* One quantized module as the store holds it: its shapes and its five arrays, row-major (made by
+ * the worker's module init, written and read by cloq_store.c, which also defines the three
+ * functions below). */
+typedef struct {
+  int64_t n_out, n_in, n_groups, rank;
+  uint8_t *codes;  /* (n_out, n_in) */
+  float *scales;   /* (n_out, n_groups) */
+  float *zeros;    /* (n_out, n_groups) */
+  float *A;        /* (rank, n_in) */
+  float *B;        /* (n_out, rank) */
+  /* Calibrated objective tr((W - Q - BA) Hd (W - Q - BA)^T) with the damped Gram matrix Hd, and
+   * that of the same quantizer's Q with B A = 0 (the zero init); NaN where not computed. */
+  double objective, objective_zero;
+} cloq_qmodule;
+
+/* Sets the shapes of module m for a group size and LoRA rank; arrays stay NULL. */
+void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64_t rank,
+                        cloq_qmodule *q);
+/* Sets the shapes and allocates zeroed arrays (the error names block b and the module). */
+int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
+                       int64_t rank, cloq_qmodule *q);
+/* Frees the arrays; accepts a zeroed or partly allocated q. */
+void cloq_qmodule_free(cloq_qmodule *q);
+
 #endif

@@ -195,8 +195,9 @@ static int read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims
   CLOQ_CALL(attr_read_str(f, "format", fmt, sizeof fmt));
   CLOQ_CHECK(strcmp(fmt, CLOQ_STORE_FORMAT) == 0, "%s is not a cloq store (format %s)", what, fmt);
   CLOQ_CALL(attr_read(f, "format_version", H5T_NATIVE_INT64, &ver));
-  CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d",
-             what, (long long)ver, CLOQ_STORE_FORMAT_VERSION);
+  CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d%s",
+             what, (long long)ver, CLOQ_STORE_FORMAT_VERSION,
+             ver == 3 ? " (format 3 split the CLoQ factors unevenly: re-run cloq init)" : "");
   memset(m, 0, sizeof *m);
   CLOQ_CALL(attr_read_str(f, "model", m->model, sizeof m->model));
   CLOQ_CALL(attr_read_str(f, "calib_source", m->calib, sizeof m->calib));

@@ -25,7 +25,7 @@
 #include "cloq_io.h"
 
 #define CLOQ_STORE_FORMAT "cloq-store"
-#define CLOQ_STORE_FORMAT_VERSION 3
+#define CLOQ_STORE_FORMAT_VERSION 4
 
 /* Every setting that affects the store's content (written as attributes of every file), and the
  * run's provenance (nranks, dist_threshold: recorded, not compared on resume). */
@@ -56,28 +56,6 @@ typedef struct {
 
 typedef struct cloq_store cloq_store;             /* a store being written, or read */
 typedef struct cloq_store_block cloq_store_block; /* one block file being written */
-
-/* One quantized module as the store holds it: its shapes and its five arrays, row-major. */
-typedef struct {
-  int64_t n_out, n_in, n_groups, rank;
-  uint8_t *codes;  /* (n_out, n_in) */
-  float *scales;   /* (n_out, n_groups) */
-  float *zeros;    /* (n_out, n_groups) */
-  float *A;        /* (rank, n_in) */
-  float *B;        /* (n_out, rank) */
-  /* Calibrated objective tr((W - Q - BA) Hd (W - Q - BA)^T) with the damped Gram matrix Hd, and
-   * that of the same quantizer's Q with B A = 0 (the zero init); NaN where not computed. */
-  double objective, objective_zero;
-} cloq_qmodule;
-
-/* Sets the shapes of module m for a group size and LoRA rank; arrays stay NULL. */
-void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64_t rank,
-                        cloq_qmodule *q);
-/* Sets the shapes and allocates zeroed arrays (the error names block b and the module). */
-int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
-                       int64_t rank, cloq_qmodule *q);
-/* Frees the arrays; accepts a zeroed or partly allocated q. */
-void cloq_qmodule_free(cloq_qmodule *q);
 
 /* ---- writing ------------------------------------------------------------------------------- */
 /* Collective over comm (same arguments on every rank). Prepares a run writing PATH:

@@ -103,16 +103,15 @@ int cloq_dev_gram_accumulate(cloq_dev *d, double *H, const float *X, int64_t t, 
   return CLOQ_OK;
 }
 
-int cloq_dev_eig_damped(cloq_dev *d, const double *H, int64_t n, double damp, double *s,
-                        double *U, int64_t *nclamped) {
-  ON_GPU(d, cloq_cuda_eig_damped(d->cuda, H, n, damp, s, U, nclamped));
-  return cloq_eig_damped(H, n, damp, s, U, nclamped);
+int cloq_dev_hfactor(cloq_dev *d, const double *H, int64_t n, double damp, cloq_hfactor *f) {
+  ON_GPU(d, cloq_cuda_hfactor(d->cuda, H, n, damp, f));
+  return cloq_hfactor_make(H, n, damp, f);
 }
 
-int cloq_dev_svd_trunc(cloq_dev *d, const double *M, int64_t m, int64_t n, int64_t r, double *P,
-                       double *S, double *Vt) {
-  ON_GPU(d, cloq_cuda_svd_trunc(d->cuda, M, m, n, r, P, S, Vt));
-  return cloq_svd_trunc(M, m, n, r, P, S, Vt);
+int cloq_dev_proj_solve(cloq_dev *d, const double *E, int64_t n_out, int64_t n_in,
+                        const cloq_hfactor *f, int64_t r, double *V, double *lam, double *trace) {
+  ON_GPU(d, cloq_cuda_proj_solve(d->cuda, E, n_out, n_in, f, r, V, lam, trace));
+  return cloq_proj_solve(E, n_out, n_in, f, r, V, lam, trace);
 }
 
 int cloq_dev_quant_rtn(cloq_dev *d, const float *W, int64_t n_out, int64_t n_in, int bits,

@@ -12,7 +12,10 @@
  *     order only;
  *   - Gram: X is widened to float64 and H += X^T X by cublasDsyrk: every product of two float32
  *     values is exact in float64 and the sum is float64, as on the CPU (only the order differs);
- *   - eigendecomposition: cusolverDnDsyevd, float64; SVD: cusolverDnDgesvd, float64;
+ *   - the init's projection form (cloq_proj_solve): F = E C by cublasDtrmm, G or K by cublasDsyrk,
+ *     the top r eigenpairs by cusolverDnDsyevdx (range I), F P by cublasDgemm, all float64; the
+ *     Cholesky factor of Hd by cusolverDnDpotrf (a matrix that is not positive definite falls
+ *     back to the CPU's pivoted Cholesky); the small QR and the balanced split stay on the host;
  *   - quantizers: RTN is float32 elementwise with the CPU's operations in the CPU's order
  *     (bitwise equal); GPTQ keeps float64 errors and updates as on the CPU (the lazy batch update
  *     is a cublasDgemm, whose summation order differs).
@@ -52,10 +55,9 @@ struct cloq_cuda *cloq_dev_cuda(const cloq_dev *d);
 /* cloq_gram_accumulate (the work argument is used only on the CPU: t*n doubles). */
 int cloq_dev_gram_accumulate(cloq_dev *d, double *H, const float *X, int64_t t, int64_t n,
                              double *work);
-int cloq_dev_eig_damped(cloq_dev *d, const double *H, int64_t n, double damp, double *s,
-                        double *U, int64_t *nclamped);
-int cloq_dev_svd_trunc(cloq_dev *d, const double *M, int64_t m, int64_t n, int64_t r, double *P,
-                       double *S, double *Vt);
+int cloq_dev_hfactor(cloq_dev *d, const double *H, int64_t n, double damp, cloq_hfactor *f);
+int cloq_dev_proj_solve(cloq_dev *d, const double *E, int64_t n_out, int64_t n_in,
+                        const cloq_hfactor *f, int64_t r, double *V, double *lam, double *trace);
 int cloq_dev_quant_rtn(cloq_dev *d, const float *W, int64_t n_out, int64_t n_in, int bits,
                        int64_t group_size, uint8_t *codes, float *scales, float *zeros);
 int cloq_dev_quant_gptq(cloq_dev *d, const float *W, int64_t n_out, int64_t n_in,

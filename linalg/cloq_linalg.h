@@ -135,45 +135,104 @@ int cloq_svd_trunc(const double *M, int64_t m, int64_t n, int64_t r, double *P, 
 int cloq_svd_trunc_ref(const double *M, int64_t m, int64_t n, int64_t r, double *P, double *S,
                        double *Vt);
 
-/* ---- LoRA initializations ----------------------------------------------------------------------
- * E = W - Q, (n_out, n_in) float64. Outputs A (r, n_in) and B (n_out, r) float32 with
- * B A ~ the LoRA product. Singular values are split evenly: B = V_r sqrt(S), A = sqrt(S) ...
- *
- * svd:  B A = [E]_r (truncated SVD of E); B = P_r sqrt(S), A = sqrt(S) Vt_r.
- * cloq: given s, U of the damped H (from cloq_eig_damped), R = diag(sqrt s) U^T,
- *       M = R E^T (n_in, n_out), M ~ P diag(S) Vt (rank r),
- *       B A = (R^-1 M_r)^T = Vt_r^T diag(S) P_r^T diag(s^-1/2) U^T,
- *       B = Vt_r^T diag(sqrt S)  (n_out, r), A = diag(sqrt S) P_r^T diag(s^-1/2) U^T  (r, n_in).
- *       This is the exact minimizer of tr((E - BA) Hd (E - BA)^T) over rank-r products.
+/* ---- the projection form: CLoQ and svd inits without decomposing H ---------------------------
+ * E = W - Q (n_out, n_in) float64, Hd = H + damp * mean(diag H) * I = C C^T (n_in, n_in). The
+ * minimizer of tr((E - L) Hd (E - L)^T) over rank-r L is L* = V V^T E, V (n_out, r) an
+ * orthonormal basis of the top-r left singular vectors of F = E C: with any C, the objective is
+ * ||E C - L C||_F^2 and by Eckart-Young the best rank-r approximation of F is V V^T F, which
+ * L = V V^T E attains. V is found on the smaller side, so the only eigenproblem is
+ * min(n_out, n_in) square and only its top r pairs are needed:
+ *   n_out <= n_in (output side): V = top-r eigenvectors of G = F F^T (n_out, n_out);
+ *   n_out >  n_in (input side):  P = top-r eigenvectors of K = F^T F (n_in, n_in), V = orth(F P)
+ *                                (F P's columns have norms sqrt(lambda); orth: Householder QR).
+ * The eigenvalues of G and K are the same lambda_1 >= lambda_2 >= ... (the squared singular
+ * values of F), so the objectives come free: tr(G) = ||F||_F^2 for L = 0, and
+ * tr(G) - (lambda_1 + ... + lambda_r) for L*. The svd init is the same with C = I (F = E): its
+ * product is the truncated SVD [E]_r. H is never inverted and never eigendecomposed; the paper's
+ * form (eig(Hd), then the SVD of R E^T, R = diag(sqrt s) U^T) gives the same product (see
+ * docs/math.md and tests/linalg/test_proj.c). */
+
+/* A factor of the damped Gram matrix, Hd = C C^T with C = P L: L (n, n) row-major lower
+ * triangular whose columns >= rank are zero, P the permutation piv (row piv[k] of C is row k of
+ * L; piv NULL: P = I). Owns L and piv. */
+typedef struct {
+  int64_t n;     /* order of H */
+  int64_t rank;  /* n, unless Hd is singular (then from pivoted Cholesky, LAPACK's tolerance) */
+  double *L;     /* (n, n) */
+  int64_t *piv;  /* (n) or NULL */
+} cloq_hfactor;
+/* Hd = H + damp * mean(diag H) * I (H full symmetric (n, n), not modified) and its factor: dpotrf,
+ * or when Hd is not positive definite (an undamped, rank-deficient H) dpstrf, diagonal pivoting
+ * with LAPACK's default tolerance, which stops at the numerical rank. Fails on n < 1, a NaN/inf
+ * entry ("non-finite value in Gram matrix"), a negative or non-finite damp. The ref is a
+ * diagonal-pivoted Cholesky in loops (always pivoted, the same tolerance rule); its C differs
+ * from the fast one's by an orthogonal factor, C C^T does not. */
+int cloq_hfactor_make(const double *H, int64_t n, double damp, cloq_hfactor *f);
+int cloq_hfactor_ref(const double *H, int64_t n, double damp, cloq_hfactor *f);
+/* Frees L and piv (accepts a zeroed f). */
+void cloq_hfactor_free(cloq_hfactor *f);
+
+/* F (n_out, n_in) = E C (f NULL: F = E). Fast: one dtrmm (after permuting E's columns when
+ * pivoted). Fails on a shape that does not fit or f->n != n_in. */
+int cloq_proj_apply(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                    double *F);
+
+/* The top-r problem above: V (n_out, r) row-major with orthonormal columns in order of
+ * decreasing eigenvalue, lam (r) those eigenvalues (clamped at 0: G and K are semidefinite) and
+ * *trace = ||F||_F^2. f NULL: C = I (the svd init). Fast: dtrmm, dsyrk, dsyevr (range 'I', the
+ * top r pairs only) on the smaller side, then for the input side a dgemm and a Householder QR.
+ * Ref: loops, the Jacobi eigensolver (all pairs, the top r kept), modified Gram-Schmidt.
+ * Eigenvectors are determined up to sign (and rotation inside a repeated eigenvalue): callers use
+ * V V^T only. Fails on r outside [1, min(n_out, n_in)], a non-finite E (naming the entry), or an
+ * eigensolver failure (info decoded). */
+int cloq_proj_solve(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                    int64_t r, double *V, double *lam, double *trace);
+int cloq_proj_solve_ref(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                        int64_t r, double *V, double *lam, double *trace);
+
+/* cap[j] = ||v_j^T F||^2 for the first rmax columns v_j of V (n_out, rmax): the part of tr(F F^T)
+ * that V captures, so the objective of L = V_r V_r^T E is ||F||^2 - (cap_0 + ... + cap_{r-1})
+ * (for the CLoQ basis, cap = lam). One dgemm. Fails on an invalid shape or allocation. */
+int cloq_proj_captured(const double *V, int64_t n_out, int64_t rmax, const double *F,
+                       int64_t n_in, double *cap);
+/* trace - (cap_0 + ... + cap_{r-1}), summed smallest first and clamped at 0; exactly 0 when
+ * r = nside (= min(n_out, n_in): the rank-r product is E itself). */
+double cloq_proj_objective(double trace, const double *cap, int64_t r, int64_t nside);
+
+/* ---- LoRA factors ------------------------------------------------------------------------------
+ * The rank-r product L = V_r V_r^T E (V_r: the leading r columns of V (n_out, rmax)) split in
+ * balance, in the weight's own units: with the SVD Z = V_r^T E = Y diag(S) Zt (r x n_in),
+ *   B = V_r Y diag(sqrt S)  (n_out, r),   A = diag(sqrt S) Zt  (r, n_in),
+ * so B A = L and B^T B = A A^T = diag(S), the singular values of the product itself (the svd and
+ * LoftQ inits are split the same way; CLoQ's product carries no activation scale into either
+ * factor). Rank r of a sweep uses the leading r columns of the basis solved at the largest rank.
+ * float32 outputs (fails when an entry does not fit); the _d variant keeps float64 (tests).
+ * Ref: loops and the Jacobi SVD. */
+int cloq_lora_split(const double *V, const double *E, int64_t n_out, int64_t n_in, int64_t rmax,
+                    int64_t r, float *A, float *B);
+int cloq_lora_split_d(const double *V, const double *E, int64_t n_out, int64_t n_in,
+                      int64_t rmax, int64_t r, double *A, double *B);
+int cloq_lora_split_ref(const double *V, const double *E, int64_t n_out, int64_t n_in,
+                        int64_t rmax, int64_t r, float *A, float *B);
+
+/* Whole initializations of one module, for tools and tests (the worker runs the steps itself to
+ * share them across a sweep):
+ * svd:  B A = [E]_r, cloq_proj_solve with C = I, then the balanced split.
+ * cloq: B A = the calibrated optimum for the damped H (full symmetric (n_in, n_in)):
+ *       cloq_hfactor_make, cloq_proj_solve, the balanced split; *objective (may be NULL) receives
+ *       tr((E - BA) Hd (E - BA)^T) of the float64 product.
  * zero: B = 0, A uniform in [-1/sqrt(n_in), 1/sqrt(n_in)] (PEFT's kaiming_uniform(a=sqrt 5)
  *       bound) from cloq_rng seeded with `seed`; the product is 0.
- * The _ref variants use the _ref SVD.
- * They fail on r outside [1, min(n_out, n_in)], a non-finite E, an s that is not > 0 (pass s
- * from cloq_eig_damped, which floors it), or a factor entry that overflows float32. */
+ * The _ref variants use the _ref kernels. Fail on r outside [1, min(n_out, n_in)], a non-finite
+ * E or H, or a factor entry that overflows float32. */
 int cloq_lora_svd(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A, float *B);
 int cloq_lora_svd_ref(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
                       float *B);
-int cloq_lora_cloq(const double *E, int64_t n_out, int64_t n_in, const double *s,
-                   const double *U, int64_t r, float *A, float *B);
-int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *s,
-                       const double *U, int64_t r, float *A, float *B);
+int cloq_lora_cloq(const double *E, int64_t n_out, int64_t n_in, const double *H, double damp,
+                   int64_t r, float *A, float *B, double *objective);
+int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *H,
+                       double damp, int64_t r, float *A, float *B, double *objective);
 void cloq_lora_zero(int64_t n_out, int64_t n_in, int64_t r, uint64_t seed, float *A, float *B);
-
-/* The same initializations in steps, for sweeps (one SVD per bits setting, every rank derived from
- * the largest) and for SVDs computed elsewhere (ScaLAPACK). Given the leading rmax triplets of the
- * matrix to truncate, the rank-r factors (1 <= r <= rmax) are bitwise those that cloq_lora_svd /
- * cloq_lora_cloq return for rank r, because both truncate the same full SVD.
- * cloq_lora_cloq_matrix: M (n_in, n_out) = diag(sqrt s) U^T E^T (dgemm).
- * cloq_lora_cloq_factors: M ~ P (n_in, rmax) diag(S) Vt (rmax, n_out) -> A, B for rank r.
- * cloq_lora_svd_factors:  E ~ P (n_out, rmax) diag(S) Vt (rmax, n_in) -> A, B for rank r.
- * Shapes and failures as for cloq_lora_cloq / cloq_lora_svd. */
-int cloq_lora_cloq_matrix(const double *E, int64_t n_out, int64_t n_in, const double *s,
-                          const double *U, double *M);
-int cloq_lora_cloq_factors(const double *s, const double *U, int64_t n_out, int64_t n_in,
-                           const double *P, const double *S, const double *Vt, int64_t rmax,
-                           int64_t r, float *A, float *B);
-int cloq_lora_svd_factors(const double *P, const double *S, const double *Vt, int64_t n_out,
-                          int64_t n_in, int64_t rmax, int64_t r, float *A, float *B);
 
 /* Calibrated objective tr((E - BA) H (E - BA)^T) = ||X (Q + BA - W)^T||_F^2 for H = X^T X
  * (pass B = A = NULL, r = 0 for the objective of the bare quantized weight). float64.

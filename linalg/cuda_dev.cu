@@ -1,15 +1,14 @@
 /* cuda_dev: the CUDA device of one rank (stream, cuBLAS and cuSOLVER handles) and the dense
- * float64 operations of cloq on it: Gram accumulation (cublasDsyrk), the damped eigendecomposition
- * (cusolverDnDsyevd) and the truncated SVD (cusolverDnDgesvd), plus float32 sgemm.
+ * float64 operations of cloq on it: Gram accumulation (cublasDsyrk), the Cholesky factor of the
+ * damped Gram matrix (cusolverDnDpotrf) and the init's projection form (cublasDtrmm, cublasDsyrk,
+ * cusolverDnDsyevdx for the top r eigenpairs, cublasDgemm), plus float32 sgemm.
  *
  * Layouts. cloq's matrices are row-major; cuBLAS and cuSOLVER are column-major. A row-major
  * (r, c) array is the column-major (c, r) array of the transpose, so:
  *   - Gram: the row-major X (t, n) is the column-major X^T (n, t); dsyrk(lower, 'N') on it gives
  *     X^T X in the column-major lower triangle, which is the row-major upper triangle that the
  *     contract promises (the lower one is left alone, as on the CPU);
- *   - eig: Hd is symmetric, so its row-major array is its column-major array; syevd returns the
- *     eigenvectors as columns of a column-major matrix and the caller transposes (as eig.c does);
- *   - SVD: see svd_trunc below.
+ *   - the projection form: see cloq_cuda_proj_solve below.
  * Precision: everything here is float64 except sgemm (float32, TF32 off: the handle's math mode
  * is CUBLAS_PEDANTIC_MATH, so cuBLAS may not substitute reduced-precision tensor-core paths).
  */
@@ -151,110 +150,158 @@ int cloq_cuda_gram_accumulate(cloq_cuda *c, double *H, const float *X, int64_t t
   return CLOQ_OK;
 }
 
-/* ---- eigendecomposition ---------------------------------------------------------------------- */
+/* ---- the projection form ----------------------------------------------------------------------
+ * Layouts: the row-major E (n_out, n_in) is the column-major Et = E^T (n_in, n_out); the row-major
+ * lower factor L is the column-major upper U = L^T. So F = E C becomes Ft = U Et (trmm, left,
+ * upper), G = F F^T = Ft^T Ft and K = F^T F = Ft Ft^T (syrk into the column-major lower triangle),
+ * and F P = Ft^T P (gemm, op T). syevdx returns the r requested eigenvectors, ascending, in the
+ * first r columns of its matrix. */
 
-int cloq_cuda_eig_damped(cloq_cuda *c, const double *H, int64_t n, double damp, double *s,
-                         double *U, int64_t *nclamped) {
-  CLOQ_CALL(cloq_eig_prepare(H, n, damp, U)); /* validates, U = Hd on the host */
-  const int64_t nn = n * n;
-  cloq_dbuf<double> dA, dW, dwork;
+int cloq_cuda_hfactor(cloq_cuda *c, const double *H, int64_t n, double damp, cloq_hfactor *f) {
+  memset(f, 0, sizeof *f);
+  CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
+  int64_t nn;
+  CLOQ_CALL(cloq_mul64(n, n, &nn));
+  f->L = (double *)cloq_calloc_checked(nn, sizeof(double));
+  CLOQ_CHECK(f->L, "out of memory allocating the factor of the damped Gram matrix (%lld x %lld)",
+             (long long)n, (long long)n);
+  f->n = n;
+  f->rank = n;
+  int rc = CLOQ_OK, info = 0, lwork = 0;
+  cloq_dbuf<double> dA, dwork;
   cloq_dbuf<int> dinfo;
-  CLOQ_CALL(dA.alloc(nn, "eigendecomposition matrix"));
-  CLOQ_CALL(dW.alloc(n, "eigenvalues"));
-  CLOQ_CALL(dinfo.alloc(1, "cuSOLVER info"));
-  CLOQ_CUDA(cudaMemcpyAsync(dA.p, U, (size_t)nn * sizeof(double), cudaMemcpyHostToDevice,
-                            c->stream));
-  int lwork = 0;
-  CLOQ_CUSOLVER(cusolverDnDsyevd_bufferSize(c->solver, CUSOLVER_EIG_MODE_VECTOR,
-                                            CUBLAS_FILL_MODE_UPPER, (int)n, dA.p, (int)n, dW.p,
-                                            &lwork));
-  CLOQ_CALL(dwork.alloc(lwork, "syevd workspace"));
-  CLOQ_CUSOLVER(cusolverDnDsyevd(c->solver, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER,
-                                 (int)n, dA.p, (int)n, dW.p, dwork.p, lwork, dinfo.p));
-  int info = 0;
-  CLOQ_CUDA(cudaMemcpyAsync(&info, dinfo.p, sizeof info, cudaMemcpyDeviceToHost, c->stream));
-  CLOQ_CUDA(cudaMemcpyAsync(U, dA.p, (size_t)nn * sizeof(double), cudaMemcpyDeviceToHost,
-                            c->stream));
-  CLOQ_CUDA(cudaMemcpyAsync(s, dW.p, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost,
-                            c->stream));
-  CLOQ_CUDA(cudaStreamSynchronize(c->stream));
-  CLOQ_LAPACK("cusolverDnDsyevd", info);
-  cloq_transpose_square(U, n); /* column-major vectors -> row-major U with vector columns */
-  cloq_eig_clamp(s, n, nclamped);
+  if (cloq_eig_prepare(H, n, damp, f->L) != 0) goto fail; /* validates H; L = Hd on the host */
+  if (dA.alloc(nn, "Cholesky matrix") != 0 || dinfo.alloc(1, "cuSOLVER info") != 0) goto fail;
+  CLOQ_CUDA_GO(cudaMemcpyAsync(dA.p, f->L, (size_t)nn * sizeof(double), cudaMemcpyHostToDevice,
+                               c->stream), fail);
+  CLOQ_CUSOLVER_GO(cusolverDnDpotrf_bufferSize(c->solver, CUBLAS_FILL_MODE_UPPER, (int)n, dA.p,
+                                               (int)n, &lwork), fail);
+  if (dwork.alloc(lwork, "potrf workspace") != 0) goto fail;
+  CLOQ_CUSOLVER_GO(cusolverDnDpotrf(c->solver, CUBLAS_FILL_MODE_UPPER, (int)n, dA.p, (int)n,
+                                    dwork.p, lwork, dinfo.p), fail);
+  CLOQ_CUDA_GO(cudaMemcpyAsync(&info, dinfo.p, sizeof info, cudaMemcpyDeviceToHost, c->stream),
+               fail);
+  CLOQ_CUDA_GO(cudaMemcpyAsync(f->L, dA.p, (size_t)nn * sizeof(double), cudaMemcpyDeviceToHost,
+                               c->stream), fail);
+  CLOQ_CUDA_GO(cudaStreamSynchronize(c->stream), fail);
+  if (info < 0) {
+    rc = CLOQ_FAIL("cusolverDnDpotrf: argument %d had an illegal value", -info);
+    goto fail;
+  }
+  if (info > 0) { /* not positive definite: the CPU's pivoted Cholesky (cuSOLVER has none) */
+    cloq_hfactor_free(f);
+    return cloq_hfactor_make(H, n, damp, f);
+  }
+  cloq_hfactor_clean(f->L, n, n);
   return CLOQ_OK;
+fail:
+  cloq_hfactor_free(f);
+  return rc == CLOQ_OK ? CLOQ_ERR : rc;
 }
 
-/* ---- truncated SVD ----------------------------------------------------------------------------
- * cusolverDnDgesvd needs rows >= columns. The row-major M (m, n) is the column-major M^T (n, m):
- *   - n >= m: gesvd of A = M^T (n, m) = Ua S VTa gives M = VTa^T S Ua^T, so Vt's rows are Ua's
- *     columns (the same memory: Vt = the first r*n entries of Ua) and P[i][j] = VTa[j + i k];
- *     this is exactly what svd.c does with dgesdd;
- *   - n < m: transpose on the device (dgeam) to the column-major M (m, n), gesvd of it,
- *     M = Ub S VTb: P[i][j] = Ub[i + j m] and Vt[j][l] = VTb[j + l k].
- * jobu = jobvt = 'S' (k = min(m, n) vectors each). */
-int cloq_cuda_svd_trunc(cloq_cuda *c, const double *M, int64_t m, int64_t n, int64_t r,
-                        double *P, double *S, double *Vt) {
-  CLOQ_CALL(cloq_svd_check_args(M, m, n, r)); /* svd.c's checks and messages */
-  const int64_t k = m < n ? m : n, mn = m * n;
-  const int tall = n >= m; /* A = M^T is already tall */
-  const int rows = tall ? (int)n : (int)m, cols = tall ? (int)m : (int)n;
-  cloq_dbuf<double> dM, dA, dS, dU, dVT, dwork, drwork;
-  cloq_dbuf<int> dinfo;
-  CLOQ_CALL(dM.alloc(mn, "SVD input"));
-  CLOQ_CALL(dS.alloc(k, "singular values"));
-  CLOQ_CALL(dU.alloc((int64_t)rows * k, "left singular vectors"));
-  CLOQ_CALL(dVT.alloc(k * (int64_t)cols, "right singular vectors"));
-  CLOQ_CALL(drwork.alloc(k, "gesvd rwork"));
-  CLOQ_CALL(dinfo.alloc(1, "cuSOLVER info"));
-  CLOQ_CUDA(cudaMemcpyAsync(dM.p, M, (size_t)mn * sizeof(double), cudaMemcpyHostToDevice,
-                            c->stream));
-  double *A = dM.p;
-  if (!tall) {
-    CLOQ_CALL(dA.alloc(mn, "SVD transpose"));
-    const double one = 1.0, zero = 0.0;
-    /* dM is column-major (n, m); C = dM^T is column-major (m, n), ldc m */
-    CLOQ_CUBLAS(cublasDgeam(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, &one, dM.p,
-                            (int)n, &zero, dM.p, (int)m, dA.p, (int)m));
-    A = dA.p;
+/* Ft[k + o ld] = Et[piv[k] + o ld]: F = E P, column k of F is column piv[k] of E. */
+__global__ void permute_kernel(double *Ft, const double *Et, const int64_t *piv, int64_t ld,
+                               int64_t ncols) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < ld * ncols;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t k = i % ld, o = i / ld;
+    Ft[i] = Et[piv[k] + o * ld];
   }
-  int lwork = 0;
-  CLOQ_CUSOLVER(cusolverDnDgesvd_bufferSize(c->solver, rows, cols, &lwork));
-  CLOQ_CALL(dwork.alloc(lwork, "gesvd workspace"));
-  signed char job = 'S';
-  CLOQ_CUSOLVER(cusolverDnDgesvd(c->solver, job, job, rows, cols, A, rows, dS.p, dU.p, rows,
-                                 dVT.p, (int)k, dwork.p, lwork, drwork.p, dinfo.p));
-  int info = 0;
+}
+
+int cloq_cuda_proj_solve(cloq_cuda *c, const double *E, int64_t n_out, int64_t n_in,
+                         const cloq_hfactor *f, int64_t r, double *V, double *lam,
+                         double *trace) {
+  CLOQ_CALL(cloq_proj_check(E, n_out, n_in, f, r)); /* proj.c's checks and messages */
+  const int out_side = n_out <= n_in;
+  const int64_t n = out_side ? n_out : n_in, nel = n_out * n_in;
+  const int ino = (int)n_out, ini = (int)n_in, in_ = (int)n;
+  cloq_dbuf<double> dE, dF, dL, dS, dW, dU, dwork;
+  cloq_dbuf<int64_t> dpiv;
+  cloq_dbuf<int> dinfo;
+  CLOQ_CALL(dE.alloc(nel, "E"));
+  CLOQ_CALL(dS.alloc(n * n, "G or K"));
+  CLOQ_CALL(dW.alloc(n, "eigenvalues"));
+  CLOQ_CALL(dinfo.alloc(1, "cuSOLVER info"));
+  CLOQ_CUDA(cudaMemcpyAsync(dE.p, E, (size_t)nel * sizeof(double), cudaMemcpyHostToDevice,
+                            c->stream));
+  double *Ft = dE.p;
+  if (f) {
+    CLOQ_CALL(dL.alloc(n_in * n_in, "factor L"));
+    CLOQ_CUDA(cudaMemcpyAsync(dL.p, f->L, (size_t)(n_in * n_in) * sizeof(double),
+                              cudaMemcpyHostToDevice, c->stream));
+    if (f->piv) {
+      CLOQ_CALL(dF.alloc(nel, "E P"));
+      CLOQ_CALL(dpiv.alloc(n_in, "pivots"));
+      CLOQ_CUDA(cudaMemcpyAsync(dpiv.p, f->piv, (size_t)n_in * sizeof(int64_t),
+                                cudaMemcpyHostToDevice, c->stream));
+      permute_kernel<<<cloq_cuda_grid(nel, 256), 256, 0, c->stream>>>(dF.p, dE.p, dpiv.p, n_in,
+                                                                       n_out);
+      CLOQ_CUDA(cudaGetLastError());
+      Ft = dF.p;
+    }
+    const double one = 1.0;
+    CLOQ_CUBLAS(cublasDtrmm(c->blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                            CUBLAS_DIAG_NON_UNIT, ini, ino, &one, dL.p, ini, Ft, ini, Ft, ini));
+  }
+  double tr = 0.0;
+  CLOQ_CUBLAS(cublasDdot(c->blas, (int)nel, Ft, 1, Ft, 1, &tr)); /* host pointer mode: syncs */
+  *trace = tr;
+  {
+    const double one = 1.0, zero = 0.0;
+    if (out_side)
+      CLOQ_CUBLAS(cublasDsyrk(c->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, ino, ini, &one, Ft,
+                              ini, &zero, dS.p, ino));
+    else
+      CLOQ_CUBLAS(cublasDsyrk(c->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, ini, ino, &one, Ft,
+                              ini, &zero, dS.p, ini));
+  }
+  int lwork = 0, meig = 0, info = 0;
+  const int il = (int)(n - r + 1), iu = in_;
+  CLOQ_CUSOLVER(cusolverDnDsyevdx_bufferSize(c->solver, CUSOLVER_EIG_MODE_VECTOR,
+                                             CUSOLVER_EIG_RANGE_I, CUBLAS_FILL_MODE_LOWER, in_,
+                                             dS.p, in_, 0.0, 0.0, il, iu, &meig, dW.p, &lwork));
+  CLOQ_CALL(dwork.alloc(lwork, "syevdx workspace"));
+  CLOQ_CUSOLVER(cusolverDnDsyevdx(c->solver, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                  CUBLAS_FILL_MODE_LOWER, in_, dS.p, in_, 0.0, 0.0, il, iu, &meig,
+                                  dW.p, dwork.p, lwork, dinfo.p));
   CLOQ_CUDA(cudaMemcpyAsync(&info, dinfo.p, sizeof info, cudaMemcpyDeviceToHost, c->stream));
   CLOQ_CUDA(cudaStreamSynchronize(c->stream));
-  CLOQ_LAPACK("cusolverDnDgesvd", info);
-  double *hU = (double *)malloc((size_t)rows * (size_t)k * sizeof(double));
-  double *hVT = (double *)malloc((size_t)k * (size_t)cols * sizeof(double));
+  CLOQ_LAPACK("cusolverDnDsyevdx", info);
+  CLOQ_CHECK(meig == (int)r, "cusolverDnDsyevdx: %d of %lld eigenpairs", meig, (long long)r);
+  /* the columns to bring back: Z (n, r) itself, or F Z (n_out, r), both column-major */
+  const double *dZ = dS.p;
+  if (!out_side) {
+    const double one = 1.0, zero = 0.0;
+    CLOQ_CALL(dU.alloc(n_out * r, "F P"));
+    CLOQ_CUBLAS(cublasDgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, ino, (int)r, ini, &one, Ft, ini,
+                            dS.p, in_, &zero, dU.p, ino));
+    dZ = dU.p;
+  }
+  double *hZ = (double *)malloc((size_t)(n_out * r) * sizeof(double));
+  double *hw = (double *)malloc((size_t)r * sizeof(double));
+  double *hU = (double *)malloc((size_t)(n_out * r) * sizeof(double));
   int rc = CLOQ_OK;
-  if (!hU || !hVT) {
-    rc = CLOQ_FAIL("out of memory for the SVD's singular vectors (%lld x %lld)", (long long)m,
-                   (long long)n);
+  if (!hZ || !hw || !hU) {
+    rc = CLOQ_FAIL("out of memory for the basis (%lld x %lld)", (long long)n_out, (long long)r);
     goto done;
   }
-  CLOQ_CUDA_GO(cudaMemcpyAsync(S, dS.p, (size_t)r * sizeof(double), cudaMemcpyDeviceToHost,
+  CLOQ_CUDA_GO(cudaMemcpyAsync(hZ, dZ, (size_t)(n_out * r) * sizeof(double),
+                               cudaMemcpyDeviceToHost, c->stream), done);
+  CLOQ_CUDA_GO(cudaMemcpyAsync(hw, dW.p, (size_t)r * sizeof(double), cudaMemcpyDeviceToHost,
                                c->stream), done);
-  CLOQ_CUDA_GO(cudaMemcpyAsync(hU, dU.p, (size_t)rows * k * sizeof(double),
-                               cudaMemcpyDeviceToHost, c->stream), done);
-  CLOQ_CUDA_GO(cudaMemcpyAsync(hVT, dVT.p, (size_t)k * cols * sizeof(double),
-                               cudaMemcpyDeviceToHost, c->stream), done);
   CLOQ_CUDA_GO(cudaStreamSynchronize(c->stream), done);
-  if (tall) {
-    memcpy(Vt, hU, (size_t)(r * n) * sizeof(double));
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < r; j++) P[i * r + j] = hVT[j + i * k];
-  } else {
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < r; j++) P[i * r + j] = hU[i + j * m];
-    for (int64_t j = 0; j < r; j++)
-      for (int64_t l = 0; l < n; l++) Vt[j * n + l] = hVT[j + l * k];
+  /* ascending column-major -> descending row-major */
+  for (int64_t j = 0; j < r; j++) {
+    const int64_t src = r - 1 - j;
+    lam[j] = hw[src] > 0.0 ? hw[src] : 0.0;
+    for (int64_t i = 0; i < n_out; i++) (out_side ? V : hU)[i * r + j] = hZ[i + src * n_out];
   }
+  if (!out_side) rc = cloq_orth_columns(hU, n_out, r, V);
 done:
+  free(hZ);
+  free(hw);
   free(hU);
-  free(hVT);
   return rc;
 }
 

@@ -28,10 +28,10 @@ int cloq_cuda_open(int ordinal, cloq_cuda **out, char *name, size_t name_len);
 void cloq_cuda_close(cloq_cuda **c);
 
 int cloq_cuda_gram_accumulate(cloq_cuda *c, double *H, const float *X, int64_t t, int64_t n);
-int cloq_cuda_eig_damped(cloq_cuda *c, const double *H, int64_t n, double damp, double *s,
-                         double *U, int64_t *nclamped);
-int cloq_cuda_svd_trunc(cloq_cuda *c, const double *M, int64_t m, int64_t n, int64_t r,
-                        double *P, double *S, double *Vt);
+int cloq_cuda_hfactor(cloq_cuda *c, const double *H, int64_t n, double damp, cloq_hfactor *f);
+int cloq_cuda_proj_solve(cloq_cuda *c, const double *E, int64_t n_out, int64_t n_in,
+                         const cloq_hfactor *f, int64_t r, double *V, double *lam,
+                         double *trace);
 int cloq_cuda_quant_rtn(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_in, int bits,
                         int64_t group_size, uint8_t *codes, float *scales, float *zeros);
 int cloq_cuda_quant_gptq(cloq_cuda *c, const float *W, int64_t n_out, int64_t n_in,

@@ -60,6 +60,16 @@ double cloq_linf_prox_theta_ref(const double *z, int64_t n, double a);
  * 1e-300 for a zero H) to that floor, counting them in *nclamped (may be NULL). */
 int cloq_eig_prepare(const double *H, int64_t n, double damp, double *A);
 void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped);
+/* Shared by the CPU (proj.c) and CUDA (cuda_dev.cu) projection forms, so both check, clean and
+ * orthonormalize alike: the argument checks of cloq_proj_solve (shape, r range, factor order,
+ * finite E); zeroing the row-major strict upper triangle of a factor L (n, n) and its columns
+ * >= rank; an orthonormal basis V (n_out, r) of the columns of U (n_out, r), both row-major,
+ * column j spanning U's first j + 1 columns (Householder QR). */
+int cloq_proj_check(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                    int64_t r);
+void cloq_hfactor_clean(double *L, int64_t n, int64_t rank);
+int cloq_orth_columns(const double *U, int64_t n_out, int64_t r, double *V);
+
 /* In-place transpose of a square (n, n) matrix (column-major LAPACK output -> row-major). */
 void cloq_transpose_square(double *A, int64_t n);
 

@@ -1,35 +1,29 @@
-/* pdist: the damped eigendecomposition and the truncated SVD on a ScaLAPACK process grid.
+/* pdist: the top-r solve of the projection form on a ScaLAPACK process grid.
  *
  * This is the one MPI-aware file of linalg/ (built as its own library, cloq_pdist, so that
  * cloq_linalg stays MPI-free). It does only math and data movement: no files, and no printing
  * except through cloq_err/cloq_warn. The contract is in cloq_pdist.h; this comment records how.
  *
- * Data movement. The full matrix lives on root. A 1x1 BLACS grid holding root alone describes it
- * as one block; Cpdgemr2d copies it onto the nprow x npcol grid (2D block-cyclic, nb x nb) and
- * later copies the results back the same way. Cpdgemr2d needs a context spanning both grids;
- * we hand it a 1 x size "line" grid, because given any other shape it builds (and leaks a BLACS
- * system handle for) a line grid of its own on every call.
+ * Data movement. The full E and the factor L live on root. A 1x1 BLACS grid holding root alone
+ * describes them as one block; Cpdgemr2d copies them onto the nprow x npcol grid (2D
+ * block-cyclic, nb x nb) and later copies the basis back the same way. Cpdgemr2d needs a context
+ * spanning both grids; we hand it a 1 x size "line" grid, because given any other shape it
+ * builds (and leaks a BLACS system handle for) a line grid of its own on every call.
  *
- * Layouts. ScaLAPACK is column-major, the contract row-major. A row-major symmetric Hd is its own
- * column-major array, so H goes over as is (pdsyevd reads the column-major upper triangle, i.e.
- * the row-major lower one, the same triangle eig.c's dsyevd reads). pdsyevd returns eigenvectors
- * as the columns of a column-major Z, which lands on root as the transpose of what we want and
- * is transposed in place (as eig.c does). A row-major M (m, n) is the column-major M^T (n, m);
- * the SVD of M^T = V diag(S) P^T gives, column-major, Uc = V (n, k) and VTc = P^T (k, m). The
- * first r columns of Uc, gathered column-major with leading dimension n, ARE the row-major
- * Vt (r, n); the first r rows of VTc, gathered with leading dimension r, ARE the row-major
- * P (m, r). So the SVD needs no transpose at all.
+ * Layouts. ScaLAPACK is column-major, the contract row-major. The row-major E (n_out, n_in) goes
+ * over as the column-major Et = E^T (n_in, n_out), and the row-major lower factor L as the
+ * column-major upper L^T, so pdtrmm (left, upper) turns Et into Ft = (E C)^T in place. Then
+ * G = F F^T = Ft^T Ft (pdsyrk 'T') or K = F^T F = Ft Ft^T (pdsyrk 'N') fill the column-major lower
+ * triangle that pdsyevr reads, as proj.c does with LAPACK. pdsyevr (range 'I') returns the top r
+ * eigenvectors ascending in Z's first r columns; the input side multiplies them by Ft^T (pdgemm)
+ * on the grid. Root gathers the n_out x r columns, reverses their order and, on the input side,
+ * orthonormalizes them (Householder QR) exactly as proj.c does. A pivoted factor (a singular Hd)
+ * is applied by permuting E's columns on root before it goes over.
  *
- * The pdsyevd workspace (STACK.md, Reference-ScaLAPACK/scalapack#74). pdsyevd's lwork = -1 query
- * undercounts what two routines it calls need from the tail of WORK (offset 2n):
- *   PDORMTR, which then fails with "parameter 16 illegal" that pdsyevd ignores (INFO = 0 and
- *     the eigenvectors of the tridiagonal matrix are returned untransformed: garbage);
- *   PDLASRT (inside PDSTEDC, n > nb on more than one rank), which needs max(n, np (nb + nq))
- *     and on failure returns on some ranks only: the others wait forever (the deadlocks).
- * So lwork = max(query, 2n + PDORMTR's own query, 2n + PDLASRT's need), liwork likewise, and
- * both are agreed across ranks (MPI_Allreduce MAX) because the routines check them per rank.
- * When n <= nb, PDSTEDC solves on process (0, 0) alone and the other ranks are left holding the
- * tridiagonal's diagonal as "eigenvalues": the eigenvalues are broadcast from (0, 0).
+ * Workspace. pdsyevr's lwork = -1 query is per rank and the routine checks it per rank, so the
+ * sizes are agreed across ranks (MPI_Allreduce MAX). The eigenvalues are broadcast from process
+ * (0, 0) (with pdsyevd, n <= nb left them different across ranks: STACK.md). Z must be n x n
+ * although only r columns are used (pdsyevr's contract).
  *
  * Errors. Every fallible step is followed by an agreement (MPI_Allreduce of the failing rank),
  * so that either all ranks go on to the next collective step or all return CLOQ_ERR; the ranks
@@ -42,7 +36,7 @@
  *
  * Size limits. ScaLAPACK and the BLACS here take 32-bit int (Debian's build): the global
  * orders, the local arrays (lld * local columns), the root arrays (their element counts enter
- * Cpdgemr2d's int offsets) and the workspaces must all fit, which they do for n up to 46340.
+ * Cpdgemr2d's int offsets) and the workspaces must all fit, which they do for n_in up to 46340.
  */
 #include "cloq_pdist.h"
 
@@ -73,19 +67,23 @@ void Cpdgemr2d(int m, int n, double *a, int ia, int ja, int *desca, double *b, i
 int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
 void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb,
                const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
-void pdsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *ia,
-              const int *ja, const int *desca, double *w, double *z, const int *iz, const int *jz,
-              const int *descz, double *work, const int *lwork, int *iwork, const int *liwork,
-              int *info, size_t jobz_len, size_t uplo_len);
-void pdormtr_(const char *side, const char *uplo, const char *trans, const int *m, const int *n,
-              double *a, const int *ia, const int *ja, const int *desca, double *tau, double *c,
-              const int *ic, const int *jc, const int *descc, double *work, const int *lwork,
-              int *info, size_t side_len, size_t uplo_len, size_t trans_len);
-void pdgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a,
-              const int *ia, const int *ja, const int *desca, double *s, double *u, const int *iu,
-              const int *ju, const int *descu, double *vt, const int *ivt, const int *jvt,
-              const int *descvt, double *work, const int *lwork, int *info, size_t jobu_len,
-              size_t jobvt_len);
+void pdsyevr_(const char *jobz, const char *range, const char *uplo, const int *n, double *a,
+              const int *ia, const int *ja, const int *desca, const double *vl, const double *vu,
+              const int *il, const int *iu, int *m, int *nz, double *w, double *z, const int *iz,
+              const int *jz, const int *descz, double *work, const int *lwork, int *iwork,
+              const int *liwork, int *info, size_t jobz_len, size_t range_len, size_t uplo_len);
+/* PBLAS (C with a Fortran interface: the hidden lengths are ignored) */
+void pdtrmm_(const char *side, const char *uplo, const char *transa, const char *diag,
+             const int *m, const int *n, const double *alpha, double *a, const int *ia,
+             const int *ja, const int *desca, double *b, const int *ib, const int *jb,
+             const int *descb, size_t, size_t, size_t, size_t);
+void pdsyrk_(const char *uplo, const char *trans, const int *n, const int *k, const double *alpha,
+             double *a, const int *ia, const int *ja, const int *desca, const double *beta,
+             double *c, const int *ic, const int *jc, const int *descc, size_t, size_t);
+void pdgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+             const double *alpha, double *a, const int *ia, const int *ja, const int *desca,
+             double *b, const int *ib, const int *jb, const int *descb, const double *beta,
+             double *c, const int *ic, const int *jc, const int *descc, size_t, size_t);
 
 enum { DLEN = 9, DESC_CTXT = 1 }; /* ScaLAPACK array descriptor: length, context entry */
 enum { ERR_LEN = 1024 };          /* room for one cloq_err line */
@@ -255,260 +253,207 @@ static int agree_lwork(MPI_Comm comm, const char *name, int64_t need, int64_t in
   return CLOQ_OK;
 }
 
-/* ---- damped eigendecomposition --------------------------------------------------------------- */
+/* ---- the top-r solve ---------------------------------------------------------------------- */
 
-/* Hd and the eigenvalue floor come from eig.c (cloq_eig_prepare, cloq_eig_clamp): both paths
- * see the same Hd bit for bit and clamp alike. */
-
-/* Local checks of cloq_pdist_eig_damped's arguments (before any collective step). */
-static int eig_args(int me, int size, int root, const double *H, int64_t n, double damp,
-                    int64_t nb, const double *s, const double *U, const int64_t *nclamped) {
+/* Local checks of cloq_pdist_proj_solve's arguments (before any collective step); root also runs
+ * proj.c's checks (same messages). */
+static int solve_args(int me, int size, int root, const double *E, int64_t no, int64_t ni,
+                      const cloq_hfactor *f, int weighted, int64_t r, int64_t nb,
+                      const double *V, const double *lam, const double *trace) {
   CLOQ_CHECK(root >= 0 && root < size, "root %d outside the communicator (size %d)", root, size);
-  CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
-  CLOQ_CHECK(n <= INT_MAX / n,
-             "Gram matrix order %lld exceeds the 32-bit ScaLAPACK redistribution (n^2 > %d)",
-             (long long)n, INT_MAX);
-  CLOQ_CHECK(isfinite(damp) && damp >= 0.0, "invalid damping %g (expected finite, >= 0)", damp);
+  CLOQ_CHECK(no >= 1 && ni >= 1 && cloq_fits_int(no) && cloq_fits_int(ni),
+             "invalid error matrix shape (%lld, %lld)", (long long)no, (long long)ni);
+  CLOQ_CHECK(no <= INT_MAX / ni && ni <= INT_MAX / ni,
+             "matrix (%lld, %lld) exceeds the 32-bit ScaLAPACK redistribution", (long long)no,
+             (long long)ni);
+  const int64_t k = no < ni ? no : ni;
+  CLOQ_CHECK(r >= 1 && r <= k, "LoRA rank %lld out of range [1, %lld] for a (%lld, %lld) layer",
+             (long long)r, (long long)k, (long long)no, (long long)ni);
   int inb;
   CLOQ_CALL(resolve_nb(nb, &inb));
-  CLOQ_CHECK(s && nclamped, "eigenvalue outputs must be given on every rank");
-  CLOQ_CHECK(me != root || (H && U), "H and U must be given on root");
-  return CLOQ_OK;
-}
-
-/* pdsyevd's failure codes (info > 0: eigenvalue info / (n + 1) failed on the submatrix at rows
- * and columns info mod (n + 1)). */
-static int syevd_fail(int info, int n) {
-  if (info < 0) return illegal_arg("pdsyevd", info);
-  return CLOQ_FAIL("pdsyevd: failed to converge (info=%d: eigenvalue %d, submatrix at %d)", info,
-                   info / (n + 1), info % (n + 1));
-}
-
-/* Workspace for pdsyevd with the fix described at the top of this file (local need). */
-static int syevd_workspace(int n, int nb, const pgrid *g, double *A, const int *descA, double *w,
-                           double *Z, const int *descZ, int64_t *need, int64_t *ineed) {
-  const int one = 1, query = -1;
-  double wq = 0.0, wq_ormtr = 0.0;
-  int iwq = 0, info = 0;
-  pdsyevd_("V", "U", &n, A, &one, &one, descA, w, Z, &one, &one, descZ, &wq, &query, &iwq, &query,
-           &info, 1, 1);
-  if (info != 0) return illegal_arg("pdsyevd (workspace query)", info);
-  /* the same PDORMTR call pdsyevd makes (w stands in for tau: a query reads neither) */
-  pdormtr_("L", "U", "N", &n, &n, A, &one, &one, descA, w, Z, &one, &one, descZ, &wq_ormtr, &query,
-           &info, 1, 1, 1);
-  if (info != 0) return illegal_arg("pdormtr (workspace query)", info);
-  const int64_t np = numroc(n, nb, g->myrow, g->nprow), nq = numroc(n, nb, g->mycol, g->npcol);
-  const int64_t lasrt = np * (nb + nq) > n ? np * (nb + nq) : n; /* PDLASRT's LWMIN */
-  const int64_t tail = 2 * (int64_t)n; /* pdsyevd hands both routines WORK(2n + 1:) */
-  int64_t lw = (int64_t)wq;
-  if (tail + (int64_t)wq_ormtr > lw) lw = tail + (int64_t)wq_ormtr;
-  if (tail + lasrt > lw) lw = tail + lasrt;
-  int64_t liw = iwq;
-  const int64_t lasrt_i = n + 2 * ((int64_t)nb + g->npcol); /* PDLASRT's LIWMIN */
-  if (lasrt_i > liw) liw = lasrt_i;
-  *need = lw;
-  *ineed = liw;
-  return CLOQ_OK;
-}
-
-int cloq_pdist_eig_damped(MPI_Comm comm, int root, const double *H, int64_t n, double damp,
-                          int64_t nb, double *s, double *U, int64_t *nclamped) {
-  int me = 0, size = 0;
-  PD_MPI(MPI_Comm_rank(comm, &me));
-  PD_MPI(MPI_Comm_size(comm, &size));
-
-  /* 1. arguments (all ranks) and Hd (root, into U: U is also where the vectors come back) */
-  int rc = eig_args(me, size, root, H, n, damp, nb, s, U, nclamped);
-  if (rc == CLOQ_OK && me == root) rc = cloq_eig_prepare(H, n, damp, U);
-  int64_t damp_bits;
-  memcpy(&damp_bits, &damp, sizeof damp_bits);
-  const int64_t args[4] = {n, nb, root, damp_bits};
-  static const char *const arg_names[4] = {"n", "nb", "root", "damp"};
-  rc |= same_args(comm, args, 4, arg_names); /* collective: every rank runs it */
-  CLOQ_CALL(AGREE(comm, rc));
-
-  const int in = (int)n, one = 1;
-  int inb = 0;
-  (void)resolve_nb(nb, &inb); /* checked above */
-  pgrid g;
-  CLOQ_CALL(pgrid_open(comm, root, &g));
-  double *A = NULL, *Z = NULL, *work = NULL;
-  int *iwork = NULL;
-  int descA[DLEN], descZ[DLEN], descR[DLEN], lld = 1, lwork = 0, liwork = 0, info = 0;
-  int64_t nloc = 0, need = 0, ineed = 0;
-  double dummy = 0.0;
-  double *Uroot = (me == root) ? U : &dummy;
-
-  /* 2. local blocks and descriptors */
-  rc = local_shape(in, in, inb, &g, &lld, &nloc);
-  if (rc == CLOQ_OK)
-    rc = (CLOQ_TRY_ALLOC(A, nloc, "local block of Hd") &&
-          CLOQ_TRY_ALLOC(Z, nloc, "local block of the eigenvectors"))
-             ? CLOQ_OK
-             : CLOQ_ERR;
-  if (rc == CLOQ_OK) rc = make_desc(descA, in, in, inb, inb, g.grid, lld);
-  if (rc == CLOQ_OK) rc = make_desc(descZ, in, in, inb, inb, g.grid, lld);
-  if (rc == CLOQ_OK) rc = make_desc(descR, in, in, inb, inb, g.rootctx, in);
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-
-  /* 3. Hd: root -> grid (collective over the line context) */
-  Cpdgemr2d(in, in, Uroot, 1, 1, descR, A, 1, 1, descA, g.line);
-
-  /* 4. workspace: queries, the pdsyevd fix, agreement, allocation */
-  rc = syevd_workspace(in, inb, &g, A, descA, s, Z, descZ, &need, &ineed);
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-  rc = agree_lwork(comm, "pdsyevd", need, ineed, &lwork, &liwork);
-  if (rc == CLOQ_OK)
-    rc = (CLOQ_TRY_ALLOC(work, lwork, "pdsyevd workspace") &&
-          CLOQ_TRY_ALLOC(iwork, liwork, "pdsyevd integer workspace"))
-             ? CLOQ_OK
-             : CLOQ_ERR;
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-
-  /* 5. the decomposition (collective over the grid) */
-  pdsyevd_("V", "U", &in, A, &one, &one, descA, s, Z, &one, &one, descZ, work, &lwork, iwork,
-           &liwork, &info, 1, 1);
-  rc = info != 0 ? syevd_fail(info, in) : CLOQ_OK;
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-
-  /* 6. eigenvalues from process (0, 0) to every rank; eigenvectors grid -> root */
-  if (MPI_Bcast(s, in, MPI_DOUBLE, g.corner, comm) != MPI_SUCCESS)
-    rc = CLOQ_FAIL("MPI_Bcast of the eigenvalues failed");
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-  Cpdgemr2d(in, in, Z, 1, 1, descZ, Uroot, 1, 1, descR, g.line);
-  if (me == root) cloq_transpose_square(U, n); /* column-major Z -> row-major U */
-  cloq_eig_clamp(s, n, nclamped);
-  rc = CLOQ_OK;
-done:
-  pgrid_close(&g);
-  free(A);
-  free(Z);
-  free(work);
-  free(iwork);
-  return rc;
-}
-
-/* ---- truncated SVD ------------------------------------------------------------------------- */
-
-/* Local checks of cloq_pdist_svd_trunc's arguments (before any collective step); root also
- * scans M. Same messages as svd.c. */
-static int svd_args(int me, int size, int root, const double *M, int64_t m, int64_t n, int64_t r,
-                    int64_t nb, const double *P, const double *S, const double *Vt) {
-  CLOQ_CHECK(root >= 0 && root < size, "root %d outside the communicator (size %d)", root, size);
-  CLOQ_CHECK(m >= 1 && n >= 1 && cloq_fits_int(m) && cloq_fits_int(n),
-             "invalid matrix shape (%lld, %lld) for SVD", (long long)m, (long long)n);
-  const int64_t k = m < n ? m : n;
-  CLOQ_CHECK(r >= 1 && r <= k, "SVD rank %lld out of range [1, %lld] for a (%lld, %lld) matrix",
-             (long long)r, (long long)k, (long long)m, (long long)n);
-  CLOQ_CHECK(m <= INT_MAX / n,
-             "matrix (%lld, %lld) exceeds the 32-bit ScaLAPACK redistribution (m n > %d)",
-             (long long)m, (long long)n, INT_MAX);
-  int inb;
-  CLOQ_CALL(resolve_nb(nb, &inb));
-  CLOQ_CHECK(S, "singular values must be given on every rank");
   if (me != root) return CLOQ_OK;
-  CLOQ_CHECK(M && P && Vt, "M, P and Vt must be given on root");
-  const int64_t bad = cloq_first_nonfinite_d(M, m * n);
-  CLOQ_CHECK(bad < 0, "non-finite value in matrix for SVD at (%lld, %lld)", (long long)(bad / n),
-             (long long)(bad % n));
-  return CLOQ_OK;
+  CLOQ_CHECK(E && V && lam && trace, "E, V, lam and trace must be given on root");
+  CLOQ_CHECK(!weighted == !f, "the factor must be given on root exactly when weighted");
+  return cloq_proj_check(E, no, ni, f, r);
 }
 
-/* pdgesvd's failure codes. */
-static int gesvd_fail(int info, int k) {
-  if (info < 0) return illegal_arg("pdgesvd", info);
-  if (info == k + 1)
-    return CLOQ_FAIL("pdgesvd: singular values differ across the process grid (info=%d: "
-                     "heterogeneous ranks)",
-                     info);
-  return CLOQ_FAIL("pdgesvd: DBDSQR failed to converge (info=%d)", info);
+/* pdsyevr's failure codes. */
+static int syevr_fail(int info) {
+  if (info < 0) return illegal_arg("pdsyevr", info);
+  return CLOQ_FAIL("pdsyevr: internal error (info=%d)", info);
 }
 
-int cloq_pdist_svd_trunc(MPI_Comm comm, int root, const double *M, int64_t m, int64_t n, int64_t r,
-                         int64_t nb, double *P, double *S, double *Vt) {
+/* Sum of squares of the valid part (rows x cols of a column-major block with leading dimension
+ * lld) of this rank's local block. */
+static double local_sumsq(const double *A, int rows, int cols, int lld) {
+  double s = 0.0;
+  for (int j = 0; j < cols; j++)
+    for (int i = 0; i < rows; i++) s += A[i + (int64_t)j * lld] * A[i + (int64_t)j * lld];
+  return s;
+}
+
+int cloq_pdist_proj_solve(MPI_Comm comm, int root, const double *E, int64_t n_out, int64_t n_in,
+                          const cloq_hfactor *f, int weighted, int64_t r, int64_t nb, double *V,
+                          double *lam, double *trace) {
   int me = 0, size = 0;
   PD_MPI(MPI_Comm_rank(comm, &me));
   PD_MPI(MPI_Comm_size(comm, &size));
 
-  /* 1. arguments (all ranks), finiteness of M (root) */
-  int rc = svd_args(me, size, root, M, m, n, r, nb, P, S, Vt);
-  const int64_t args[5] = {m, n, r, nb, root};
-  static const char *const arg_names[5] = {"m", "n", "r", "nb", "root"};
-  rc |= same_args(comm, args, 5, arg_names); /* collective: every rank runs it */
+  /* 1. arguments (all ranks), E and the factor (root); E P on root when pivoted */
+  int rc = solve_args(me, size, root, E, n_out, n_in, f, weighted, r, nb, V, lam, trace);
+  const int64_t args[6] = {n_out, n_in, r, nb, root, weighted != 0};
+  static const char *const arg_names[6] = {"n_out", "n_in", "r", "nb", "root", "weighted"};
+  rc |= same_args(comm, args, 6, arg_names); /* collective: every rank runs it */
   CLOQ_CALL(AGREE(comm, rc));
 
-  /* The grid works on A = M^T (gm = n rows, gn = m columns); see the top of this file. */
-  const int gm = (int)n, gn = (int)m, k = (int)(m < n ? m : n), ir = (int)r, one = 1;
+  const int out_side = n_out <= n_in;
+  const int no = (int)n_out, ni = (int)n_in, n = out_side ? no : ni, ir = (int)r, one = 1;
   int inb = 0;
   (void)resolve_nb(nb, &inb); /* checked above */
+  /* pdsyevr hands PDORMTR a fixed max(18 n, np0 mq0 + 2 nb^2) doubles (mq0: the eigenvector
+   * columns on process column 0) whatever LWORK is, which is too little when fewer than nb
+   * vectors are asked of a matrix larger than nb (found here by the sweep below: "PDORMTR
+   * parameter number 16 had an illegal value" and garbage vectors). Asking for at least
+   * min(nb, n) vectors makes (np0 - nb)(mq0 - nb) >= 0, which is exactly what PDORMTR needs;
+   * the top r are the last r of them. */
+  const int mz = ir > (n < inb ? n : inb) ? ir : (n < inb ? n : inb);
+  const int il = n - mz + 1, iu = n, zoff = mz - ir;
+  double *Ep = NULL, *Zr = NULL, *w = NULL;
+  if (me == root && weighted && f->piv) {
+    rc = CLOQ_TRY_ALLOC(Ep, n_out * n_in, "E P") ? cloq_proj_apply(E, n_out, n_in, NULL, Ep)
+                                                 : CLOQ_ERR;
+    for (int64_t o = 0; rc == CLOQ_OK && o < n_out; o++)
+      for (int64_t k = 0; k < n_in; k++) Ep[o * n_in + k] = E[o * n_in + f->piv[k]];
+  }
+  if (rc == CLOQ_OK && me == root &&
+      (!CLOQ_TRY_ALLOC(Zr, n_out * r, "gathered basis") || !CLOQ_TRY_ALLOC(w, n, "eigenvalues")))
+    rc = CLOQ_ERR;
+  if (rc == CLOQ_OK && me != root && !CLOQ_TRY_ALLOC(w, n, "eigenvalues")) rc = CLOQ_ERR;
+  if ((rc = AGREE(comm, rc)) != CLOQ_OK) {
+    free(Ep), free(Zr), free(w);
+    return rc;
+  }
+
   pgrid g;
   CLOQ_CALL(pgrid_open(comm, root, &g));
-  double *A = NULL, *Uc = NULL, *VTc = NULL, *Sk = NULL, *work = NULL;
-  int descA[DLEN], descU[DLEN], descVT[DLEN], descM[DLEN], descP[DLEN], descVt[DLEN];
-  int lldA = 1, lldU = 1, lldVT = 1, lwork = 0, liwork = 0, info = 0;
-  int64_t nA = 0, nU = 0, nVT = 0;
+  double *A = NULL, *L = NULL, *S = NULL, *Z = NULL, *U = NULL, *work = NULL;
+  int *iwork = NULL;
+  int descA[DLEN], descL[DLEN], descS[DLEN], descZ[DLEN], descU[DLEN], descRE[DLEN],
+      descRL[DLEN], descRZ[DLEN];
+  int lldA = 1, lldL = 1, lldS = 1, lldU = 1, lwork = 0, liwork = 0, info = 0, m = 0, nz = 0;
+  int64_t nA = 0, nL = 0, nS = 0, nU = 0;
   double dummy = 0.0;
-  /* Cpdgemr2d only reads its source: the cast drops const for the Fortran-style prototype */
-  double *Mroot = (me == root) ? (double *)(uintptr_t)M : &dummy;
-  double *Proot = (me == root) ? P : &dummy, *Vtroot = (me == root) ? Vt : &dummy;
+  /* Cpdgemr2d only reads its source: the casts drop const for the Fortran-style prototype */
+  const double *Esrc = Ep ? Ep : E;
+  double *Eroot = (me == root) ? (double *)(uintptr_t)Esrc : &dummy;
+  double *Lroot = (me == root && weighted) ? (double *)(uintptr_t)f->L : &dummy;
+  double *Zroot = (me == root) ? Zr : &dummy;
 
-  /* 2. local blocks and descriptors: A (n, m), Uc (n, k), VTc (k, m) on the grid; on root M as
-   * the column-major (n, m), Vt as the column-major (n, r), P as the column-major (r, m) */
-  rc = local_shape(gm, gn, inb, &g, &lldA, &nA);
-  if (rc == CLOQ_OK) rc = local_shape(gm, k, inb, &g, &lldU, &nU);
-  if (rc == CLOQ_OK) rc = local_shape(k, gn, inb, &g, &lldVT, &nVT);
+  /* 2. local blocks and descriptors: Ft (n_in, n_out) = E^T, U = L^T (n_in, n_in), S and Z
+   * (n, n), and for the input side F P (n_out, r); on root E as the column-major (n_in, n_out),
+   * L as the column-major upper (n_in, n_in), the gathered columns as (n_out, r) */
+  rc = local_shape(ni, no, inb, &g, &lldA, &nA);
+  if (rc == CLOQ_OK && weighted) rc = local_shape(ni, ni, inb, &g, &lldL, &nL);
+  if (rc == CLOQ_OK) rc = local_shape(n, n, inb, &g, &lldS, &nS);
+  if (rc == CLOQ_OK && !out_side) rc = local_shape(no, ir, inb, &g, &lldU, &nU);
   if (rc == CLOQ_OK)
-    rc = (CLOQ_TRY_ALLOC(A, nA, "local block of M^T") &&
-          CLOQ_TRY_ALLOC(Uc, nU, "local block of V") &&
-          CLOQ_TRY_ALLOC(VTc, nVT, "local block of P^T") &&
-          CLOQ_TRY_ALLOC(Sk, k, "singular values"))
+    rc = (CLOQ_TRY_ALLOC(A, nA, "local block of F^T") &&
+          (!weighted || CLOQ_TRY_ALLOC(L, nL, "local block of the factor")) &&
+          CLOQ_TRY_ALLOC(S, nS, "local block of G or K") &&
+          CLOQ_TRY_ALLOC(Z, nS, "local block of the eigenvectors") &&
+          (out_side || CLOQ_TRY_ALLOC(U, nU, "local block of F P")))
              ? CLOQ_OK
              : CLOQ_ERR;
-  if (rc == CLOQ_OK) rc = make_desc(descA, gm, gn, inb, inb, g.grid, lldA);
-  if (rc == CLOQ_OK) rc = make_desc(descU, gm, k, inb, inb, g.grid, lldU);
-  if (rc == CLOQ_OK) rc = make_desc(descVT, k, gn, inb, inb, g.grid, lldVT);
-  if (rc == CLOQ_OK) rc = make_desc(descM, gm, gn, inb, inb, g.rootctx, gm);
-  if (rc == CLOQ_OK) rc = make_desc(descVt, gm, ir, inb, inb, g.rootctx, gm);
-  if (rc == CLOQ_OK) rc = make_desc(descP, ir, gn, inb, inb, g.rootctx, ir);
+  if (rc == CLOQ_OK) rc = make_desc(descA, ni, no, inb, inb, g.grid, lldA);
+  if (rc == CLOQ_OK && weighted) rc = make_desc(descL, ni, ni, inb, inb, g.grid, lldL);
+  if (rc == CLOQ_OK) rc = make_desc(descS, n, n, inb, inb, g.grid, lldS);
+  if (rc == CLOQ_OK) rc = make_desc(descZ, n, n, inb, inb, g.grid, lldS);
+  if (rc == CLOQ_OK && !out_side) rc = make_desc(descU, no, ir, inb, inb, g.grid, lldU);
+  if (rc == CLOQ_OK) rc = make_desc(descRE, ni, no, inb, inb, g.rootctx, ni);
+  if (rc == CLOQ_OK && weighted) rc = make_desc(descRL, ni, ni, inb, inb, g.rootctx, ni);
+  if (rc == CLOQ_OK) rc = make_desc(descRZ, no, ir, inb, inb, g.rootctx, no);
   if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
 
-  /* 3. M^T: root -> grid */
-  Cpdgemr2d(gm, gn, Mroot, 1, 1, descM, A, 1, 1, descA, g.line);
+  /* 3. E^T and L^T: root -> grid (collective over the line context); Ft = L^T E^T */
+  Cpdgemr2d(ni, no, Eroot, 1, 1, descRE, A, 1, 1, descA, g.line);
+  if (weighted) {
+    Cpdgemr2d(ni, ni, Lroot, 1, 1, descRL, L, 1, 1, descL, g.line);
+    const double alpha = 1.0;
+    pdtrmm_("L", "U", "N", "N", &ni, &no, &alpha, L, &one, &one, descL, A, &one, &one, descA, 1, 1,
+            1, 1);
+  }
+  {
+    const int lr = numroc(ni, inb, g.myrow, g.nprow), lc = numroc(no, inb, g.mycol, g.npcol);
+    double mine = local_sumsq(A, lr, lc, lldA), tot = 0.0;
+    if (MPI_Allreduce(&mine, &tot, 1, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
+      rc = CLOQ_FAIL("MPI_Allreduce of ||F||^2 failed");
+    if (me == root) *trace = tot;
+  }
+  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
 
-  /* 4. workspace: query, agreement (the query is per rank), allocation */
+  /* 4. G = F F^T = Ft^T Ft (output side) or K = F^T F = Ft Ft^T, column-major lower */
+  {
+    const double alpha = 1.0, beta = 0.0;
+    if (out_side)
+      pdsyrk_("L", "T", &no, &ni, &alpha, A, &one, &one, descA, &beta, S, &one, &one, descS, 1, 1);
+    else
+      pdsyrk_("L", "N", &ni, &no, &alpha, A, &one, &one, descA, &beta, S, &one, &one, descS, 1, 1);
+  }
+
+  /* 5. the top r eigenpairs: workspace query, agreement (the query is per rank), pdsyevr */
   {
     const int query = -1;
     double wq = 0.0;
-    pdgesvd_("V", "V", &gm, &gn, A, &one, &one, descA, Sk, Uc, &one, &one, descU, VTc, &one, &one,
-             descVT, &wq, &query, &info, 1, 1);
-    rc = info != 0 ? illegal_arg("pdgesvd (workspace query)", info) : CLOQ_OK;
+    int iwq = 0;
+    const double zero = 0.0;
+    pdsyevr_("V", "I", "L", &n, S, &one, &one, descS, &zero, &zero, &il, &iu, &m, &nz, w, Z, &one,
+             &one, descZ, &wq, &query, &iwq, &query, &info, 1, 1, 1);
+    rc = info != 0 ? illegal_arg("pdsyevr (workspace query)", info) : CLOQ_OK;
     if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-    rc = agree_lwork(comm, "pdgesvd", (int64_t)wq, 0, &lwork, &liwork);
-    if (rc == CLOQ_OK && !CLOQ_TRY_ALLOC(work, lwork, "pdgesvd workspace")) rc = CLOQ_ERR;
+    rc = agree_lwork(comm, "pdsyevr", (int64_t)wq, iwq, &lwork, &liwork);
+    if (rc == CLOQ_OK && (!CLOQ_TRY_ALLOC(work, lwork, "pdsyevr workspace") ||
+                          !CLOQ_TRY_ALLOC(iwork, liwork, "pdsyevr integer workspace")))
+      rc = CLOQ_ERR;
+    if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
+    pdsyevr_("V", "I", "L", &n, S, &one, &one, descS, &zero, &zero, &il, &iu, &m, &nz, w, Z, &one,
+             &one, descZ, work, &lwork, iwork, &liwork, &info, 1, 1, 1);
+    rc = info != 0 ? syevr_fail(info) : CLOQ_OK;
+    if (rc == CLOQ_OK && (m != mz || nz != mz))
+      rc = CLOQ_FAIL("pdsyevr: %d eigenvalues and %d eigenvectors of %d", m, nz, mz);
     if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
   }
 
-  /* 5. the decomposition (collective over the grid) */
-  pdgesvd_("V", "V", &gm, &gn, A, &one, &one, descA, Sk, Uc, &one, &one, descU, VTc, &one, &one,
-           descVT, work, &lwork, &info, 1, 1);
-  rc = info != 0 ? gesvd_fail(info, k) : CLOQ_OK;
+  /* 6. eigenvalues from process (0, 0); the basis columns grid -> root: the last r of Z's mz
+   * columns, or F P = Ft^T Z (input side) */
+  if (MPI_Bcast(w, mz, MPI_DOUBLE, g.corner, comm) != MPI_SUCCESS)
+    rc = CLOQ_FAIL("MPI_Bcast of the eigenvalues failed");
   if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-
-  /* 6. singular values from root to every rank (pdgesvd replicates them; root's copy is the
-   * one that goes with the vectors gathered there); the r leading vectors grid -> root */
-  if (MPI_Bcast(Sk, k, MPI_DOUBLE, root, comm) != MPI_SUCCESS)
-    rc = CLOQ_FAIL("MPI_Bcast of the singular values failed");
-  if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
-  memcpy(S, Sk, (size_t)r * sizeof *S);
-  Cpdgemr2d(gm, ir, Uc, 1, 1, descU, Vtroot, 1, 1, descVt, g.line);
-  Cpdgemr2d(ir, gn, VTc, 1, 1, descVT, Proot, 1, 1, descP, g.line);
-  rc = CLOQ_OK;
+  const int jz = 1 + zoff;
+  if (out_side) {
+    Cpdgemr2d(no, ir, Z, 1, jz, descZ, Zroot, 1, 1, descRZ, g.line);
+  } else {
+    const double alpha = 1.0, beta = 0.0;
+    pdgemm_("T", "N", &no, &ir, &ni, &alpha, A, &one, &one, descA, Z, &one, &jz, descZ, &beta, U,
+            &one, &one, descU, 1, 1);
+    Cpdgemr2d(no, ir, U, 1, 1, descU, Zroot, 1, 1, descRZ, g.line);
+  }
+  if (me == root) { /* ascending column-major -> descending row-major */
+    double *dst = out_side ? V : NULL;
+    double *Ut = NULL;
+    if (!out_side && !CLOQ_TRY_ALLOC(Ut, n_out * r, "F P")) rc = CLOQ_ERR;
+    if (!out_side) dst = Ut;
+    for (int64_t j = 0; rc == CLOQ_OK && j < r; j++) {
+      const int64_t src = r - 1 - j;
+      lam[j] = w[zoff + src] > 0.0 ? w[zoff + src] : 0.0;
+      for (int64_t i = 0; i < n_out; i++) dst[i * r + j] = Zr[i + src * n_out];
+    }
+    if (rc == CLOQ_OK && !out_side) rc = cloq_orth_columns(Ut, n_out, r, V);
+    free(Ut);
+  }
+  rc = AGREE(comm, rc);
 done:
   pgrid_close(&g);
-  free(A);
-  free(Uc);
-  free(VTc);
-  free(Sk);
-  free(work);
+  free(A), free(L), free(S), free(Z), free(U), free(work), free(iwork);
+  free(Ep), free(Zr), free(w);
   return rc;
 }

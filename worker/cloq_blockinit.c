@@ -1,5 +1,6 @@
-/* cloq_blockinit: see cloq_blockinit.h. The math lives in linalg/; this file sequences it per
- * block, decides where each piece runs, moves the data and owns the buffers. */
+/* cloq_blockinit: see cloq_blockinit.h. The math of a module lives in cloq_modinit.c (and
+ * linalg/); this file decides which rank does what, moves the data and owns the block's
+ * buffers. */
 #include "cloq_blockinit.h"
 
 #include <limits.h>
@@ -14,35 +15,29 @@
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
+#include "cloq_modinit.h"
 #include "cloq_pdist.h"
 #include "cloq_signal.h"
 #include "cloq_stream.h"
 
 enum { TAG_H = 41, TAG_RES = 42 };
 
-static int64_t n_eig, n_rtn, n_svd; /* this rank's work, for the end-of-run summary */
+static int64_t n_factor; /* this rank's factorizations, for the end-of-run summary */
 
 void cloq_block_counts(int64_t counts[3]) {
-  counts[0] = n_eig, counts[1] = n_rtn, counts[2] = n_svd;
+  counts[0] = n_factor;
+  cloq_module_counts(&counts[1], &counts[2]);
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-int64_t cloq_init_max_rank(const cloq_init_params *ip) {
-  int64_t r = 0;
-  for (int i = 0; i < ip->nranks; i++)
-    if (ip->ranks[i] > r) r = ip->ranks[i];
-  return r;
-}
 
 static int big(const cloq_init_params *ip, int size, int64_t n) {
   return size > 1 && ip->dist_threshold > 0 && n >= ip->dist_threshold;
 }
 
-/* Whether unit `in` has a matrix for ScaLAPACK: the Gram matrix (CLoQ) or an SVD. */
+/* Whether unit `in` has a module whose top-r problem goes to ScaLAPACK (its smaller side). */
 static int unit_big(const cloq_config *cfg, const cloq_init_params *ip, int size, int in) {
-  if (ip->init == CLOQ_INIT_CLOQ && big(ip, size, cloq_input_dim(cfg, in))) return 1;
-  if (ip->init == CLOQ_INIT_ZERO || ip->init == CLOQ_INIT_LOFTQ) return 0; /* LoftQ: LAPACK */
+  if (ip->init == CLOQ_INIT_ZERO) return 0;
   for (int m = 0; m < CLOQ_NMOD; m++) {
     if (cloq_module_input[m] != in) continue;
     int64_t no, ni;
@@ -168,260 +163,126 @@ static int module_weight(const cloq_initctx *x, int64_t b, int m, const float **
   return CLOQ_OK;
 }
 
-/* The quantizer of the run on target T (n_out, n_in): RTN, or GPTQ with the input's Gram matrix H
- * (full symmetric). Counted once per call. */
-static int quantize(const cloq_init_params *ip, const float *T, int64_t no, int64_t ni, int bits,
-                    const double *H, cloq_qmodule *q) {
-  n_rtn++;
-  if (ip->quantizer == CLOQ_QUANT_GPTQ) {
-    cloq_gptq_params gp = {.bits = bits, .group_size = ip->group_size, .damp = ip->damp,
-                           .act_order = ip->act_order, .block = ip->gptq_block};
-    return cloq_dev_quant_gptq(ip->dev, T, no, ni, H, &gp, q->codes, q->scales, q->zeros);
-  }
-  return cloq_dev_quant_rtn(ip->dev, T, no, ni, bits, ip->group_size, q->codes, q->scales,
-                            q->zeros);
-}
+/* ---- where a unit's top-r problems are solved ------------------------------------------------
+ * Locally (LAPACK or the GPU: cloq_solver_local), or, for a unit with a module at or above the
+ * threshold, on ScaLAPACK over all ranks of comm. The owner runs the unit's modules alone; the
+ * others wait in serve(), and each large solve starts with a header broadcast from the owner
+ * (what to solve, or that the unit is done and with which status), after which every rank calls
+ * cloq_pdist_proj_solve. A module below the threshold is solved on the owner alone. */
+enum { CMD_SOLVE = 1, CMD_DONE = 2, HDR_N = 6 };
 
-/* E = W - dequant(q) in float64; Q is scratch (n_out, n_in). */
-static void quant_error(const cloq_qmodule *q, int64_t gs, const float *W, float *Q, double *E) {
-  int64_t n = q->n_out * q->n_in;
-  cloq_dequant(q->codes, q->scales, q->zeros, q->n_out, q->n_in, gs, Q);
-  for (int64_t i = 0; i < n; i++) E[i] = (double)W[i] - (double)Q[i];
-}
-
-/* Buffers of one module's work on the computing rank. */
 typedef struct {
-  double *Mat, *E, *P, *S, *Vt;
-  float *Q, *Wown, *Wmagr, *Tgt;
-} modbufs;
+  const cloq_initctx *x;
+  int root;
+} dist_ctx;
 
-static void modbufs_free(modbufs *mb) {
-  free(mb->Mat), free(mb->E), free(mb->P), free(mb->S), free(mb->Vt);
-  free(mb->Q), free(mb->Wown), free(mb->Wmagr), free(mb->Tgt);
+static int dist_solve(void *ctx, const double *E, int64_t no, int64_t ni, const cloq_hfactor *f,
+                      int64_t r, double *V, double *lam, double *trace) {
+  const dist_ctx *d = ctx;
+  const cloq_init_params *ip = d->x->ip;
+  if (!big(ip, d->x->size, min64(no, ni)))
+    return cloq_dev_proj_solve(ip->dev, E, no, ni, f, r, V, lam, trace);
+  int64_t hdr[HDR_N] = {CMD_SOLVE, no, ni, r, f != NULL, 0};
+  CLOQ_CHECK(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, d->root, d->x->comm) == MPI_SUCCESS,
+             "MPI_Bcast of a solve header failed");
+  return cloq_pdist_proj_solve(d->x->comm, d->root, E, no, ni, f, f != NULL, r, ip->dist_nb, V,
+                               lam, trace);
 }
 
-/* LoftQ for one bits setting and every rank to do: for each rank r, L = 0, then T times
- * Q = quant(W' - L), L = [W - Q]_r (truncated SVD, split as the svd init); the store holds the
- * last Q and the last factors. W' is W, or its MagR image. The first alternation is the same for
- * every rank (L = 0): its quantization and SVD are done once, so T = 1 equals the svd init. Every
- * later alternation re-quantizes all of q, so only the first SVD is kept for the next rank. */
-static int loftq_bits(sink *k, int m, int ib, const float *W, const float *Wq, const double *H,
-                      double shift, modbufs *mb, cloq_qmodule *q) {
-  const cloq_init_params *ip = k->x->ip;
-  int64_t no = q->n_out, ni = q->n_in, nn = no * ni, rmax = cloq_init_max_rank(ip);
-  int bits = ip->bits[ib], iters = ip->loftq_iters;
-  double t0 = cloq_now();
-  CLOQ_CALL(quantize(ip, Wq, no, ni, bits, H, q));
-  quant_error(q, ip->group_size, W, mb->Q, mb->E);
-  double obj0 = cloq_objective_shifted(mb->E, NULL, NULL, no, ni, 0, H, shift);
-  CLOQ_CHECK(isfinite(obj0), "objective: %s", cloq_err_msg());
-  double t1 = cloq_now();
-  k->sec[CLOQ_ST_QUANT] += t1 - t0;
-  CLOQ_CALL(cloq_dev_svd_trunc(ip->dev, mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt));
-  n_svd++;
-  k->sec[CLOQ_ST_INIT] += cloq_now() - t1;
-  /* the first SVD: mb's buffers when nothing overwrites them (T = 1), else a copy */
-  const double *P1 = mb->P, *S1 = mb->S, *Vt1 = mb->Vt;
-  double *first = NULL;
-  int rc = CLOQ_OK;
-  if (iters > 1) {
-    if (!CLOQ_TRY_ALLOC(first, (no + ni + 1) * rmax, "LoftQ first SVD")) return CLOQ_ERR;
-    memcpy(first, mb->P, (size_t)(no * rmax) * sizeof *first);
-    memcpy(first + no * rmax, mb->S, (size_t)rmax * sizeof *first);
-    memcpy(first + (no + 1) * rmax, mb->Vt, (size_t)(rmax * ni) * sizeof *first);
-    P1 = first, S1 = first + no * rmax, Vt1 = first + (no + 1) * rmax;
-  }
-  for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
-    int c = ib * ip->nranks + ir;
-    int64_t r = ip->ranks[ir];
-    if (!k->todo[c]) continue;
-    double t2 = cloq_now();
-    rc = cloq_lora_svd_factors(P1, S1, Vt1, no, ni, rmax, r, q->A, q->B);
-    for (int t = 1; t < iters && rc == CLOQ_OK; t++) {
-      /* target W' - L with L = B A (the float32 factors the store holds) */
-      memcpy(mb->Tgt, Wq, (size_t)nn * sizeof *mb->Tgt);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, -1.0f, q->B,
-                  (int)r, q->A, (int)ni, 1.0f, mb->Tgt, (int)ni);
-      double t3 = cloq_now();
-      rc = quantize(ip, mb->Tgt, no, ni, bits, H, q);
-      k->sec[CLOQ_ST_QUANT] += cloq_now() - t3;
-      if (rc != CLOQ_OK) break;
-      quant_error(q, ip->group_size, W, mb->Q, mb->E);
-      rc = cloq_dev_svd_trunc(ip->dev, mb->E, no, ni, rmax, mb->P, mb->S, mb->Vt);
-      n_svd++;
-      if (rc == CLOQ_OK) rc = cloq_lora_svd_factors(mb->P, mb->S, mb->Vt, no, ni, rmax, r, q->A, q->B);
-    }
-    cloq_qmodule out = *q;
-    out.rank = r;
-    if (rc == CLOQ_OK) { /* mb->E is W - Q of the last alternation */
-      out.objective = cloq_objective_shifted(mb->E, q->A, q->B, no, ni, r, H, shift);
-      out.objective_zero = obj0;
-      if (!isfinite(out.objective)) rc = CLOQ_FAIL("objective: %s", cloq_err_msg());
-    }
-    k->sec[CLOQ_ST_INIT] += cloq_now() - t2;
-    if (rc == CLOQ_OK) rc = emit(k, m, c, &out);
-  }
-  free(first);
-  return rc;
+/* The owner: the unit is over, with status rc. */
+static void dist_done(const cloq_initctx *x, int root, int rc) {
+  int64_t hdr[HDR_N] = {CMD_DONE, 0, 0, 0, 0, rc};
+  MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm);
 }
 
-/* Module m for every bits setting and rank. `coll`: the unit runs on all ranks of a group and
- * only the owner computes, except inside ScaLAPACK calls; otherwise this rank computes alone.
- * H: the input's symmetrized Gram matrix where this rank computes (the quantizer's, MagR's and
- * the objective's); s, U: its damped eigendecomposition (CLoQ; U only where computing). */
-static int do_module(sink *k, int m, int coll, int prior, const double *H, const double *s,
-                     const double *U) {
+/* The other ranks: take part in the owner's large solves until it says the unit is done.
+ * Returns CLOQ_OK, CLOQ_ERR (a solve failed here: its reason is recorded) or CLOQ_STOPPED. */
+static int dist_serve(const cloq_initctx *x, int root) {
+  int own = CLOQ_OK;
+  for (;;) {
+    int64_t hdr[HDR_N];
+    CLOQ_CHECK(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm) == MPI_SUCCESS,
+               "MPI_Bcast of a solve header failed");
+    if (hdr[0] == CMD_DONE) return own != CLOQ_OK ? own : hdr[5] == CLOQ_OK ? CLOQ_OK : CLOQ_STOPPED;
+    int r2 = cloq_pdist_proj_solve(x->comm, root, NULL, hdr[1], hdr[2], NULL, (int)hdr[4], hdr[3],
+                                   x->ip->dist_nb, NULL, NULL, NULL);
+    if (own == CLOQ_OK) own = r2;
+  }
+}
+
+/* ---- modules and units ----------------------------------------------------------------------- */
+
+typedef struct {
+  sink *k;
+  int m;
+} emit_ctx;
+
+static int sink_emit(void *ctx, int c, const cloq_qmodule *q) {
+  emit_ctx *e = ctx;
+  return emit(e->k, e->m, c, q);
+}
+
+/* Module m on this rank, every config to do. H, f: its input's Gram matrix and factor. */
+static int do_module(sink *k, int m, const double *H, const cloq_hfactor *f, cloq_solver solver) {
   const cloq_initctx *x = k->x;
   const cloq_init_params *ip = x->ip;
-  int64_t b = k->b, rmax = cloq_init_max_rank(ip);
-  int me = !coll || x->rank == k->owner; /* computes */
-  int loftq = ip->init == CLOQ_INIT_LOFTQ, cloq = ip->init == CLOQ_INIT_CLOQ;
+  const float *W = NULL;
+  float *Wown = NULL;
   cloq_qmodule q = {0};
-  int64_t no, ni;
-  cloq_module_shape(x->cfg, m, &no, &ni);
-  int dist = coll && (ip->init == CLOQ_INIT_SVD || cloq) && big(ip, x->size, min64(no, ni));
-  /* the matrix to decompose: E (n_out, n_in) for svd, M = R E^T (n_in, n_out) for CLoQ */
-  int64_t rows = cloq ? ni : no, cols = cloq ? no : ni;
-  modbufs mb = {0};
-  const float *W = NULL, *Wq = NULL; /* the weight, and the quantizer's target (MagR'd) */
-  double shift = 0;
-  int rc = prior; /* after an earlier failure: only take part in the group's agreement */
-  if (me && rc == CLOQ_OK) {
-    rc = module_weight(x, b, m, &W, &mb.Wown);
-    if (rc == CLOQ_OK) rc = cloq_qmodule_alloc(x->cfg, b, m, ip->group_size, rmax, &q);
-    if (rc == CLOQ_OK && (!CLOQ_TRY_ALLOC(mb.Q, no * ni, "dequantized weight") ||
-                          !CLOQ_TRY_ALLOC(mb.E, no * ni, "quantization error") ||
-                          !CLOQ_TRY_ALLOC(mb.P, rows * rmax, "left singular vectors") ||
-                          !CLOQ_TRY_ALLOC(mb.Vt, rmax * cols, "right singular vectors") ||
-                          (cloq && !CLOQ_TRY_ALLOC(mb.Mat, ni * no, "CLoQ matrix M = R E^T")) ||
-                          (loftq && !CLOQ_TRY_ALLOC(mb.Tgt, no * ni, "LoftQ target")) ||
-                          (ip->magr && !CLOQ_TRY_ALLOC(mb.Wmagr, no * ni, "MagR weight"))))
-      rc = CLOQ_ERR;
-    if (rc == CLOQ_OK) shift = cloq_gram_shift(H, ni, ip->damp);
-    Wq = W;
-    if (rc == CLOQ_OK && ip->magr) {
-      double t0 = cloq_now();
-      rc = cloq_magr(W, no, ni, H, ip->magr_alpha, ip->magr_iters, ip->group_size, mb.Wmagr);
-      k->sec[CLOQ_ST_QUANT] += cloq_now() - t0;
-      Wq = mb.Wmagr;
-    }
+  int rc = module_weight(x, k->b, m, &W, &Wown);
+  if (rc == CLOQ_OK)
+    rc = cloq_qmodule_alloc(x->cfg, k->b, m, ip->group_size, cloq_init_max_rank(ip), &q);
+  if (rc == CLOQ_OK) {
+    emit_ctx e = {.k = k, .m = m};
+    cloq_modjob j = {.ip = ip, .b = k->b, .m = m, .W = W, .H = H, .f = f, .solver = solver,
+                     .todo = k->todo, .emit = sink_emit, .emit_ctx = &e, .sec = k->sec};
+    rc = cloq_module_init(&j, &q);
   }
-  if (rc == CLOQ_OK && !CLOQ_TRY_ALLOC(mb.S, rmax, "singular values")) rc = CLOQ_ERR;
-  for (int ib = 0; ib < ip->nbits; ib++) {
-    if (loftq) { /* never collective: this rank alone */
-      if (me && rc == CLOQ_OK) rc = loftq_bits(k, m, ib, W, Wq, H, shift, &mb, &q);
-      if (rc != CLOQ_OK && !coll) break;
-      continue;
-    }
-    double t0 = cloq_now(), obj0 = NAN;
-    if (me && rc == CLOQ_OK) {
-      rc = quantize(ip, Wq, no, ni, ip->bits[ib], H, &q);
-      if (rc != CLOQ_OK)
-        rc = CLOQ_FAIL("block %lld %s: quantization failed: %s", (long long)b,
-                       cloq_module_name[m], cloq_err_msg());
-      if (rc == CLOQ_OK) {
-        quant_error(&q, ip->group_size, W, mb.Q, mb.E);
-        obj0 = cloq_objective_shifted(mb.E, NULL, NULL, no, ni, 0, H, shift);
-        if (!isfinite(obj0)) rc = CLOQ_FAIL("block %lld %s: objective: %s", (long long)b,
-                                            cloq_module_name[m], cloq_err_msg());
-      }
-    }
-    double t1 = cloq_now();
-    k->sec[CLOQ_ST_QUANT] += t1 - t0;
-    if (ip->init != CLOQ_INIT_ZERO) {
-      if (me && rc == CLOQ_OK && cloq) rc = cloq_lora_cloq_matrix(mb.E, no, ni, s, U, mb.Mat);
-      const double *A0 = cloq ? mb.Mat : mb.E;
-      if (dist) {
-        if (cloq_any_failed(x->comm, rc)) {
-          rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
-          break;
-        }
-        rc = cloq_pdist_svd_trunc(x->comm, k->owner, A0, rows, cols, rmax, ip->dist_nb, mb.P, mb.S,
-                                  mb.Vt);
-        n_svd += x->rank == k->owner;
-      } else if (me && rc == CLOQ_OK) {
-        rc = cloq_dev_svd_trunc(ip->dev, A0, rows, cols, rmax, mb.P, mb.S, mb.Vt);
-        n_svd++;
-      }
-    }
-    k->sec[CLOQ_ST_INIT] += cloq_now() - t1;
-    if (!me) continue;
-    for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
-      int c = ib * ip->nranks + ir;
-      int64_t r = ip->ranks[ir];
-      if (!k->todo[c]) continue;
-      cloq_qmodule out = q;
-      out.rank = r;
-      double t2 = cloq_now();
-      /* factors of rank r into the leading part of q.A / q.B (rank-r row-major layouts) */
-      if (ip->init == CLOQ_INIT_ZERO)
-        cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)b, (uint64_t)m), q.A, q.B);
-      else if (ip->init == CLOQ_INIT_SVD)
-        rc = cloq_lora_svd_factors(mb.P, mb.S, mb.Vt, no, ni, rmax, r, q.A, q.B);
-      else
-        rc = cloq_lora_cloq_factors(s, U, no, ni, mb.P, mb.S, mb.Vt, rmax, r, q.A, q.B);
-      out.objective_zero = obj0;
-      /* the zero init's product is 0 whatever A holds */
-      out.objective = ip->init == CLOQ_INIT_ZERO
-                          ? obj0
-                          : (rc == CLOQ_OK ? cloq_objective_shifted(mb.E, q.A, q.B, no, ni, r, H,
-                                                                    shift)
-                                           : NAN);
-      if (rc == CLOQ_OK && !isfinite(out.objective))
-        rc = CLOQ_FAIL("block %lld %s: objective: %s", (long long)b, cloq_module_name[m],
-                       cloq_err_msg());
-      k->sec[CLOQ_ST_INIT] += cloq_now() - t2;
-      if (rc == CLOQ_OK) rc = emit(k, m, c, &out);
-    }
-    if (rc != CLOQ_OK && !coll) break;
-  }
-  modbufs_free(&mb);
   cloq_qmodule_free(&q);
+  free(Wown);
   return rc;
 }
 
-/* One unit (input `in`): eigendecomposition, then its modules. coll: see do_module. H: the
- * symmetrized Gram matrix where this rank computes (CLoQ). */
-static int do_unit(sink *k, int in, int coll, const double *H) {
+/* One unit (input `in`) on this rank: the damped factor of its Gram matrix H (symmetrized), then
+ * its modules with `solver`. */
+static int do_unit(sink *k, int in, const double *H, cloq_solver solver) {
   const cloq_initctx *x = k->x;
   const cloq_init_params *ip = x->ip;
-  int64_t n = cloq_input_dim(x->cfg, in), nn = n * n;
-  int me = !coll || x->rank == k->owner;
-  double *s = NULL, *U = NULL;
-  int rc = CLOQ_OK;
-  if (ip->init == CLOQ_INIT_CLOQ) {
-    if (!CLOQ_TRY_ALLOC(s, n, "eigenvalues") ||
-        (me && !(U = cloq_calloc_checked(nn, sizeof *U))))
-      rc = CLOQ_FAIL("out of memory for the eigenvectors of block %lld %s", (long long)k->b,
-                     cloq_input_name[in]);
-    double t0 = cloq_now();
-    int64_t ncl = 0;
-    if (coll && big(ip, x->size, n)) {
-      if (cloq_any_failed(x->comm, rc)) rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
-      else rc = cloq_pdist_eig_damped(x->comm, k->owner, H, n, ip->damp, ip->dist_nb, s, U, &ncl);
-      n_eig += x->rank == k->owner;
-    } else if (me && rc == CLOQ_OK) {
-      rc = cloq_dev_eig_damped(ip->dev, H, n, ip->damp, s, U, &ncl);
-      n_eig++;
-    }
-    k->sec[CLOQ_ST_EIG] += cloq_now() - t0;
-    if (rc == CLOQ_ERR)
-      rc = CLOQ_FAIL("eigendecomposition of block %lld %s: %s", (long long)k->b,
+  int64_t n = cloq_input_dim(x->cfg, in);
+  cloq_hfactor f = {0};
+  double t0 = cloq_now();
+  int rc = cloq_dev_hfactor(ip->dev, H, n, ip->damp, &f);
+  n_factor++;
+  k->sec[CLOQ_ST_FACTOR] += cloq_now() - t0;
+  if (rc != CLOQ_OK)
+    return CLOQ_FAIL("factor of the damped Gram matrix of block %lld %s: %s", (long long)k->b,
                      cloq_input_name[in], cloq_err_msg());
-    if (rc == CLOQ_OK && ncl > 0 && me)
-      cloq_warn("block %lld input %s: %lld eigenvalues of the damped Gram matrix were "
-                "non-positive and were clamped (raise --damp or use more calibration tokens)",
-                (long long)k->b, cloq_input_name[in], (long long)ncl);
-  }
-  for (int m = 0; m < CLOQ_NMOD && (rc == CLOQ_OK || coll); m++) {
+  if (f.rank < n)
+    cloq_warn("block %lld input %s: the damped Gram matrix is singular (rank %lld of %lld); the "
+              "LoRA is unconstrained on its null space (raise --damp or use more calibration "
+              "tokens)",
+              (long long)k->b, cloq_input_name[in], (long long)f.rank, (long long)n);
+  for (int m = 0; m < CLOQ_NMOD && rc == CLOQ_OK; m++) {
     if (cloq_module_input[m] != in) continue;
-    if (!coll && rc == CLOQ_OK && cloq_signal_pending())
+    if (cloq_signal_pending())
       rc = CLOQ_FAIL("stopped by signal %d in block %lld; re-run the same command to resume",
                      cloq_signal_pending(), (long long)k->b);
-    rc = do_module(k, m, coll, rc, H, s, U);
+    else
+      rc = do_module(k, m, H, &f, solver);
   }
-  free(s);
-  free(U);
+  cloq_hfactor_free(&f);
+  return rc;
+}
+
+/* A unit with ScaLAPACK-sized modules, on all ranks together (collective over comm: every rank
+ * calls it for every such unit; an owner whose `prior` status is an error only closes it). */
+static int do_unit_group(sink *k, int in, const double *H, int prior) {
+  const cloq_initctx *x = k->x;
+  if (x->rank != k->owner) return dist_serve(x, k->owner);
+  dist_ctx d = {.x = x, .root = k->owner};
+  cloq_solver s = {.solve = dist_solve, .ctx = &d};
+  int rc = prior == CLOQ_OK ? do_unit(k, in, H, s) : prior;
+  dist_done(x, k->owner, rc);
   return rc;
 }
 
@@ -469,12 +330,13 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
     goto out;
   }
   if (!group) {
-    for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++) rc = do_unit(&k, in, 0, H[in]);
+    for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++)
+      rc = do_unit(&k, in, H[in], cloq_solver_local(ip->dev));
   } else {
     /* 1. units with ScaLAPACK-sized matrices, all ranks together */
     for (int in = 0; in < CLOQ_NIN; in++)
       if (unit_big(cfg, ip, x->size, in)) {
-        int r2 = do_unit(&k, in, 1, H[in]);
+        int r2 = do_unit_group(&k, in, H[in], rc);
         if (rc == CLOQ_OK) rc = r2;
       }
     if (cloq_any_failed(x->comm, rc)) {
@@ -493,7 +355,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
           if (rc == CLOQ_OK) rc = r2;
         }
       for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++)
-        if (unit_rank[in] == owner) rc = do_unit(&k, in, 0, H[in]);
+        if (unit_rank[in] == owner) rc = do_unit(&k, in, H[in], cloq_solver_local(ip->dev));
       /* results of the units computed elsewhere, in unit order */
       for (int in = 0; in < CLOQ_NIN; in++) {
         if (unit_rank[in] < 0 || unit_rank[in] == owner) continue;
@@ -537,7 +399,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
       }
       for (int in = 0; in < CLOQ_NIN; in++) {
         if (unit_rank[in] != x->rank) continue;
-        int r2 = rc == CLOQ_OK ? do_unit(&k, in, 0, Hl[in]) : rc;
+        int r2 = rc == CLOQ_OK ? do_unit(&k, in, Hl[in], cloq_solver_local(ip->dev)) : rc;
         if (r2 != CLOQ_OK) emit_failure(&k);
         if (rc == CLOQ_OK) rc = r2;
       }

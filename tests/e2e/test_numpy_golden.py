@@ -8,7 +8,10 @@ product with numpy.linalg (eigh, svd). Against the stores cloq writes it checks:
   - for every module of every block, the calibrated objective of the stored CLoQ product is within
     1e-4 of NumPy's optimum and never above the zero or svd inits' objectives;
   - the objectives every store records (`objective`, `objective_zero` attributes of each module)
-    equal NumPy's, computed with its own Gram matrices, within 1e-4.
+    equal NumPy's, computed with its own Gram matrices, within 1e-4;
+  - the factors of every module of the cloq and svd stores are split in balance, in the weight's
+    units: B^T B = A A^T = diag(S), S the singular values of the stored product B A, to float32
+    rounding (BALANCE_RTOL of S_1).
 """
 import os
 
@@ -24,6 +27,7 @@ CODES_EXACT = True
 PROD_RTOL = 1e-4
 OBJ_RTOL = 1e-4
 ORDER_SLACK = 1e-6
+BALANCE_RTOL = 1e-5  # float32 factors: B^T B vs A A^T vs diag(S), relative to S_1
 MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 INPUT = {"self_attn.q_proj": 0, "self_attn.k_proj": 0, "self_attn.v_proj": 0, "self_attn.o_proj": 1,
@@ -133,6 +137,13 @@ for b in range(L):
             check(rel_o < OBJ_RTOL and rel_z < OBJ_RTOL,
                   f"block {b} {m} {init}: stored objectives = NumPy's (rel {rel_o:.1e}, zero {rel_z:.1e})",
                   f"< {OBJ_RTOL}", (rel_o, rel_z))
+            if init in ("cloq", "svd"):
+                Bf, Af = gg["lora_B"][()].astype(np.float64), gg["lora_A"][()].astype(np.float64)
+                BtB, AAt = Bf.T @ Bf, Af @ Af.T
+                S = np.linalg.svd(prod, compute_uv=False)[:RANK]
+                worst = max(np.abs(BtB - np.diag(S)).max(), np.abs(AAt - np.diag(S)).max()) / S[0]
+                check(worst < BALANCE_RTOL, f"block {b} {m} {init}: B^T B = A A^T = diag(S) (rel {worst:.1e})",
+                      f"< {BALANCE_RTOL}", worst)
             if init == "cloq" and b == 0 and INPUT[m] == 0:
                 rel = np.linalg.norm(prod - Lnp) / np.linalg.norm(Lnp)
                 check(rel < PROD_RTOL, f"block 0 {m}: CLoQ product vs NumPy (rel {rel:.1e})", f"< {PROD_RTOL}", rel)

@@ -1,7 +1,8 @@
 """Sweeps, sequential propagation and the ScaLAPACK path, end to end on stories260K.
 - `cloq sweep` writes one store per (bits, rank), each bitwise equal to `cloq init` of that
-  configuration, with one calibration pass, one eigendecomposition per block input and one
-  quantization + SVD per module and bits setting for the whole sweep.
+  configuration (every rank is a truncation of one basis solved at the largest rank rounded up to
+  64), with one calibration pass, one Cholesky factorization per block input and one quantization
+  + one partial eigensolve per module and bits setting for the whole sweep.
 - --propagate sequential gives bitwise equal stores at 1, 2, 3 and 4 ranks, and differs from
   full-precision propagation after block 0 (and only there).
 - --dist-threshold 1 (every decomposition on ScaLAPACK) at 2, 3 and 4 ranks, in both modes,
@@ -33,13 +34,13 @@ for init_kind, bits, ranks in (("cloq", [2, 3], [4, 8]), ("svd", [4], [2, 8])):
     p = run(["sweep", "--model", MODEL, "--out", sd, "--init", init_kind, "--bits", ",".join(map(str, bits)),
              "--ranks", ",".join(map(str, ranks))] + COMMON, 2)
     check(p.returncode == 0, f"sweep {init_kind} at 2 ranks", 0, p.stderr.strip()[:300])
-    m = re.search(r"work: (\d+) calibration pass\(es\), (\d+) eigendecompositions, (\d+) quantizations, (\d+) SVDs",
-                  p.stdout)
-    n_eig = 5 * 4 if init_kind == "cloq" else 0
-    # every init streams the calibration once: the stored per-layer objectives need the Gram matrices
-    want = (1, n_eig, 5 * 7 * len(bits), 5 * 7 * len(bits))
+    m = re.search(r"work: (\d+) calibration pass\(es\), (\d+) factorizations, (\d+) partial eigensolves, "
+                  r"(\d+) quantizations", p.stdout)
+    # every init streams the calibration once and factors each H: the stored per-layer objectives
+    # need them
+    want = (1, 5 * 4, 5 * 7 * len(bits), 5 * 7 * len(bits))
     got = tuple(int(x) for x in m.groups()) if m else None
-    check(got == want, f"sweep {init_kind}: one pass, one eig per input, one RTN + SVD per module and bits",
+    check(got == want, f"sweep {init_kind}: one pass, one factor per input, one RTN + solve per module and bits",
           want, got)
     for b in bits:
         for r in ranks:

@@ -2,22 +2,34 @@
  *
  *   cuda_check [--seed S] [--large]
  *
- * Every dispatched operation (cloq_dev_sgemm, _gram_accumulate, _eig_damped, _svd_trunc,
- * _quant_rtn, _quant_gptq) runs on the GPU and its result is compared with the CPU function of
- * the same name in cloq_linalg.h (cblas_sgemm for the GEMM), which is the reference. One line per
- * check: "ok   name: measured X (tolerance Y)" or "FAIL name: ...", then a summary line.
+ * Every dispatched operation (cloq_dev_sgemm, _gram_accumulate, _hfactor, _proj_solve,
+ * _quant_rtn, _quant_gptq) runs on the GPU and its result is compared with the CPU function it
+ * dispatches to in cloq_linalg.h (cblas_sgemm for the GEMM; cloq_hfactor_make and
+ * cloq_proj_solve for the init's projection form), which is the reference. One line per check:
+ * "ok   name: measured X (tolerance Y)" or "FAIL name: ...", then a summary line; a comparison
+ * that the inputs leave undetermined (a top-r subspace whose eigenvalue gap is at rounding level)
+ * is reported on a "skip name: reason" line and not counted.
  * Exit status: 0 when every check passes, 1 when one fails, 77 (meson's "skipped") when
  * cloq_dev_open("cuda") fails (no CUDA in the build, no device): the reason is printed.
  *
  * The default sizes are small (n up to 300, odd sizes such as 1, 7, 129, 257 included) and take
- * about a second. --large adds Llama-7B shapes (Gram n = 4096 from 2 x 2048 rows, eig n = 4096, SVD of a
- * (4096, 4096) matrix truncated to 64, RTN and GPTQ of (4096, 4096) and (11008, 4096) with
- * groups of 128, sgemm m = 2048, k = 4096, n = 11008) and prints the wall times of the GPU and
- * the CPU call of each; the CPU side of those is slow on a small machine (minutes).
+ * about a second. --large adds Llama-7B shapes (Gram n = 4096 from 2 x 2048 rows, the factor of a
+ * damped H of order 4096 from 2 x 2048 rows, the projection solve at r = 64 of a (4096, 4096)
+ * and an input-side (11008, 4096) error weighted by such a factor, RTN and GPTQ of (4096, 4096)
+ * and (11008, 4096) with groups of 128, sgemm m = 2048, k = 4096, n = 11008) and prints the wall
+ * times of the GPU and the CPU call of each; the CPU side of those is slow on a small machine
+ * (minutes).
  *
  * Every tolerance is stated next to the check with the reason it is sound. u32 = 2^-24 and
  * u64 = 2^-53 are the unit roundoffs of float32 and float64, gamma(n) = n u / (1 - n u) the
  * usual bound on the rounding of an n-term sum (Higham, Accuracy and Stability, ch. 3).
+ * The factor and the solve are float64 on both sides (cuSOLVER potrf and syevdx, cuBLAS trmm,
+ * syrk and gemm against LAPACK and OpenBLAS), so they differ by summation order only and agree
+ * to rounding level, ~1e-14 relative: C C^T - Hd within 1e-12 max |Hd| (n 1e-14 when Hd is
+ * singular), L within 1e-10, the trace within 1e-12, eigenvalues within 1e-10 lam_1, V^T V - I
+ * within 1e-12 and the products V V^T E within 1e-10, each far above that and far below a
+ * float32 step (~1e-7). Eigenvectors are compared only through the products V V^T E: their
+ * signs, and their basis inside a cluster of close eigenvalues, are arbitrary.
  */
 #include <cblas.h>
 #include <ctype.h>
@@ -37,21 +49,55 @@
 static const double U32 = 0x1p-24; /* unit roundoff of float32 */
 static const double U64 = 0x1p-53; /* unit roundoff of float64 */
 
-/* Eigenvalues (and the reconstruction U diag(s) U^T - Hd, and U^T U - I), relative to max |s|:
- * dsyevd and cusolverDnDsyevd are backward stable, ||U diag(s) U^T - Hd|| <= p(n) u64 ||Hd||
- * with p(n) a modest multiple of n, and by Weyl each eigenvalue moves by at most as much; for
- * n = 4096 that is ~5e-13 x a small constant, so 1e-10 leaves a margin of 100 or more, while a
- * float32 step (~1e-7) or a wrong damping shows at once. Raising clamped eigenvalues to the
- * floor 1e-12 max|s| moves the reconstruction by at most that floor, also far inside. */
-static const double EIG_TOL = 1e-10;
-/* Singular values relative to the largest, and orthonormality of P and Vt: same argument
- * (dgesdd and cusolverDnDgesvd are backward stable). */
-static const double SVD_TOL = 1e-10;
-/* Rank-r reconstruction P diag(S) Vt, GPU vs CPU, relative to S[0]: unique when S[r-1] >
- * S[r]; it moves by about (backward error) x S[0] / gap. With backward errors ~1e-14 S[0] in
- * practice, 1e-9 holds for relative gaps above ~1e-5; the gap is printed with the result (the
- * random test matrices have a decaying spectrum, which keeps gaps far larger). */
-static const double SVD_RECON_TOL = 1e-9;
+/* Factor of Hd, max |C C^T - Hd| / max |Hd| where the factor has rank n: Cholesky is backward
+ * stable in any summation order, C C^T = Hd + dHd with |dHd_ij| <= gamma(n + 1) (|L| |L|^T)_ij
+ * <= gamma(n + 1) max |Hd| (row i of L has norm sqrt(Hd_ii); Cauchy-Schwarz), and the check's
+ * own float64 product L L^T adds as much again: 2 gamma(n + 1) = 9.1e-13 at n = 4096. A rigorous
+ * bound under 1e-12, which a float32 step (~1e-7) exceeds at once. */
+static const double FACTOR_TOL = 1e-12;
+/* The same where Hd is singular (pivoted Cholesky stopped at the numerical rank), x n: the
+ * dropped Schur complement is semidefinite with its diagonal below LAPACK's stopping tolerance
+ * n u64 max(diag Hd), so its entries are too; with the backward error above, ~3 n u64 max |Hd|,
+ * so n x 1e-14 leaves a margin of ~30. */
+static const double FACTOR_TOL_SINGULAR = 1e-14;
+/* Cholesky factor, GPU vs CPU, where Hd is positive definite (its factor is unique): entrywise
+ * |Lg - Lc|_ij / sqrt(Hd_ii). Not a rigorous bound (to first order L moves by up to cond(Hd)
+ * times the backward error, and cond(Hd) <= 100 n + 1 with damp 0.01), but dpotrf against an
+ * unblocked Cholesky loop in another summation order differed by at most 3.3e-14 on these
+ * matrices (damped H of correlated, outlier-scaled columns, n up to 4096): 1e-10 leaves a
+ * margin of 3000, and a float32 step (~1e-7) still shows at once. */
+static const double FACTOR_L_TOL = 1e-10;
+/* Projection solve, trace = ||F||_F^2 relative: F = E C differs between the two trmm orders by
+ * ~sqrt(n_in) u64 relative per entry, which averages out in a sum of squares; the CPU sums the
+ * n_out n_in squares in one sequential loop, whose rounding behaves as a random walk, ~u64
+ * sqrt(N) / 3 relative (measured 1.7e-13 for N = 11008 x 4096, 9e-14 for 4096 x 4096; cuBLAS's
+ * tree reduction is far more accurate): 1e-12 is >= 4 standard deviations at the largest shape
+ * and 200 or more at the default sizes. (The rigorous bound gamma(N) would be 5e-9 there.) */
+static const double TRACE_TOL = 1e-12;
+/* Eigenvalues, |lam_g - lam_c| / lam_1: dsyrk + dsyevr and cublasDsyrk + cusolverDnDsyevdx are
+ * backward stable, ||dS|| <= p(n) u64 ||S|| with p(n) a modest multiple of n, and by Weyl each
+ * eigenvalue moves by at most as much: ~5e-13 x a small constant at n = 4096, so 1e-10 leaves a
+ * margin of 100 or more (measured: 4e-16 for dgemm + dsyevd against the CPU path at n = 4096,
+ * 4e-14 for the reference solver, Jacobi on loop products, at the default sizes). */
+static const double LAM_TOL = 1e-10;
+/* Orthonormality of the GPU's basis, max |V^T V - I|: eigenvectors from syevdx (output side)
+ * and a Householder QR (input side) are orthonormal to a modest multiple of n u64 in norm at
+ * worst and entrywise far better: the CPU's dsyevr (MRRR, the least orthogonal of LAPACK's
+ * solvers) measured 3e-14 at n = 64 and 2e-15 at n = 4096, its Householder QR 9e-16 at
+ * (11008, 64). 1e-12 leaves a margin of 30 or more; a float32 step (~1e-7) shows at once. */
+static const double ORTH_TOL = 1e-12;
+/* Products V V^T E, ||gpu - cpu||_F / ||cpu||_F, compared where the relative gap
+ * (lam_r - lam_{r+1}) / lam_1 exceeds GAP_REL (below it the top-r subspace is not determined by
+ * the data: a "skip" line). Davis-Kahan bounds the turn of the subspace by (backward error) /
+ * gap, ~1e-14 lam_1 / gap at worst; in practice the coupling across the gap is the rounding of
+ * the eigenvalues near lam_r, far below lam_1: dgemm + dsyevd (all pairs; Gram-Schmidt for the
+ * input side's basis) against the CPU path on the weighted (4096, 4096) and (11008, 4096)
+ * problems differed by at most 2e-13 at 37 ranks from 1 to 95, gaps down to 4e-6 lam_1 included
+ * (difference x gap <= 1.2e-15 throughout), and the reference solver by at most 2.3e-12 at the
+ * default sizes. 1e-10 leaves a margin of ~50 or more, while a wrong eigenvector or a float32
+ * step moves the product by 1e-7 or more. */
+static const double PROD_TOL = 1e-10;
+static const double GAP_REL = 1e-6;
 /* GPTQ: the GPU's lazy batch update is a cublasDgemm whose summation order differs from
  * OpenBLAS's, so the float64 working weights differ by ~1e-16 relative; a code can differ only
  * where that moves w / scale across a half-integer (then the rest of that row follows, as rows
@@ -391,239 +437,406 @@ static void check_gram(void) {
   if (large_mode) check_gram_case(4096, 2048, 2048, 3, &g);
 }
 
-/* ---- 3. damped eigendecomposition ------------------------------------------------------------ */
-/* Eigenvalues, GPU vs CPU: max |sg - sc| / max |sc| <= EIG_TOL; eigenvectors through the GPU's
- * reconstruction max |Ug diag(sg) Ug^T - Hd| / max |sc| <= EIG_TOL and orthogonality
- * max |Ug^T Ug - I| <= EIG_TOL (signs and the basis of close eigenvalues are arbitrary, so no
- * entrywise comparison); eigenvalues ascending; nclamped equal on both sides. With damp 0 and
- * t < n, X^T X has exactly n - t zero eigenvalues: both must clamp exactly those (their computed
- * values are rounding noise ~sqrt(n) u64 max|s|, far below the floor 1e-12 max|s|, and the
- * plain normal X used there keeps the t non-zero ones far above it). A clamped eigenvalue is
- * raised to the floor, which moves the reconstruction by <= 1e-12 max|s|, inside EIG_TOL. */
-static void check_eig_case(int64_t n, int64_t t, double damp, cloq_rng *g) {
+/* ---- 3. factor of the damped Gram matrix ----------------------------------------------------- */
+/* cloq_dev_hfactor against cloq_hfactor_make on H = X^T X:
+ *  - the GPU's factor reproduces Hd: max |C C^T - Hd| / max |Hd| <= FACTOR_TOL where its rank is
+ *    n, n FACTOR_TOL_SINGULAR where Hd is singular. C = P L: (C C^T)[piv i][piv j] is row i of L
+ *    times row j, so L L^T is compared with Hd permuted, and the GPU's pivots must first be a
+ *    permutation of 0..n-1;
+ *  - the path and the rank agree: damped (Hd positive definite) both unpivoted with rank n;
+ *    undamped with t < n (plain normal X: rank t in exact arithmetic, n - t zero eigenvalues)
+ *    both pivoted with the same rank below n (cuSOLVER has no pivoted Cholesky: the GPU falls
+ *    back to the CPU's, so a different rank would mean a wrong fallback);
+ *  - rank n: the Cholesky factor of a positive definite matrix is unique, so L is compared
+ *    entrywise, |Lg - Lc|_ij / sqrt(Hd_ii) <= FACTOR_L_TOL (row i of L has norm sqrt(Hd_ii));
+ *    the strictly upper triangle must be zero on both sides and counts like any entry.
+ * A NaN in H must fail on both sides with the same reason. */
+static void check_factor_case(int64_t n, int64_t t, double damp, cloq_rng *g) {
   char name[128], sub[192];
-  snprintf(name, sizeof name, "eig n=%lld t=%lld damp=%g", (long long)n, (long long)t, damp);
-  const int expect_clamp = damp == 0.0 && t < n;
+  snprintf(name, sizeof name, "factor n=%lld t=%lld damp=%g", (long long)n, (long long)t, damp);
+  const int singular = damp == 0.0 && t < n;
   float *X = ALLOC(float, t * n);
-  double *H = ALLOC(double, n * n), *Hd = ALLOC(double, n * n);
-  double *sg = ALLOC(double, n), *sc = ALLOC(double, n);
-  double *Ug = ALLOC(double, n * n), *Uc = ALLOC(double, n * n);
-  if (expect_clamp)
+  double *H = ALLOC(double, n * n), *Hd = ALLOC(double, n * n), *R = NULL;
+  int64_t *seen = NULL;
+  cloq_hfactor fg = {0}, fc = {0};
+  if (singular)
     fill_normal_f(X, t * n, g, 1.0);
   else
     make_x(X, t, n, 1.0, n > 2 ? 1 : 0, g);
   gram_full(X, t, n, H);
+  free(X);
   double tr = 0.0;
   for (int64_t i = 0; i < n; i++) tr += H[i * n + i];
   memcpy(Hd, H, (size_t)(n * n) * sizeof *Hd);
   for (int64_t i = 0; i < n; i++) Hd[i * n + i] += damp * (tr / (double)n);
-  int64_t kg = -1, kc = -1;
   cloq_err_clear();
   const double t0 = now();
-  const int rg = cloq_dev_eig_damped(gpu, H, n, damp, sg, Ug, &kg);
+  const int rg = cloq_dev_hfactor(gpu, H, n, damp, &fg);
   const double t1 = now();
-  const int rcpu = cloq_eig_damped(H, n, damp, sc, Uc, &kc);
+  const int rcpu = cloq_hfactor_make(H, n, damp, &fc);
   set_timing(t1 - t0, now() - t1);
   if (!call_ok(name, "gpu", rg) || !call_ok(name, "cpu", rcpu)) goto done;
 
-  double smax = 0.0, dv = 0.0;
-  int64_t unsorted = 0;
-  for (int64_t i = 0; i < n; i++) smax = fmax(smax, fabs(sc[i]));
-  for (int64_t i = 0; i < n; i++) {
-    const double d = fabs(sg[i] - sc[i]);
-    dv = (d <= dv) ? dv : (isnan(d) ? INFINITY : d);
-    if (i > 0 && !(sg[i - 1] <= sg[i])) unsorted++;
+  /* the GPU's order, rank and pivots must be usable before anything is indexed by them */
+  int shape_ok = fg.n == n && fg.L && fg.rank >= 0 && fg.rank <= n;
+  seen = ALLOC(int64_t, n);
+  for (int64_t i = 0; shape_ok && fg.piv && i < n; i++) {
+    const int64_t p = fg.piv[i];
+    if (p < 0 || p >= n || seen[p]++) shape_ok = 0;
   }
-  snprintf(sub, sizeof sub, "%s: eigenvalues |gpu - cpu| / max|s|", name);
+
+  /* reconstruction: L L^T against Hd with rows and columns permuted */
+  double hmax = 0.0, rec = INFINITY;
+  for (int64_t i = 0; i < n * n; i++) hmax = fmax(hmax, fabs(Hd[i]));
+  if (shape_ok) {
+    R = ALLOC(double, n * n);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)n, 1.0, fg.L,
+                (int)n, fg.L, (int)n, 0.0, R, (int)n);
+    rec = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+      const int64_t pi = fg.piv ? fg.piv[i] : i;
+      for (int64_t j = 0; j < n; j++) {
+        const int64_t pj = fg.piv ? fg.piv[j] : j;
+        const double d = fabs(R[i * n + j] - Hd[pi * n + pj]);
+        rec = (d <= rec) ? rec : (isnan(d) ? INFINITY : d);
+      }
+    }
+  }
+  const int full_rank = shape_ok && fg.rank == n;
   char extra[96];
-  snprintf(extra, sizeof extra, "; %lld out of ascending order", (long long)unsorted);
-  check_tol(sub, unsorted ? INFINITY : dv / smax, EIG_TOL, extra);
+  snprintf(extra, sizeof extra, "; gpu rank %lld of %lld", (long long)fg.rank, (long long)n);
+  snprintf(sub, sizeof sub, "%s: gpu |C C^T - Hd| / max|Hd|", name);
+  check_tol(sub, rec / hmax, full_rank ? FACTOR_TOL : (double)n * FACTOR_TOL_SINGULAR, extra);
   timing[0] = 0;
 
-  snprintf(sub, sizeof sub, "%s: nclamped", name);
-  if (expect_clamp)
-    result(kg == kc && kc == n - t, sub, "gpu %lld, cpu %lld (expected %lld = n - t)",
-           (long long)kg, (long long)kc, (long long)(n - t));
+  /* path and rank */
+  const int pg = fg.piv != NULL, pc = fc.piv != NULL;
+  const int ok_path = shape_ok && pg == pc && fg.rank == fc.rank && pc == singular &&
+                      (singular ? fc.rank < n : fc.rank == n);
+  snprintf(sub, sizeof sub, "%s: path and rank", name);
+  if (singular)
+    snprintf(extra, sizeof extra, "both pivoted, the same rank < n (%lld = t in exact arithmetic)",
+             (long long)t);
   else
-    result(kg == kc, sub, "gpu %lld, cpu %lld (must be equal)", (long long)kg, (long long)kc);
+    snprintf(extra, sizeof extra, "both unpivoted, rank n");
+  result(ok_path, sub, "gpu %s rank %lld, cpu %s rank %lld (expected %s)%s",
+         pg ? "pivoted" : "unpivoted", (long long)fg.rank, pc ? "pivoted" : "unpivoted",
+         (long long)fc.rank, extra,
+         shape_ok ? "" : "; the gpu factor's order, rank or pivots are invalid");
 
-  /* reconstruction Ug diag(sg) Ug^T and orthogonality Ug^T Ug, by dgemm */
-  double *T = ALLOC(double, n * n), *R = ALLOC(double, n * n);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j < n; j++) T[i * n + j] = Ug[i * n + j] * sg[j];
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)n, 1.0, T, (int)n,
-              Ug, (int)n, 0.0, R, (int)n);
-  double rec = 0.0;
-  for (int64_t i = 0; i < n * n; i++) {
-    const double d = fabs(R[i] - Hd[i]);
-    rec = (d <= rec) ? rec : (isnan(d) ? INFINITY : d);
-  }
-  snprintf(sub, sizeof sub, "%s: gpu |U diag(s) U^T - Hd| / max|s|", name);
-  check_tol(sub, rec / smax, EIG_TOL, NULL);
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0, Ug, (int)n,
-              Ug, (int)n, 0.0, R, (int)n);
-  double orth = 0.0;
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j < n; j++) {
-      const double d = fabs(R[i * n + j] - (i == j ? 1.0 : 0.0));
-      orth = (d <= orth) ? orth : (isnan(d) ? INFINITY : d);
+  /* the unique Cholesky factor */
+  if (full_rank && !pg && !pc && fc.rank == n) {
+    double dl = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+      const double rs = sqrt(Hd[i * n + i]);
+      for (int64_t j = 0; j < n; j++) {
+        const double d = fabs(fg.L[i * n + j] - fc.L[i * n + j]) / rs;
+        dl = (d <= dl) ? dl : (isnan(d) ? INFINITY : d);
+      }
     }
-  snprintf(sub, sizeof sub, "%s: gpu |U^T U - I|", name);
-  check_tol(sub, orth, EIG_TOL, NULL);
-  free(T), free(R);
+    snprintf(sub, sizeof sub, "%s: |L gpu - cpu|_ij / sqrt(Hd_ii)", name);
+    check_tol(sub, dl, FACTOR_L_TOL, NULL);
+  }
 done:
-  free(X), free(H), free(Hd), free(sg), free(sc), free(Ug), free(Uc);
+  cloq_hfactor_free(&fg);
+  cloq_hfactor_free(&fc);
+  free(H), free(Hd), free(R), free(seen);
 }
 
-static void check_eig(void) {
+static void check_factor(void) {
   cloq_rng g;
   cloq_rng_seed(&g, cloq_seed_mix(base_seed, 3, 0));
   /* n, t, damp */
-  check_eig_case(1, 3, 0.01, &g);
-  check_eig_case(7, 20, 0.01, &g);
-  check_eig_case(64, 200, 0.01, &g);
-  check_eig_case(129, 60, 0.01, &g); /* t < n, made definite by the damping */
-  check_eig_case(257, 400, 0.01, &g);
-  check_eig_case(7, 3, 0.0, &g);     /* t < n, undamped: n - t clamped */
-  check_eig_case(129, 60, 0.0, &g);
-  check_eig_case(300, 100, 0.0, &g);
+  check_factor_case(1, 3, 0.01, &g);
+  check_factor_case(7, 20, 0.01, &g);
+  check_factor_case(64, 200, 0.01, &g);
+  check_factor_case(129, 60, 0.01, &g); /* t < n, made definite by the damping */
+  check_factor_case(257, 400, 0.01, &g);
+  check_factor_case(7, 3, 0.0, &g);     /* t < n, undamped: singular, pivoted */
+  check_factor_case(129, 60, 0.0, &g);
+  check_factor_case(300, 100, 0.0, &g);
   /* failure: a non-finite entry, the same reason on both sides */
   {
     const int64_t n = 9;
-    double *H = ALLOC(double, n * n), *s = ALLOC(double, n), *U = ALLOC(double, n * n);
+    double *H = ALLOC(double, n * n);
     for (int64_t i = 0; i < n; i++) H[i * n + i] = 1.0 + (double)i;
     H[3 * n + 5] = H[5 * n + 3] = NAN;
     char mg[1024], mc[1024];
-    int64_t k = 0;
+    cloq_hfactor f = {0};
     cloq_err_clear();
-    const int rg = cloq_dev_eig_damped(gpu, H, n, 0.01, s, U, &k);
+    const int rg = cloq_dev_hfactor(gpu, H, n, 0.01, &f);
     snprintf(mg, sizeof mg, "%s", cloq_err_msg());
+    cloq_hfactor_free(&f);
     cloq_err_clear();
-    const int rc = cloq_eig_damped(H, n, 0.01, s, U, &k);
+    const int rc = cloq_hfactor_make(H, n, 0.01, &f);
     snprintf(mc, sizeof mc, "%s", cloq_err_msg());
+    cloq_hfactor_free(&f);
     cloq_err_clear();
-    check_both_fail("eig n=9 NaN in H", rg, mg, rc, mc, NULL);
-    free(H), free(s), free(U);
+    check_both_fail("factor n=9 NaN in H", rg, mg, rc, mc, NULL);
+    free(H);
   }
-  if (large_mode) check_eig_case(4096, 2048, 0.01, &g);
+  if (large_mode) check_factor_case(4096, 2 * 2048, 0.01, &g);
 }
 
-/* ---- 4. truncated SVD ------------------------------------------------------------------------ */
-/* M (m, n) = Z diag(d), Z normal, d_j = exp(-3 j / n): a decaying spectrum, so consecutive
- * singular values are well separated. Singular values |Sg - Sc| / Sc[0] <= SVD_TOL (and
- * descending); the rank-r product P diag(S) Vt, in which signs cancel, GPU vs CPU, relative to
- * Sc[0], <= SVD_RECON_TOL (the relative gap (S[r-1] - S[r]) / S[0] is printed); the GPU's P and
- * Vt orthonormal (max |P^T P - I|, max |Vt Vt^T - I| <= SVD_TOL). */
-static void check_svd_case(int64_t m, int64_t n, int64_t r, cloq_rng *g) {
-  char name[128], sub[192];
-  snprintf(name, sizeof name, "svd (%lld, %lld) r=%lld", (long long)m, (long long)n,
-           (long long)r);
-  const int64_t kmin = m < n ? m : n;
-  double *M = ALLOC(double, m * n);
-  double *Pg = ALLOC(double, m * r), *Pc = ALLOC(double, m * r);
-  double *Sg = ALLOC(double, r), *Sc = ALLOC(double, r);
-  double *Vg = ALLOC(double, r * n), *Vc = ALLOC(double, r * n);
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) M[i * n + j] = cloq_rng_normal(g) * exp(-3.0 * j / n);
-  cloq_err_clear();
-  const double t0 = now();
-  const int rg = cloq_dev_svd_trunc(gpu, M, m, n, r, Pg, Sg, Vg);
-  const double t1 = now();
-  const int rcpu = cloq_svd_trunc(M, m, n, r, Pc, Sc, Vc);
-  set_timing(t1 - t0, now() - t1);
-  if (!call_ok(name, "gpu", rg) || !call_ok(name, "cpu", rcpu)) goto done;
-  double gap = INFINITY; /* full rank: the product is M itself */
-  if (r < kmin) { /* S[r] from one more triplet (on the GPU, for speed; only printed) */
-    double *P2 = ALLOC(double, m * (r + 1)), *S2 = ALLOC(double, r + 1);
-    double *V2 = ALLOC(double, (r + 1) * n);
-    gap = cloq_dev_svd_trunc(gpu, M, m, n, r + 1, P2, S2, V2) == 0 ? (S2[r - 1] - S2[r]) / S2[0]
-                                                                    : NAN;
-    cloq_err_clear();
-    free(P2), free(S2), free(V2);
-  }
+/* ---- 4. projection solve --------------------------------------------------------------------- */
+/* cloq_dev_proj_solve against cloq_proj_solve, both given the same E and the same factor (the
+ * CPU's, so that only the solve is compared): C = I (the svd init), a Cholesky factor (damped H
+ * of correlated columns) and a pivoted one (undamped H of rank t < n_in); the output side
+ * (n_out <= n_in, square included) and the input side (n_out > n_in); r = 1, a middle rank and
+ * r = min(n_out, n_in). E is noise-like, as a quantization error: normal, every 37th entry x20.
+ * Per problem, over its ranks (the worst is reported):
+ *  - trace |tg - tc| / tc <= TRACE_TOL;
+ *  - eigenvalues max_j |lam_g - lam_c|_j / lam_c[0] <= LAM_TOL, the GPU's in descending order
+ *    (up to that tolerance: the zero eigenvalues of a singular F are rounding noise);
+ *  - the GPU's basis orthonormal, max |V^T V - I| <= ORTH_TOL;
+ *  - the products, ||Vg Vg^T E - Vc Vc^T E||_F / ||Vc Vc^T E||_F <= PROD_TOL, where the relative
+ *    gap (lam_r - lam_{r+1}) / lam_1 > GAP_REL; lam_{r+1} from a CPU solve at r + 1, and 0 at
+ *    r = n_in < n_out (the span of all of V is determined only where lam_r > 0: a pivoted factor
+ *    of rank below n_in leaves the input side's last columns arbitrary); always at r = n_out <=
+ *    n_in, where V is square and V V^T = I (gap inf). A rank whose gap is at or below GAP_REL
+ *    gets a "skip" line.
+ * Eigenvectors are compared only through the products: their signs, and their basis inside a
+ * cluster of close eigenvalues, are arbitrary. Non-finite E and r outside [1, min side] must fail
+ * on both sides with the same reason. */
+enum { FACT_NONE, FACT_CHOL, FACT_PIVOTED };
 
-  double dv = 0.0;
-  int64_t unsorted = 0;
-  for (int64_t i = 0; i < r; i++) {
-    const double d = fabs(Sg[i] - Sc[i]);
-    dv = (d <= dv) ? dv : (isnan(d) ? INFINITY : d);
-    if (i > 0 && !(Sg[i - 1] >= Sg[i])) unsorted++;
-  }
-  char extra[128];
-  snprintf(extra, sizeof extra, "; %lld out of descending order", (long long)unsorted);
-  snprintf(sub, sizeof sub, "%s: singular values |gpu - cpu| / S[0]", name);
-  check_tol(sub, unsorted ? INFINITY : dv / Sc[0], SVD_TOL, extra);
-  timing[0] = 0;
+static void make_error(double *E, int64_t n_out, int64_t n_in, cloq_rng *g) {
+  for (int64_t i = 0; i < n_out * n_in; i++) E[i] = 0.01 * cloq_rng_normal(g);
+  for (int64_t i = 0; i < n_out * n_in; i += 37) E[i] *= 20.0;
+}
 
-  /* rank-r products */
-  double *T = ALLOC(double, m * r), *Rg = ALLOC(double, m * n), *Rc = ALLOC(double, m * n);
-  for (int side = 0; side < 2; side++) {
-    const double *P = side ? Pc : Pg, *S = side ? Sc : Sg, *V = side ? Vc : Vg;
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t l = 0; l < r; l++) T[i * r + l] = P[i * r + l] * S[l];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)r, 1.0, T,
-                (int)r, V, (int)n, 0.0, side ? Rc : Rg, (int)n);
-  }
-  double rec = 0.0;
-  for (int64_t i = 0; i < m * n; i++) {
-    const double d = fabs(Rg[i] - Rc[i]);
-    rec = (d <= rec) ? rec : (isnan(d) ? INFINITY : d);
-  }
-  if (isnan(gap))
-    snprintf(extra, sizeof extra, "; gap not computed");
-  else if (isinf(gap))
-    snprintf(extra, sizeof extra, "; full rank");
+/* The CPU's factor of kind FACT_CHOL (make_x with t rows, one dead column where n > 2, damp
+ * 0.01) or FACT_PIVOTED (plain normal X with t < n rows, damp 0; with t = 1 its entries are
+ * rounded to powers of two, so that H = x^T x is exact and exactly singular, where rounding
+ * could otherwise leave a tiny matrix numerically definite), and its description. */
+static int make_factor(int kind, int64_t n, int64_t t, cloq_rng *g, cloq_hfactor *f, char *desc,
+                       size_t desc_len) {
+  float *X = ALLOC(float, t * n);
+  double *H = ALLOC(double, n * n);
+  const double damp = kind == FACT_CHOL ? 0.01 : 0.0;
+  if (kind == FACT_CHOL)
+    make_x(X, t, n, 1.0, n > 2 ? 1 : 0, g);
   else
-    snprintf(extra, sizeof extra, "; relative gap S[r-1] - S[r] = %.3g", gap);
-  snprintf(sub, sizeof sub, "%s: |P S Vt gpu - cpu| / S[0]", name);
-  check_tol(sub, rec / Sc[0], SVD_RECON_TOL, extra);
+    fill_normal_f(X, t * n, g, 1.0);
+  if (kind == FACT_PIVOTED && t == 1)
+    for (int64_t i = 0; i < n; i++) X[i] = copysignf(ldexpf(1.0f, ilogbf(X[i])), X[i]);
+  gram_full(X, t, n, H);
+  const int rc = cloq_hfactor_make(H, n, damp, f);
+  free(X), free(H);
+  if (rc == 0)
+    snprintf(desc, desc_len, "C=%s(t=%lld damp=%g rank=%lld)", f->piv ? "pivoted" : "chol",
+             (long long)t, damp, (long long)f->rank);
+  else
+    snprintf(desc, desc_len, "C=factor(t=%lld damp=%g)", (long long)t, damp);
+  return rc;
+}
 
-  double *G = ALLOC(double, r * r), orth = 0.0;
-  for (int side = 0; side < 2; side++) {
-    if (side == 0) /* P^T P */
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)r, (int)m, 1.0, Pg,
-                  (int)r, Pg, (int)r, 0.0, G, (int)r);
-    else /* Vt Vt^T */
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)n, 1.0, Vg,
-                  (int)n, Vg, (int)n, 0.0, G, (int)r);
+/* ||Vg Vg^T E - Vc Vc^T E||_F / ||Vc Vc^T E||_F, with one (n_out, n_in) buffer: P = Vc (Vc^T E),
+ * its norm, then P = Vg (Vg^T E) - P. */
+static double product_diff(const double *E, int64_t n_out, int64_t n_in, int64_t r,
+                           const double *Vg, const double *Vc) {
+  double *Z = ALLOC(double, r * n_in), *P = ALLOC(double, n_out * n_in);
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n_in, (int)n_out, 1.0, Vc,
+              (int)r, E, (int)n_in, 0.0, Z, (int)n_in);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_out, (int)n_in, (int)r, 1.0, Vc,
+              (int)r, Z, (int)n_in, 0.0, P, (int)n_in);
+  double nc = 0.0, nd = 0.0;
+  for (int64_t i = 0; i < n_out * n_in; i++) nc += P[i] * P[i];
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n_in, (int)n_out, 1.0, Vg,
+              (int)r, E, (int)n_in, 0.0, Z, (int)n_in);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_out, (int)n_in, (int)r, 1.0, Vg,
+              (int)r, Z, (int)n_in, -1.0, P, (int)n_in);
+  for (int64_t i = 0; i < n_out * n_in; i++) nd += P[i] * P[i];
+  free(Z), free(P);
+  return sqrt(nd / nc);
+}
+
+static void check_proj_problem(int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                               const char *fdesc, const int64_t *ranks, int nr, cloq_rng *g) {
+  const int64_t kmin = n_out < n_in ? n_out : n_in;
+  char name[192], sub[320], rlist[64] = "";
+  for (int k = 0; k < nr; k++)
+    snprintf(rlist + strlen(rlist), sizeof rlist - strlen(rlist), "%s%lld", k ? "," : "",
+             (long long)ranks[k]);
+  snprintf(name, sizeof name, "proj (%lld, %lld) %s side %s r=%s", (long long)n_out,
+           (long long)n_in, n_out <= n_in ? "output" : "input", fdesc, rlist);
+  double *E = ALLOC(double, n_out * n_in);
+  make_error(E, n_out, n_in, g);
+  double worst_tr = 0.0, worst_lam = 0.0, worst_orth = 0.0, worst_prod = 0.0;
+  double min_gap = INFINITY, tg = 0.0, tc = 0.0;
+  int64_t unsorted = 0, lam_at = 0, prod_at = 0;
+  int compared = 0, call_failed = 0;
+  char skipped[256] = "";
+  for (int k = 0; k < nr && !call_failed; k++) {
+    const int64_t r = ranks[k];
+    double *Vg = ALLOC(double, n_out * r), *Vc = ALLOC(double, n_out * r);
+    double *lg = ALLOC(double, r), *lc = ALLOC(double, r), trg = NAN, trc = NAN;
+    cloq_err_clear();
+    const double t0 = now();
+    const int rg = cloq_dev_proj_solve(gpu, E, n_out, n_in, f, r, Vg, lg, &trg);
+    const double t1 = now();
+    const int rcpu = cloq_proj_solve(E, n_out, n_in, f, r, Vc, lc, &trc);
+    tg += t1 - t0, tc += now() - t1;
+    snprintf(sub, sizeof sub, "%s (at r=%lld)", name, (long long)r);
+    if (!call_ok(sub, "gpu", rg) || !call_ok(sub, "cpu", rcpu)) {
+      call_failed = 1;
+      goto next;
+    }
+    double e = fabs(trg - trc) / trc;
+    worst_tr = (e <= worst_tr) ? worst_tr : (isnan(e) ? INFINITY : e);
+    for (int64_t j = 0; j < r; j++) {
+      e = fabs(lg[j] - lc[j]) / lc[0];
+      if (lam_at == 0 || !(e <= worst_lam)) {
+        worst_lam = isnan(e) ? INFINITY : e;
+        lam_at = r;
+      }
+      if (j > 0 && !(lg[j] - lg[j - 1] <= LAM_TOL * lc[0])) unsorted++;
+    }
+    /* orthonormality of the GPU's basis */
+    double *G = ALLOC(double, r * r);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)r, (int)n_out, 1.0, Vg,
+                (int)r, Vg, (int)r, 0.0, G, (int)r);
     for (int64_t i = 0; i < r; i++)
       for (int64_t j = 0; j < r; j++) {
-        const double d = fabs(G[i * r + j] - (i == j ? 1.0 : 0.0));
-        orth = (d <= orth) ? orth : (isnan(d) ? INFINITY : d);
+        e = fabs(G[i * r + j] - (i == j ? 1.0 : 0.0));
+        worst_orth = (e <= worst_orth) ? worst_orth : (isnan(e) ? INFINITY : e);
       }
+    free(G);
+    /* the products, where the gap determines them (always at r = n_out <= n_in: V is square and
+     * V V^T = I) */
+    double lam_next = 0.0;
+    const int square_v = r == n_out && n_out <= n_in;
+    if (r < kmin && !square_v) {
+      double *V2 = ALLOC(double, n_out * (r + 1)), *l2 = ALLOC(double, r + 1), tr2 = 0.0;
+      const int rc2 = cloq_proj_solve(E, n_out, n_in, f, r + 1, V2, l2, &tr2);
+      lam_next = l2[r];
+      free(V2), free(l2);
+      snprintf(sub, sizeof sub, "%s (at r=%lld, for lam_r+1)", name, (long long)(r + 1));
+      if (!call_ok(sub, "cpu", rc2)) {
+        call_failed = 1;
+        goto next;
+      }
+    }
+    const double gap = square_v ? INFINITY : (lc[r - 1] - lam_next) / lc[0];
+    if (gap > GAP_REL) {
+      e = product_diff(E, n_out, n_in, r, Vg, Vc);
+      if (prod_at == 0 || !(e <= worst_prod)) {
+        worst_prod = isnan(e) ? INFINITY : e;
+        prod_at = r;
+      }
+      min_gap = fmin(min_gap, gap);
+      compared++;
+    } else {
+      snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped), "%sr=%lld (gap %.3g)",
+               skipped[0] ? ", " : "", (long long)r, gap);
+    }
+  next:
+    free(Vg), free(Vc), free(lg), free(lc);
   }
-  snprintf(sub, sizeof sub, "%s: gpu max(|P^T P - I|, |Vt Vt^T - I|)", name);
-  check_tol(sub, orth, SVD_TOL, NULL);
-  free(T), free(Rg), free(Rc), free(G);
-done:
-  free(M), free(Pg), free(Pc), free(Sg), free(Sc), free(Vg), free(Vc);
+  set_timing(tg, tc);
+  if (!call_failed) {
+    snprintf(sub, sizeof sub, "%s: trace |gpu - cpu| / cpu", name);
+    check_tol(sub, worst_tr, TRACE_TOL, NULL);
+    timing[0] = 0;
+    char extra[320];
+    snprintf(extra, sizeof extra, "; worst at r=%lld; %lld out of descending order",
+             (long long)lam_at, (long long)unsorted);
+    snprintf(sub, sizeof sub, "%s: eigenvalues |gpu - cpu| / lam_1", name);
+    check_tol(sub, unsorted ? INFINITY : worst_lam, LAM_TOL, extra);
+    snprintf(sub, sizeof sub, "%s: gpu |V^T V - I|", name);
+    check_tol(sub, worst_orth, ORTH_TOL, NULL);
+    snprintf(sub, sizeof sub, "%s: |V V^T E gpu - cpu|_F / |cpu|_F", name);
+    if (compared) {
+      snprintf(extra, sizeof extra, "; worst at r=%lld; %d of %d ranks compared, smallest relative "
+               "gap %.3g%s%s", (long long)prod_at, compared, nr, min_gap,
+               skipped[0] ? "; not compared: " : "", skipped);
+      check_tol(sub, worst_prod, PROD_TOL, extra);
+    }
+    if (skipped[0]) {
+      printf("skip %s: not determined (relative gap (lam_r - lam_r+1) / lam_1 <= %.3g) at %s\n",
+             sub, GAP_REL, skipped);
+      fflush(stdout);
+    }
+  }
+  free(E);
 }
 
-static void check_svd(void) {
+/* A solve that must fail on both sides: E (5, 3), C = I. */
+static void check_proj_fail(const char *what, const double *E, int64_t r) {
+  const int64_t n_out = 5, n_in = 3, rr = r > 0 ? r : 1;
+  double *V = ALLOC(double, n_out * rr), *lam = ALLOC(double, rr), tr = 0.0;
+  char name[128], mg[1024], mc[1024];
+  snprintf(name, sizeof name, "proj (5, 3) r=%lld %s", (long long)r, what);
+  cloq_err_clear();
+  const int rg = cloq_dev_proj_solve(gpu, E, n_out, n_in, NULL, r, V, lam, &tr);
+  snprintf(mg, sizeof mg, "%s", cloq_err_msg());
+  cloq_err_clear();
+  const int rc = cloq_proj_solve(E, n_out, n_in, NULL, r, V, lam, &tr);
+  snprintf(mc, sizeof mc, "%s", cloq_err_msg());
+  cloq_err_clear();
+  check_both_fail(name, rg, mg, rc, mc, NULL);
+  free(V), free(lam);
+}
+
+static void check_proj(void) {
   cloq_rng g;
   cloq_rng_seed(&g, cloq_seed_mix(base_seed, 4, 0));
-  /* m > n, m < n, m == n; r in {1, small, min(m, n)} */
-  const int64_t cases[][3] = {{1, 1, 1},      {7, 3, 1},      {7, 3, 3},       {129, 64, 1},
-                              {129, 64, 8},   {129, 64, 64},  {64, 257, 1},    {64, 257, 5},
-                              {64, 257, 64},  {100, 100, 1},  {100, 100, 10},  {100, 100, 100},
-                              {3, 7, 2}};
-  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-    check_svd_case(cases[c][0], cases[c][1], cases[c][2], &g);
-  /* failure: a non-finite entry */
-  {
-    double M[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, P[8], S[2], V[6];
-    M[7] = INFINITY;
-    char mg[1024], mc[1024];
-    cloq_err_clear();
-    const int rg = cloq_dev_svd_trunc(gpu, M, 4, 3, 2, P, S, V);
-    snprintf(mg, sizeof mg, "%s", cloq_err_msg());
-    cloq_err_clear();
-    const int rc = cloq_svd_trunc(M, 4, 3, 2, P, S, V);
-    snprintf(mc, sizeof mc, "%s", cloq_err_msg());
-    cloq_err_clear();
-    check_both_fail("svd (4, 3) r=2 inf in M", rg, mg, rc, mc, NULL);
+  /* n_out, n_in, rows t of the Cholesky factor's H, rows t < n_in of the pivoted one's (0: none) */
+  const int64_t shapes[][4] = {
+      {64, 129, 258, 100}, /* output side; pivoted rank 100 >= n_out */
+      {257, 64, 128, 40},  /* input side; pivoted rank 40 < n_in */
+      {100, 100, 200, 70}, /* square (the output side) */
+      {3, 7, 14, 3},
+      {7, 3, 6, 1},
+      {1, 1, 3, 0},
+  };
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int64_t n_out = shapes[s][0], n_in = shapes[s][1];
+    const int64_t kmin = n_out < n_in ? n_out : n_in, mid = kmin / 8 > 2 ? kmin / 8 : 2;
+    int64_t ranks[3];
+    int nr = 0;
+    ranks[nr++] = 1;
+    if (mid < kmin) ranks[nr++] = mid;
+    if (kmin > 1) ranks[nr++] = kmin;
+    for (int kind = FACT_NONE; kind <= FACT_PIVOTED; kind++) {
+      const int64_t t = kind == FACT_CHOL ? shapes[s][2] : shapes[s][3];
+      cloq_hfactor f = {0};
+      char desc[96] = "C=I";
+      if (kind != FACT_NONE) {
+        if (t == 0) continue;
+        cloq_err_clear();
+        if (!call_ok("proj: cpu factor of H", "cpu",
+                     make_factor(kind, n_in, t, &g, &f, desc, sizeof desc)))
+          continue;
+      }
+      check_proj_problem(n_out, n_in, kind == FACT_NONE ? NULL : &f, desc, ranks, nr, &g);
+      cloq_hfactor_free(&f);
+    }
   }
-  if (large_mode) check_svd_case(4096, 4096, 64, &g);
+  /* failures: non-finite E, r outside [1, min(n_out, n_in)] */
+  {
+    double E[15];
+    for (int i = 0; i < 15; i++) E[i] = 0.01 * cloq_rng_normal(&g);
+    check_proj_fail("valid E", E, 0);
+    check_proj_fail("valid E", E, 4);
+    E[2 * 3 + 1] = NAN;
+    check_proj_fail("NaN in E at (2, 1)", E, 2);
+    E[2 * 3 + 1] = 0.0;
+    E[4 * 3 + 0] = -INFINITY;
+    check_proj_fail("-inf in E at (4, 0)", E, 2);
+  }
+  if (large_mode) { /* Llama-7B: the factor of a damped H of order 4096 from 2 x 2048 rows */
+    cloq_hfactor f = {0};
+    char desc[96];
+    const int64_t r64[] = {64};
+    cloq_err_clear();
+    if (call_ok("proj: cpu factor of H", "cpu",
+                make_factor(FACT_CHOL, 4096, 2 * 2048, &g, &f, desc, sizeof desc))) {
+      check_proj_problem(4096, 4096, &f, desc, r64, 1, &g);
+      check_proj_problem(11008, 4096, &f, desc, r64, 1, &g);
+    }
+    cloq_hfactor_free(&f);
+  }
 }
 
 /* ---- 5. RTN ---------------------------------------------------------------------------------- */
@@ -1005,8 +1218,8 @@ int main(int argc, char **argv) {
   const double t0 = now();
   check_sgemm();
   check_gram();
-  check_eig();
-  check_svd();
+  check_factor();
+  check_proj();
   check_rtn();
   check_gptq();
   cloq_dev_close(&gpu);

@@ -1,6 +1,8 @@
-/* test_lora: the LoRA initializations. Fast vs reference products B A (cloq and svd), the svd
- * init against the truncated SVD of E, CLoQ reducing to the svd init when H = I, the even split
- * of singular values between B and A, the zero init, and argument checks.
+/* test_lora: the whole LoRA initializations of one module (cloq_lora_cloq, cloq_lora_svd and
+ * their _ref, cloq_lora_zero): fast vs reference products B A, the svd init against the truncated
+ * SVD of E, CLoQ reducing to the svd init when Hd = I, the balanced split of the float32 factors
+ * (B^T B = A A^T diagonal), the zero init, and argument checks. The kernels underneath are tested
+ * one by one in test_proj.c.
  *
  * Only products B A are compared across implementations: the factors themselves depend on the
  * signs of singular vectors, which each SVD picks freely.
@@ -16,9 +18,8 @@
 
 #include "test_util.h"
 
-static const double PRODUCT_REL_TOL = 1e-8; /* ||BA_fast - BA_ref||_F / ||BA_ref||_F */
-/* Comparisons against a float64 formula: the factors are float32 (relative rounding 2^-24 per
- * entry, accumulated over sums of r terms). */
+/* Comparisons of products of float32 factors (relative rounding 2^-24 per entry, accumulated over
+ * sums of r terms), fast vs ref and against float64 formulas. */
 static const double FLOAT_REL_TOL = 1e-6;
 /* the zero init's A must reach near its bound (222 uniform draws: max below 0.8 of it has
  * probability 0.8^222) */
@@ -31,7 +32,7 @@ static const shape SHAPES[] = {{24, 32, 80}, {40, 16, 50}, {17, 23, 60}};
 static const int64_t RANKS[] = {1, 4, 8};
 
 typedef struct {
-  double *E, *H, *s, *U;
+  double *E, *H;
 } problem;
 
 static problem make_problem(shape sh, uint64_t seed) {
@@ -41,17 +42,13 @@ static problem make_problem(shape sh, uint64_t seed) {
   float *X = XALLOC(float, sh.t * sh.n_in);
   p.E = XALLOC(double, sh.n_out * sh.n_in);
   p.H = XALLOC(double, sh.n_in * sh.n_in);
-  p.s = XALLOC(double, sh.n_in);
-  p.U = XALLOC(double, sh.n_in * sh.n_in);
   fill_normal_f(X, sh.t * sh.n_in, &g, 1.0);
   fill_normal_d(p.E, sh.n_out * sh.n_in, &g, 0.01);
   gram_full(X, sh.t, sh.n_in, p.H);
-  int64_t k;
-  EXPECT_OK(cloq_eig_damped(p.H, sh.n_in, 0.01, p.s, p.U, &k));
   free(X);
   return p;
 }
-static void free_problem(problem *p) { free(p->E), free(p->H), free(p->s), free(p->U); }
+static void free_problem(problem *p) { free(p->E), free(p->H); }
 
 static double rel_diff(const double *a, const double *b, int64_t n) {
   double num = 0.0;
@@ -69,11 +66,14 @@ static void test_lora_cloq_fast_matches_ref(void **state) {
       float *Af = XALLOC(float, r * sh.n_in), *Bf = XALLOC(float, sh.n_out * r);
       float *Ar = XALLOC(float, r * sh.n_in), *Br = XALLOC(float, sh.n_out * r);
       double *Cf = XALLOC(double, sh.n_out * sh.n_in), *Cr = XALLOC(double, sh.n_out * sh.n_in);
-      EXPECT_OK(cloq_lora_cloq(p.E, sh.n_out, sh.n_in, p.s, p.U, r, Af, Bf));
-      EXPECT_OK(cloq_lora_cloq_ref(p.E, sh.n_out, sh.n_in, p.s, p.U, r, Ar, Br));
+      double of = 0, orf = 0;
+      EXPECT_OK(cloq_lora_cloq(p.E, sh.n_out, sh.n_in, p.H, 0.01, r, Af, Bf, &of));
+      EXPECT_OK(cloq_lora_cloq_ref(p.E, sh.n_out, sh.n_in, p.H, 0.01, r, Ar, Br, &orf));
       lora_product(Bf, Af, sh.n_out, r, sh.n_in, Cf);
       lora_product(Br, Ar, sh.n_out, r, sh.n_in, Cr);
-      EXPECT_CLOSE(rel_diff(Cf, Cr, sh.n_out * sh.n_in), 0.0, PRODUCT_REL_TOL, 1.0,
+      EXPECT_CLOSE(of, orf, 1e-10, orf, "cloq (%lld, %lld) r %lld: objective fast vs ref",
+                   (long long)sh.n_out, (long long)sh.n_in, (long long)r);
+      EXPECT_CLOSE(rel_diff(Cf, Cr, sh.n_out * sh.n_in), 0.0, FLOAT_REL_TOL, 1.0,
                    "cloq (%lld, %lld) r %lld: relative ||BA_fast - BA_ref||_F",
                    (long long)sh.n_out, (long long)sh.n_in, (long long)r);
       free(Af), free(Bf), free(Ar), free(Br), free(Cf), free(Cr);
@@ -99,7 +99,7 @@ static void test_lora_svd_fast_matches_ref_and_truncation(void **state) {
       EXPECT_OK(cloq_lora_svd_ref(p.E, sh.n_out, sh.n_in, r, Ar, Br));
       lora_product(Bf, Af, sh.n_out, r, sh.n_in, Cf);
       lora_product(Br, Ar, sh.n_out, r, sh.n_in, Cr);
-      EXPECT_CLOSE(rel_diff(Cf, Cr, nel), 0.0, PRODUCT_REL_TOL, 1.0,
+      EXPECT_CLOSE(rel_diff(Cf, Cr, nel), 0.0, FLOAT_REL_TOL, 1.0,
                    "svd (%lld, %lld) r %lld: relative ||BA_fast - BA_ref||_F",
                    (long long)sh.n_out, (long long)sh.n_in, (long long)r);
       /* B A = [E]_r, computed in float64 from the truncated SVD */
@@ -122,56 +122,55 @@ static void test_lora_svd_fast_matches_ref_and_truncation(void **state) {
 
 static void test_lora_cloq_with_identity_weight_is_svd(void **state) {
   (void)state;
-  /* Hd = I (s = 1, U = I): the calibrated objective is ||E - BA||_F^2, so CLoQ = svd init */
+  /* Hd = I: the calibrated objective is ||E - BA||_F^2, so CLoQ = svd init */
   const int64_t n_out = 20, n_in = 15, r = 5, nel = n_out * n_in;
   cloq_rng g;
   cloq_rng_seed(&g, 3);
-  double *E = XALLOC(double, nel), *s = XALLOC(double, n_in), *U = XALLOC(double, n_in * n_in);
+  double *E = XALLOC(double, nel), *H = XALLOC(double, n_in * n_in);
   fill_normal_d(E, nel, &g, 1.0);
-  for (int64_t i = 0; i < n_in; i++) s[i] = 1.0, U[i * n_in + i] = 1.0;
+  for (int64_t i = 0; i < n_in; i++) H[i * n_in + i] = 1.0;
   float A1[5 * 15], B1[20 * 5], A2[5 * 15], B2[20 * 5];
   double C1[300], C2[300];
-  EXPECT_OK(cloq_lora_cloq(E, n_out, n_in, s, U, r, A1, B1));
+  EXPECT_OK(cloq_lora_cloq(E, n_out, n_in, H, 0.0, r, A1, B1, NULL));
   EXPECT_OK(cloq_lora_svd(E, n_out, n_in, r, A2, B2));
   lora_product(B1, A1, n_out, r, n_in, C1);
   lora_product(B2, A2, n_out, r, n_in, C2);
   EXPECT_CLOSE(rel_diff(C1, C2, nel), 0.0, FLOAT_REL_TOL, 1.0,
                "H = I: relative ||BA_cloq - BA_svd||_F");
-  free(E), free(s), free(U);
+  free(E), free(H);
 }
 
-static void test_lora_cloq_even_split(void **state) {
+static void test_lora_balanced_split(void **state) {
   (void)state;
-  /* B = Vt_r^T sqrt(S) and A = sqrt(S) P_r^T s^-1/2 U^T give B^T B = A Hd A^T = diag(S): the
-   * singular values are split evenly, in the Hd-weighted sense for A. */
-  const shape sh = SHAPES[0];
-  const int64_t r = 4, n = sh.n_in;
-  problem p = make_problem(sh, 7);
-  float *A = XALLOC(float, r * n), *B = XALLOC(float, sh.n_out * r);
-  EXPECT_OK(cloq_lora_cloq(p.E, sh.n_out, n, p.s, p.U, r, A, B));
-  for (int64_t a = 0; a < r; a++)
-    for (int64_t b = 0; b < r; b++) {
-      double btb = 0.0, aha = 0.0;
-      for (int64_t o = 0; o < sh.n_out; o++) btb += (double)B[o * r + a] * (double)B[o * r + b];
-      /* A Hd A^T through the decomposition: sum_k s_k (A U)_ak (A U)_bk */
-      for (int64_t k = 0; k < n; k++) {
-        double ua = 0.0, ub = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-          ua += (double)A[a * n + i] * p.U[i * n + k];
-          ub += (double)A[b * n + i] * p.U[i * n + k];
-        }
-        aha += p.s[k] * ua * ub;
-      }
+  /* B^T B = A A^T = diag(S), S the singular values of the product itself: both factors in the
+   * weight's units, for both inits and both implementations */
+  for (size_t c = 0; c < sizeof SHAPES / sizeof SHAPES[0]; c++) {
+    const shape sh = SHAPES[c];
+    const int64_t r = 4, n = sh.n_in;
+    problem p = make_problem(sh, 7 + c);
+    float *A = XALLOC(float, r * n), *B = XALLOC(float, sh.n_out * r);
+    for (int which = 0; which < 4; which++) {
+      if (which == 0) EXPECT_OK(cloq_lora_cloq(p.E, sh.n_out, n, p.H, 0.01, r, A, B, NULL));
+      if (which == 1) EXPECT_OK(cloq_lora_cloq_ref(p.E, sh.n_out, n, p.H, 0.01, r, A, B, NULL));
+      if (which == 2) EXPECT_OK(cloq_lora_svd(p.E, sh.n_out, n, r, A, B));
+      if (which == 3) EXPECT_OK(cloq_lora_svd_ref(p.E, sh.n_out, n, r, A, B));
       double diag0 = 0.0;
       for (int64_t o = 0; o < sh.n_out; o++) diag0 += (double)B[o * r] * (double)B[o * r];
-      EXPECT_CLOSE(aha, btb, FLOAT_REL_TOL, diag0, "(A Hd A^T)(%lld, %lld) vs (B^T B)",
-                   (long long)a, (long long)b);
-      if (a != b)
-        EXPECT_CLOSE(btb, 0.0, FLOAT_REL_TOL, diag0, "(B^T B)(%lld, %lld) off-diagonal",
-                     (long long)a, (long long)b);
+      for (int64_t a = 0; a < r; a++)
+        for (int64_t b = 0; b < r; b++) {
+          double btb = 0.0, aat = 0.0;
+          for (int64_t o = 0; o < sh.n_out; o++) btb += (double)B[o * r + a] * (double)B[o * r + b];
+          for (int64_t i = 0; i < n; i++) aat += (double)A[a * n + i] * (double)A[b * n + i];
+          EXPECT_CLOSE(aat, btb, FLOAT_REL_TOL, diag0, "init %d: (A A^T)(%lld, %lld) vs (B^T B)",
+                       which, (long long)a, (long long)b);
+          if (a != b)
+            EXPECT_CLOSE(btb, 0.0, FLOAT_REL_TOL, diag0, "init %d: (B^T B)(%lld, %lld) off-diagonal",
+                         which, (long long)a, (long long)b);
+        }
     }
-  free(A), free(B);
-  free_problem(&p);
+    free(A), free(B);
+    free_problem(&p);
+  }
 }
 
 static void test_lora_zero(void **state) {
@@ -205,53 +204,20 @@ static void test_lora_rejects_invalid(void **state) {
   const shape sh = {6, 5, 20};
   problem p = make_problem(sh, 9);
   float A[5 * 6], B[6 * 6];
-  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.s, p.U, 0, A, B), "rank 0 out of range");
-  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.s, p.U, 6, A, B), "rank 6 out of range");
+  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.H, 0.01, 0, A, B, NULL), "rank 0 out of range");
+  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.H, 0.01, 6, A, B, NULL), "rank 6 out of range");
   EXPECT_FAIL(cloq_lora_svd(p.E, 6, 5, 6, A, B), "rank 6 out of range");
   EXPECT_FAIL(cloq_lora_svd_ref(p.E, 6, 5, 0, A, B), "rank 0 out of range");
-  const double s0 = p.s[0];
-  p.s[0] = 0.0;
-  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.s, p.U, 2, A, B), "eigenvalue 0");
-  EXPECT_FAIL(cloq_lora_cloq_ref(p.E, 6, 5, p.s, p.U, 2, A, B), "eigenvalue 0");
-  p.s[0] = s0;
+  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.H, -1.0, 2, A, B, NULL), "damp");
+  p.H[2] = NAN;
+  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.H, 0.01, 2, A, B, NULL), "non-finite value in Gram");
+  EXPECT_FAIL(cloq_lora_cloq_ref(p.E, 6, 5, p.H, 0.01, 2, A, B, NULL), "non-finite value in Gram");
+  p.H[2] = 0.0;
   p.E[7] = INFINITY;
-  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.s, p.U, 2, A, B),
+  EXPECT_FAIL(cloq_lora_cloq(p.E, 6, 5, p.H, 0.01, 2, A, B, NULL),
               "non-finite value in quantization error");
   EXPECT_FAIL(cloq_lora_svd(p.E, 6, 5, 2, A, B), "non-finite value in quantization error");
   free_problem(&p);
-}
-
-/* Sweeps derive every rank from one SVD at the largest rank: the factors must be bitwise those
- * of a direct run at that rank, for both inits. */
-static void test_lora_factors_from_largest_rank_are_bitwise_direct(void **state) {
-  (void)state;
-  for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
-    shape sh = SHAPES[si];
-    problem p = make_problem(sh, 500 + si);
-    int64_t no = sh.n_out, ni = sh.n_in, rmax = no < ni ? no : ni;
-    double *M = XALLOC(double, ni * no), *P = XALLOC(double, ni * rmax),
-           *S = XALLOC(double, rmax), *Vt = XALLOC(double, rmax * (no > ni ? no : ni));
-    float *A = XALLOC(float, rmax * ni), *B = XALLOC(float, no * rmax);
-    float *A2 = XALLOC(float, rmax * ni), *B2 = XALLOC(float, no * rmax);
-    EXPECT_OK(cloq_lora_cloq_matrix(p.E, no, ni, p.s, p.U, M));
-    EXPECT_OK(cloq_svd_trunc(M, ni, no, rmax, P, S, Vt));
-    for (int64_t r = 1; r <= rmax; r += 3) {
-      EXPECT_OK(cloq_lora_cloq(p.E, no, ni, p.s, p.U, r, A, B));
-      EXPECT_OK(cloq_lora_cloq_factors(p.s, p.U, no, ni, P, S, Vt, rmax, r, A2, B2));
-      assert_memory_equal(A, A2, (size_t)(r * ni) * sizeof *A);
-      assert_memory_equal(B, B2, (size_t)(no * r) * sizeof *B);
-    }
-    double *Pe = XALLOC(double, no * rmax);
-    EXPECT_OK(cloq_svd_trunc(p.E, no, ni, rmax, Pe, S, Vt));
-    for (int64_t r = 1; r <= rmax; r += 3) {
-      EXPECT_OK(cloq_lora_svd(p.E, no, ni, r, A, B));
-      EXPECT_OK(cloq_lora_svd_factors(Pe, S, Vt, no, ni, rmax, r, A2, B2));
-      assert_memory_equal(A, A2, (size_t)(r * ni) * sizeof *A);
-      assert_memory_equal(B, B2, (size_t)(no * r) * sizeof *B);
-    }
-    free(M), free(P), free(S), free(Vt), free(A), free(B), free(A2), free(B2), free(Pe);
-    free_problem(&p);
-  }
 }
 
 int main(void) {
@@ -259,10 +225,9 @@ int main(void) {
       cmocka_unit_test(test_lora_cloq_fast_matches_ref),
       cmocka_unit_test(test_lora_svd_fast_matches_ref_and_truncation),
       cmocka_unit_test(test_lora_cloq_with_identity_weight_is_svd),
-      cmocka_unit_test(test_lora_cloq_even_split),
+      cmocka_unit_test(test_lora_balanced_split),
       cmocka_unit_test(test_lora_zero),
       cmocka_unit_test(test_lora_rejects_invalid),
-      cmocka_unit_test(test_lora_factors_from_largest_rank_are_bitwise_direct),
   };
   return cmocka_run_group_tests_name("linalg_lora", tests, NULL, NULL);
 }

@@ -1,0 +1,572 @@
+/* proj: the projection form of the calibrated low-rank problem (contract in cloq_linalg.h).
+ *
+ * One module's work, for either init that needs a product (svd: C = I; cloq: Hd = C C^T):
+ *   1. F = E C                          dtrmm, n_out n_in^2 flops (none for svd)
+ *   2. S = F F^T or F^T F               dsyrk on the smaller side
+ *   3. top r eigenpairs of S            dsyevr, range 'I' (the tridiagonal reduction is the cost,
+ *                                       4/3 n^3; only r vectors are back-transformed)
+ *   4. input side: V = orth(F P)        dgemm + dgeqrf/dorgqr, n_out n_in r
+ *   5. the balanced split               dgemm V^T E + the SVD of an r x n_in matrix
+ * against the paper's form: a full eigendecomposition of H (~9 n_in^3 with vectors), the product
+ * R E^T and a full SVD of it, every singular vector computed and all but r discarded.
+ *
+ * Layouts. Row-major arrays are handed to column-major LAPACK as their transposes: the row-major
+ * upper triangle of a symmetric matrix is the column-major lower one (dsyevr with 'L', which was
+ * also the faster triangle for OpenBLAS's dsytrd here: 5.8 s against 8.0 s at n = 5120), and
+ * dpotrf/dpstrf with 'U' on a row-major array leave the row-major lower factor L = U^T.
+ */
+#include <cblas.h>
+#include <float.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloq_linalg.h"
+#include "linalg_internal.h"
+
+/* ---- factor of Hd ----------------------------------------------------------------------------- */
+
+void cloq_hfactor_free(cloq_hfactor *f) {
+  if (!f) return;
+  free(f->L);
+  free(f->piv);
+  f->L = NULL;
+  f->piv = NULL;
+}
+
+/* Zeroes the row-major strict upper triangle of L (n, n) and its columns >= rank. */
+void cloq_hfactor_clean(double *L, int64_t n, int64_t rank) {
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++)
+      if (j > i || j >= rank) L[i * n + j] = 0.0;
+}
+
+int cloq_hfactor_make(const double *H, int64_t n, double damp, cloq_hfactor *f) {
+  memset(f, 0, sizeof *f);
+  CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
+  int64_t nn;
+  CLOQ_CALL(cloq_mul64(n, n, &nn));
+  CLOQ_ALLOC(f->L, nn, "factor of the damped Gram matrix");
+  f->n = n;
+  f->rank = n;
+  if (cloq_eig_prepare(H, n, damp, f->L) != 0) goto fail; /* validates H; L = Hd */
+  const lapack_int ln = (lapack_int)n;
+  lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, f->L, ln);
+  if (info < 0) {
+    (void)CLOQ_FAIL("dpotrf: argument %d had an illegal value", (int)-info);
+    goto fail;
+  }
+  if (info > 0) { /* not positive definite: pivoted Cholesky up to the numerical rank */
+    lapack_int *lpiv = NULL, rank = 0;
+    double *work = NULL;
+    if (!CLOQ_TRY_ALLOC(lpiv, n, "dpstrf pivots") || !CLOQ_TRY_ALLOC(work, 2 * n, "dpstrf work") ||
+        !CLOQ_TRY_ALLOC(f->piv, n, "factor pivots")) {
+      free(lpiv), free(work);
+      goto fail;
+    }
+    (void)cloq_eig_prepare(H, n, damp, f->L);
+    info = LAPACKE_dpstrf_work(LAPACK_COL_MAJOR, 'U', ln, f->L, ln, lpiv, &rank, -1.0, work);
+    free(work);
+    for (int64_t k = 0; k < n; k++) f->piv[k] = lpiv[k] - 1;
+    free(lpiv);
+    if (info < 0) {
+      (void)CLOQ_FAIL("dpstrf: argument %d had an illegal value", (int)-info);
+      goto fail;
+    }
+    f->rank = rank; /* info = 1 says rank < n, which is the point */
+  }
+  cloq_hfactor_clean(f->L, n, f->rank);
+  return CLOQ_OK;
+fail:
+  cloq_hfactor_free(f);
+  return CLOQ_ERR;
+}
+
+/* Diagonal-pivoted Cholesky (LINPACK's dchdc), outer-product form: at step k take the largest
+ * remaining diagonal entry; stop when it is <= tol, tol = n eps max(diag Hd) as LAPACK's dpstrf
+ * default. */
+int cloq_hfactor_ref(const double *H, int64_t n, double damp, cloq_hfactor *f) {
+  memset(f, 0, sizeof *f);
+  CLOQ_CHECK(n >= 1 && cloq_fits_int(n), "invalid Gram matrix order %lld", (long long)n);
+  double *A = NULL;
+  if (!CLOQ_TRY_ALLOC(A, n * n, "Cholesky working matrix") ||
+      !CLOQ_TRY_ALLOC(f->L, n * n, "factor of the damped Gram matrix") ||
+      !CLOQ_TRY_ALLOC(f->piv, n, "factor pivots"))
+    goto fail;
+  f->n = n;
+  if (cloq_eig_prepare(H, n, damp, A) != 0) goto fail;
+  double dmax = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    f->piv[i] = i;
+    if (A[i * n + i] > dmax) dmax = A[i * n + i];
+  }
+  const double tol = (double)n * DBL_EPSILON * dmax;
+  int64_t k = 0;
+  for (; k < n; k++) {
+    int64_t p = k; /* pivot: the largest remaining diagonal entry */
+    for (int64_t i = k + 1; i < n; i++)
+      if (A[i * n + i] > A[p * n + p]) p = i;
+    if (!(A[p * n + p] > tol)) break;
+    if (p != k) { /* symmetric swap of rows/columns k and p of A, rows of L, pivots */
+      for (int64_t j = 0; j < n; j++) {
+        double t = A[k * n + j];
+        A[k * n + j] = A[p * n + j];
+        A[p * n + j] = t;
+      }
+      for (int64_t i = 0; i < n; i++) {
+        double t = A[i * n + k];
+        A[i * n + k] = A[i * n + p];
+        A[i * n + p] = t;
+      }
+      for (int64_t j = 0; j < k; j++) {
+        double t = f->L[k * n + j];
+        f->L[k * n + j] = f->L[p * n + j];
+        f->L[p * n + j] = t;
+      }
+      int64_t t = f->piv[k];
+      f->piv[k] = f->piv[p];
+      f->piv[p] = t;
+    }
+    const double d = sqrt(A[k * n + k]);
+    f->L[k * n + k] = d;
+    for (int64_t i = k + 1; i < n; i++) f->L[i * n + k] = A[i * n + k] / d;
+    for (int64_t i = k + 1; i < n; i++)
+      for (int64_t j = k + 1; j < n; j++) A[i * n + j] -= f->L[i * n + k] * f->L[j * n + k];
+  }
+  f->rank = k;
+  cloq_hfactor_clean(f->L, n, f->rank);
+  free(A);
+  return CLOQ_OK;
+fail:
+  free(A);
+  cloq_hfactor_free(f);
+  return CLOQ_ERR;
+}
+
+/* ---- F = E C ---------------------------------------------------------------------------------- */
+
+int cloq_proj_check(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                      int64_t r) {
+  CLOQ_CHECK(n_out >= 1 && n_in >= 1 && cloq_fits_int(n_out) && cloq_fits_int(n_in),
+             "invalid error matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
+  int64_t nel;
+  CLOQ_CALL(cloq_mul64(n_out, n_in, &nel));
+  const int64_t k = n_out < n_in ? n_out : n_in;
+  CLOQ_CHECK(r >= 1 && r <= k, "LoRA rank %lld out of range [1, %lld] for a (%lld, %lld) layer",
+             (long long)r, (long long)k, (long long)n_out, (long long)n_in);
+  CLOQ_CHECK(!f || (f->n == n_in && f->L),
+             "factor of order %lld does not match the layer's %lld inputs", f ? (long long)f->n : 0LL,
+             (long long)n_in);
+  const int64_t bad = cloq_first_nonfinite_d(E, nel);
+  CLOQ_CHECK(bad < 0, "non-finite value in quantization error E at (%lld, %lld)",
+             (long long)(bad / n_in), (long long)(bad % n_in));
+  return CLOQ_OK;
+}
+
+int cloq_proj_apply(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                    double *F) {
+  CLOQ_CHECK(n_out >= 1 && n_in >= 1 && cloq_fits_int(n_out) && cloq_fits_int(n_in),
+             "invalid error matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
+  CLOQ_CHECK(!f || (f->n == n_in && f->L),
+             "factor of order %lld does not match the layer's %lld inputs", f ? (long long)f->n : 0LL,
+             (long long)n_in);
+  int64_t nel;
+  CLOQ_CALL(cloq_mul64(n_out, n_in, &nel));
+  if (f && f->piv) {
+    for (int64_t o = 0; o < n_out; o++)
+      for (int64_t k = 0; k < n_in; k++) F[o * n_in + k] = E[o * n_in + f->piv[k]];
+  } else if (F != E) {
+    memcpy(F, E, (size_t)nel * sizeof *F);
+  }
+  if (f)
+    cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, (int)n_out,
+                (int)n_in, 1.0, f->L, (int)n_in, F, (int)n_in);
+  return CLOQ_OK;
+}
+
+static double sumsq(const double *x, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
+  return s;
+}
+
+/* ---- the top-r solve ------------------------------------------------------------------------ */
+
+/* Top r eigenpairs of the symmetric S (n, n), row-major upper triangle given (the column-major
+ * lower one); S is destroyed. P (n, r) row-major, columns by decreasing eigenvalue; lam the
+ * eigenvalues, clamped at 0. dsyevr after a workspace query. */
+static int top_eig(double *S, int64_t n, int64_t r, double *P, double *lam) {
+  const lapack_int ln = (lapack_int)n, il = (lapack_int)(n - r + 1), iu = (lapack_int)n;
+  double *w = NULL, *Z = NULL, *work = NULL;
+  lapack_int *isuppz = NULL, *iwork = NULL, m = 0;
+  int rc = CLOQ_ERR;
+  double wq = 0.0;
+  lapack_int iwq = 0;
+  if (!CLOQ_TRY_ALLOC(w, n, "eigenvalues") || !CLOQ_TRY_ALLOC(Z, n * r, "eigenvectors") ||
+      !CLOQ_TRY_ALLOC(isuppz, 2 * r, "dsyevr support"))
+    goto done;
+  lapack_int info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, S, ln, 0.0, 0.0, il,
+                                        iu, 0.0, &m, w, Z, ln, isuppz, &wq, -1, &iwq, -1);
+  if (info != 0) {
+    (void)CLOQ_FAIL("dsyevr (workspace query): argument %d had an illegal value", (int)-info);
+    goto done;
+  }
+  if (!(wq >= 1.0 && wq <= (double)INT_MAX)) {
+    (void)CLOQ_FAIL("dsyevr: workspace of %g doubles for n = %lld exceeds the 32-bit LAPACK "
+                    "interface", wq, (long long)n);
+    goto done;
+  }
+  const lapack_int lwork = (lapack_int)wq, liwork = iwq;
+  if (!CLOQ_TRY_ALLOC(work, lwork, "dsyevr workspace") ||
+      !CLOQ_TRY_ALLOC(iwork, liwork, "dsyevr integer workspace"))
+    goto done;
+  info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, S, ln, 0.0, 0.0, il, iu, 0.0, &m,
+                             w, Z, ln, isuppz, work, lwork, iwork, liwork);
+  if (info < 0) {
+    (void)CLOQ_FAIL("dsyevr: argument %d had an illegal value", (int)-info);
+    goto done;
+  }
+  if (info > 0 || m != (lapack_int)r) {
+    (void)CLOQ_FAIL("dsyevr: internal error (info=%d, %d of %lld eigenpairs)", (int)info, (int)m,
+                    (long long)r);
+    goto done;
+  }
+  /* ascending column-major Z (n, r) -> descending row-major P (n, r) */
+  for (int64_t j = 0; j < r; j++) {
+    const int64_t src = r - 1 - j;
+    lam[j] = w[src] > 0.0 ? w[src] : 0.0;
+    for (int64_t i = 0; i < n; i++) P[i * r + j] = Z[i + src * n];
+  }
+  rc = CLOQ_OK;
+done:
+  free(w), free(Z), free(work), free(isuppz), free(iwork);
+  return rc;
+}
+
+/* V (n_out, r) row-major = an orthonormal basis of the columns of U (n_out, r) row-major, column
+ * j spanning U's first j + 1 columns (Householder QR: dgeqrf + dorgqr on the column-major
+ * copy). */
+int cloq_orth_columns(const double *U, int64_t n_out, int64_t r, double *V) {
+  double *Q = NULL, *tau = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(Q, n_out * r, "QR copy") || !CLOQ_TRY_ALLOC(tau, r, "QR reflectors"))
+    goto done;
+  for (int64_t i = 0; i < n_out; i++)
+    for (int64_t j = 0; j < r; j++) Q[i + j * n_out] = U[i * r + j];
+  const lapack_int lm = (lapack_int)n_out, lr = (lapack_int)r;
+  lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, lm, lr, Q, lm, tau);
+  if (info == 0) info = LAPACKE_dorgqr(LAPACK_COL_MAJOR, lm, lr, lr, Q, lm, tau);
+  if (info != 0) {
+    (void)CLOQ_FAIL("dgeqrf/dorgqr: argument %d had an illegal value", (int)-info);
+    goto done;
+  }
+  for (int64_t i = 0; i < n_out; i++)
+    for (int64_t j = 0; j < r; j++) V[i * r + j] = Q[i + j * n_out];
+  rc = CLOQ_OK;
+done:
+  free(Q), free(tau);
+  return rc;
+}
+
+int cloq_proj_solve(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                    int64_t r, double *V, double *lam, double *trace) {
+  CLOQ_CALL(cloq_proj_check(E, n_out, n_in, f, r));
+  const int out_side = n_out <= n_in;
+  const int64_t n = out_side ? n_out : n_in;
+  double *F = NULL, *S = NULL, *P = NULL, *U = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(F, n_out * n_in, "F = E C") || !CLOQ_TRY_ALLOC(S, n * n, "G or K") ||
+      (!out_side && (!CLOQ_TRY_ALLOC(P, n * r, "eigenvectors of K") ||
+                     !CLOQ_TRY_ALLOC(U, n_out * r, "F P"))))
+    goto done;
+  if (cloq_proj_apply(E, n_out, n_in, f, F) != 0) goto done;
+  *trace = sumsq(F, n_out * n_in);
+  if (out_side) /* G = F F^T, row-major upper */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n_out, (int)n_in, 1.0, F, (int)n_in,
+                0.0, S, (int)n_out);
+  else /* K = F^T F */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n_in, (int)n_out, 1.0, F, (int)n_in,
+                0.0, S, (int)n_in);
+  if (top_eig(S, n, r, out_side ? V : P, lam) != 0) goto done;
+  if (!out_side) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_out, (int)r, (int)n_in, 1.0, F,
+                (int)n_in, P, (int)r, 0.0, U, (int)r);
+    if (cloq_orth_columns(U, n_out, r, V) != 0) goto done;
+  }
+  rc = CLOQ_OK;
+done:
+  free(F), free(S), free(P), free(U);
+  return rc;
+}
+
+/* The reference: loops for every product, the Jacobi eigensolver for all pairs of S (its
+ * eigenvalues are floored at 1e-12 max, so lam is recomputed as Rayleigh quotients), and modified
+ * Gram-Schmidt, twice, for the input side's basis. */
+int cloq_proj_solve_ref(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                        int64_t r, double *V, double *lam, double *trace) {
+  CLOQ_CALL(cloq_proj_check(E, n_out, n_in, f, r));
+  const int out_side = n_out <= n_in;
+  const int64_t n = out_side ? n_out : n_in;
+  double *F = NULL, *S = NULL, *s = NULL, *Ue = NULL, *P = NULL, *U = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(F, n_out * n_in, "F = E C") || !CLOQ_TRY_ALLOC(S, n * n, "G or K") ||
+      !CLOQ_TRY_ALLOC(s, n, "eigenvalues") || !CLOQ_TRY_ALLOC(Ue, n * n, "eigenvectors") ||
+      !CLOQ_TRY_ALLOC(P, n * r, "top eigenvectors") || !CLOQ_TRY_ALLOC(U, n_out * r, "F P"))
+    goto done;
+  /* F = E P L, loops */
+  for (int64_t o = 0; o < n_out; o++)
+    for (int64_t j = 0; j < n_in; j++) {
+      double acc = 0.0;
+      if (!f) {
+        acc = E[o * n_in + j];
+      } else {
+        for (int64_t k = j; k < n_in; k++) { /* (E P)[o][k] = E[o][piv[k]], L[k][j] */
+          const int64_t src = f->piv ? f->piv[k] : k;
+          acc += E[o * n_in + src] * f->L[k * n_in + j];
+        }
+      }
+      F[o * n_in + j] = acc;
+    }
+  *trace = sumsq(F, n_out * n_in);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double acc = 0.0;
+      if (out_side)
+        for (int64_t k = 0; k < n_in; k++) acc += F[i * n_in + k] * F[j * n_in + k];
+      else
+        for (int64_t k = 0; k < n_out; k++) acc += F[k * n_in + i] * F[k * n_in + j];
+      S[i * n + j] = acc;
+    }
+  int64_t ncl = 0;
+  if (cloq_eig_damped_ref(S, n, 0.0, s, Ue, &ncl) != 0) goto done;
+  for (int64_t j = 0; j < r; j++) { /* ascending -> the top r, descending */
+    const int64_t src = n - 1 - j;
+    for (int64_t i = 0; i < n; i++) P[i * r + j] = Ue[i * n + src];
+    double q = 0.0;
+    for (int64_t a = 0; a < n; a++)
+      for (int64_t b = 0; b < n; b++) q += P[a * r + j] * S[a * n + b] * Ue[b * n + src];
+    lam[j] = q > 0.0 ? q : 0.0;
+  }
+  if (out_side) {
+    memcpy(V, P, (size_t)(n * r) * sizeof *V);
+  } else {
+    for (int64_t o = 0; o < n_out; o++)
+      for (int64_t j = 0; j < r; j++) {
+        double acc = 0.0;
+        for (int64_t k = 0; k < n_in; k++) acc += F[o * n_in + k] * P[k * r + j];
+        U[o * r + j] = acc;
+      }
+    for (int64_t j = 0; j < r; j++) {
+      for (int pass = 0; pass < 2; pass++)
+        for (int64_t k = 0; k < j; k++) {
+          double dot = 0.0;
+          for (int64_t o = 0; o < n_out; o++) dot += V[o * r + k] * U[o * r + j];
+          for (int64_t o = 0; o < n_out; o++) U[o * r + j] -= dot * V[o * r + k];
+        }
+      double nrm = 0.0;
+      for (int64_t o = 0; o < n_out; o++) nrm += U[o * r + j] * U[o * r + j];
+      nrm = sqrt(nrm);
+      if (nrm > 0.0) {
+        for (int64_t o = 0; o < n_out; o++) V[o * r + j] = U[o * r + j] / nrm;
+      } else { /* F P has a zero column (rank(F) < r): any unit vector orthogonal to the rest */
+        for (int64_t e = 0; e < n_out; e++) {
+          for (int64_t o = 0; o < n_out; o++) U[o * r + j] = o == e ? 1.0 : 0.0;
+          for (int64_t k = 0; k < j; k++) {
+            const double dot = V[e * r + k];
+            for (int64_t o = 0; o < n_out; o++) U[o * r + j] -= dot * V[o * r + k];
+          }
+          nrm = 0.0;
+          for (int64_t o = 0; o < n_out; o++) nrm += U[o * r + j] * U[o * r + j];
+          if (nrm > 0.25) break;
+        }
+        nrm = sqrt(nrm);
+        for (int64_t o = 0; o < n_out; o++) V[o * r + j] = U[o * r + j] / nrm;
+      }
+    }
+  }
+  rc = CLOQ_OK;
+done:
+  free(F), free(S), free(s), free(Ue), free(P), free(U);
+  return rc;
+}
+
+/* ---- objectives ------------------------------------------------------------------------------- */
+
+int cloq_proj_captured(const double *V, int64_t n_out, int64_t rmax, const double *F,
+                       int64_t n_in, double *cap) {
+  CLOQ_CHECK(n_out >= 1 && n_in >= 1 && rmax >= 1 && cloq_fits_int(n_out) &&
+                 cloq_fits_int(n_in) && cloq_fits_int(rmax),
+             "invalid shape (%lld, %lld), rank %lld", (long long)n_out, (long long)n_in,
+             (long long)rmax);
+  double *X = NULL;
+  CLOQ_ALLOC(X, rmax * n_in, "V^T F");
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rmax, (int)n_in, (int)n_out, 1.0, V,
+              (int)rmax, F, (int)n_in, 0.0, X, (int)n_in);
+  for (int64_t j = 0; j < rmax; j++) cap[j] = sumsq(X + j * n_in, n_in);
+  free(X);
+  return CLOQ_OK;
+}
+
+double cloq_proj_objective(double trace, const double *cap, int64_t r, int64_t nside) {
+  if (r >= nside) return 0.0;
+  double s = 0.0;
+  for (int64_t j = r - 1; j >= 0; j--) s += cap[j]; /* smallest first */
+  const double obj = trace - s;
+  return obj > 0.0 ? obj : 0.0;
+}
+
+/* ---- the balanced split --------------------------------------------------------------------- */
+
+typedef int (*svd_fn)(const double *M, int64_t m, int64_t n, int64_t r, double *P, double *S,
+                      double *Vt);
+
+/* Z = V_r^T E (r, n_in), its SVD Y S Zt, Bd = V_r Y sqrt(S) (n_out, r), Ad = sqrt(S) Zt. `ref`:
+ * loops and the Jacobi SVD. */
+static int split(const double *V, const double *E, int64_t n_out, int64_t n_in, int64_t rmax,
+                 int64_t r, double *Ad, double *Bd, int ref) {
+  CLOQ_CHECK(n_out >= 1 && n_in >= 1 && cloq_fits_int(n_out) && cloq_fits_int(n_in),
+             "invalid error matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
+  CLOQ_CHECK(r >= 1 && r <= rmax && rmax <= n_out && r <= n_in,
+             "LoRA rank %lld out of range [1, %lld] for a (%lld, %lld) layer", (long long)r,
+             (long long)rmax, (long long)n_out, (long long)n_in);
+  double *Z = NULL, *Y = NULL, *S = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(Z, r * n_in, "V^T E") || !CLOQ_TRY_ALLOC(Y, r * r, "split rotation") ||
+      !CLOQ_TRY_ALLOC(S, r, "singular values of the product"))
+    goto done;
+  if (ref) {
+    for (int64_t j = 0; j < r; j++)
+      for (int64_t i = 0; i < n_in; i++) {
+        double acc = 0.0;
+        for (int64_t o = 0; o < n_out; o++) acc += V[o * rmax + j] * E[o * n_in + i];
+        Z[j * n_in + i] = acc;
+      }
+  } else {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n_in, (int)n_out, 1.0, V,
+                (int)rmax, E, (int)n_in, 0.0, Z, (int)n_in);
+  }
+  /* Z = Y diag(S) Zt; Zt overwrites Ad */
+  if ((ref ? cloq_svd_trunc_ref : cloq_svd_trunc)(Z, r, n_in, r, Y, S, Ad) != 0) goto done;
+  for (int64_t j = 0; j < r; j++) {
+    const double h = sqrt(S[j]);
+    for (int64_t i = 0; i < n_in; i++) Ad[j * n_in + i] *= h;
+    for (int64_t k = 0; k < r; k++) Y[k * r + j] *= h;
+  }
+  if (ref) {
+    for (int64_t o = 0; o < n_out; o++)
+      for (int64_t j = 0; j < r; j++) {
+        double acc = 0.0;
+        for (int64_t k = 0; k < r; k++) acc += V[o * rmax + k] * Y[k * r + j];
+        Bd[o * r + j] = acc;
+      }
+  } else {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_out, (int)r, (int)r, 1.0, V,
+                (int)rmax, Y, (int)r, 0.0, Bd, (int)r);
+  }
+  rc = CLOQ_OK;
+done:
+  free(Z), free(Y), free(S);
+  return rc;
+}
+
+/* Rounds x[0..n) to float32 into y, failing when a value does not fit. */
+static int to_float(const double *x, int64_t n, float *y, const char *what) {
+  for (int64_t i = 0; i < n; i++) {
+    y[i] = (float)x[i];
+    CLOQ_CHECK(isfinite(y[i]), "LoRA factor %s: entry %lld = %g does not fit in float32", what,
+               (long long)i, x[i]);
+  }
+  return CLOQ_OK;
+}
+
+static int split_f(const double *V, const double *E, int64_t n_out, int64_t n_in, int64_t rmax,
+                   int64_t r, float *A, float *B, int ref) {
+  double *Ad = NULL, *Bd = NULL;
+  int rc = CLOQ_ERR;
+  if (CLOQ_TRY_ALLOC(Ad, r * n_in, "factor A") && CLOQ_TRY_ALLOC(Bd, n_out * r, "factor B") &&
+      split(V, E, n_out, n_in, rmax, r, Ad, Bd, ref) == 0 &&
+      to_float(Ad, r * n_in, A, "A") == 0 && to_float(Bd, n_out * r, B, "B") == 0)
+    rc = CLOQ_OK;
+  free(Ad), free(Bd);
+  return rc;
+}
+
+int cloq_lora_split(const double *V, const double *E, int64_t n_out, int64_t n_in, int64_t rmax,
+                    int64_t r, float *A, float *B) {
+  return split_f(V, E, n_out, n_in, rmax, r, A, B, 0);
+}
+
+int cloq_lora_split_d(const double *V, const double *E, int64_t n_out, int64_t n_in,
+                      int64_t rmax, int64_t r, double *A, double *B) {
+  return split(V, E, n_out, n_in, rmax, r, A, B, 0);
+}
+
+int cloq_lora_split_ref(const double *V, const double *E, int64_t n_out, int64_t n_in,
+                        int64_t rmax, int64_t r, float *A, float *B) {
+  return split_f(V, E, n_out, n_in, rmax, r, A, B, 1);
+}
+
+/* ---- whole initializations ------------------------------------------------------------------ */
+
+typedef int (*factor_fn)(const double *H, int64_t n, double damp, cloq_hfactor *f);
+typedef int (*solve_fn)(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
+                        int64_t r, double *V, double *lam, double *trace);
+
+static int lora_with(const double *E, int64_t n_out, int64_t n_in, const double *H, double damp,
+                     int64_t r, float *A, float *B, double *objective, factor_fn factor,
+                     solve_fn solve, int ref) {
+  CLOQ_CALL(cloq_proj_check(E, n_out, n_in, NULL, r));
+  cloq_hfactor f = {0};
+  double *V = NULL, *lam = NULL, trace = 0.0;
+  int rc = CLOQ_ERR;
+  if (H && factor(H, n_in, damp, &f) != 0) return CLOQ_ERR;
+  if (CLOQ_TRY_ALLOC(V, n_out * r, "basis V") && CLOQ_TRY_ALLOC(lam, r, "eigenvalues") &&
+      solve(E, n_out, n_in, H ? &f : NULL, r, V, lam, &trace) == 0 &&
+      split_f(V, E, n_out, n_in, r, r, A, B, ref) == 0) {
+    if (objective)
+      *objective = cloq_proj_objective(trace, lam, r, n_out < n_in ? n_out : n_in);
+    rc = CLOQ_OK;
+  }
+  cloq_hfactor_free(&f);
+  free(V), free(lam);
+  return rc;
+}
+
+int cloq_lora_svd(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A, float *B) {
+  return lora_with(E, n_out, n_in, NULL, 0.0, r, A, B, NULL, cloq_hfactor_make, cloq_proj_solve,
+                   0);
+}
+
+int cloq_lora_svd_ref(const double *E, int64_t n_out, int64_t n_in, int64_t r, float *A,
+                      float *B) {
+  return lora_with(E, n_out, n_in, NULL, 0.0, r, A, B, NULL, cloq_hfactor_ref,
+                   cloq_proj_solve_ref, 1);
+}
+
+int cloq_lora_cloq(const double *E, int64_t n_out, int64_t n_in, const double *H, double damp,
+                   int64_t r, float *A, float *B, double *objective) {
+  CLOQ_CHECK(H, "CLoQ needs the Gram matrix");
+  return lora_with(E, n_out, n_in, H, damp, r, A, B, objective, cloq_hfactor_make,
+                   cloq_proj_solve, 0);
+}
+
+int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *H,
+                       double damp, int64_t r, float *A, float *B, double *objective) {
+  CLOQ_CHECK(H, "CLoQ needs the Gram matrix");
+  return lora_with(E, n_out, n_in, H, damp, r, A, B, objective, cloq_hfactor_ref,
+                   cloq_proj_solve_ref, 1);
+}
+
+void cloq_lora_zero(int64_t n_out, int64_t n_in, int64_t r, uint64_t seed, float *A, float *B) {
+  if (n_out > 0 && r > 0) memset(B, 0, (size_t)(n_out * r) * sizeof *B);
+  if (n_in <= 0 || r <= 0) return;
+  /* PEFT: kaiming_uniform_(a = sqrt(5)) on a (r, n_in) weight gives bound
+   * sqrt(6 / ((1 + 5) n_in)) = 1 / sqrt(n_in). Row-major fill order fixes the stream. */
+  const double bound = 1.0 / sqrt((double)n_in);
+  cloq_rng g;
+  cloq_rng_seed(&g, seed);
+  for (int64_t i = 0; i < r * n_in; i++)
+    A[i] = (float)((2.0 * cloq_rng_uniform(&g) - 1.0) * bound);
+}

@@ -1,0 +1,249 @@
+/* cloq_modinit: see cloq_modinit.h. The math is linalg/'s (cloq_proj_*, cloq_lora_split, the
+ * quantizers); this file sequences it for one module over a sweep and owns the buffers. */
+#include "cloq_modinit.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cloq_clock.h"
+#include "cloq_err.h"
+
+static int64_t n_solve, n_quant; /* this process's work, for the end-of-run summary */
+
+void cloq_module_counts(int64_t *nsolve, int64_t *nquant) {
+  *nsolve = n_solve;
+  *nquant = n_quant;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+int64_t cloq_solve_rank(int64_t r, int64_t n_out, int64_t n_in) {
+  int64_t q = (r + CLOQ_SOLVE_QUANTUM - 1) / CLOQ_SOLVE_QUANTUM * CLOQ_SOLVE_QUANTUM;
+  return min64(q, min64(n_out, n_in));
+}
+
+int64_t cloq_init_max_rank(const cloq_init_params *ip) {
+  int64_t r = 0;
+  for (int i = 0; i < ip->nranks; i++)
+    if (ip->ranks[i] > r) r = ip->ranks[i];
+  return r;
+}
+
+static int local_solve(void *ctx, const double *E, int64_t n_out, int64_t n_in,
+                       const cloq_hfactor *f, int64_t r, double *V, double *lam, double *trace) {
+  return cloq_dev_proj_solve((cloq_dev *)ctx, E, n_out, n_in, f, r, V, lam, trace);
+}
+
+cloq_solver cloq_solver_local(cloq_dev *dev) {
+  cloq_solver s = {.solve = local_solve, .ctx = dev};
+  return s;
+}
+
+/* Buffers of one module's work. */
+typedef struct {
+  double *E, *E1, *F, *V, *V1, *lam, *cap, *cap1;
+  float *Q, *Wmagr, *Tgt;
+} bufs;
+
+static void bufs_free(bufs *mb) {
+  free(mb->E), free(mb->E1), free(mb->F), free(mb->V), free(mb->V1), free(mb->lam);
+  free(mb->cap), free(mb->cap1), free(mb->Q), free(mb->Wmagr), free(mb->Tgt);
+}
+
+/* The quantizer of the run on target T (n_out, n_in): RTN, or GPTQ with the input's Gram matrix
+ * H. Counted once per call. */
+static int quantize(const cloq_modjob *j, const float *T, int bits, cloq_qmodule *q) {
+  const cloq_init_params *ip = j->ip;
+  n_quant++;
+  int rc;
+  if (ip->quantizer == CLOQ_QUANT_GPTQ) {
+    cloq_gptq_params gp = {.bits = bits, .group_size = ip->group_size, .damp = ip->damp,
+                           .act_order = ip->act_order, .block = ip->gptq_block};
+    rc = cloq_dev_quant_gptq(ip->dev, T, q->n_out, q->n_in, j->H, &gp, q->codes, q->scales,
+                             q->zeros);
+  } else {
+    rc = cloq_dev_quant_rtn(ip->dev, T, q->n_out, q->n_in, bits, ip->group_size, q->codes,
+                            q->scales, q->zeros);
+  }
+  if (rc != CLOQ_OK)
+    return CLOQ_FAIL("block %lld %s: quantization failed: %s", (long long)j->b,
+                     cloq_module_name[j->m], cloq_err_msg());
+  return CLOQ_OK;
+}
+
+/* E = W - dequant(q) in float64; Q is scratch (n_out, n_in). */
+static void quant_error(const cloq_qmodule *q, int64_t gs, const float *W, float *Q, double *E) {
+  int64_t n = q->n_out * q->n_in;
+  cloq_dequant(q->codes, q->scales, q->zeros, q->n_out, q->n_in, gs, Q);
+  for (int64_t i = 0; i < n; i++) E[i] = (double)W[i] - (double)Q[i];
+}
+
+static double sumsq(const double *x, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
+  return s;
+}
+
+/* ||E C||_F^2 (the objective of Q alone) into *trace, F = E C left in mb->F. */
+static int weighted_trace(const cloq_modjob *j, const double *E, int64_t no, int64_t ni, bufs *mb,
+                          double *trace) {
+  CLOQ_CALL(cloq_proj_apply(E, no, ni, j->f, mb->F));
+  *trace = sumsq(mb->F, no * ni);
+  return CLOQ_OK;
+}
+
+/* The top-r basis V of E for the run's init, with what it captures of the calibrated objective:
+ * *trace = ||E C||^2 and cap[i] = ||v_i^T E C||^2, so that the objective of rank k is trace minus
+ * the first k of cap. CLoQ: the solve on E C gives all three (cap = lam); svd: the solve on E,
+ * then F = E C and cap from V. */
+static int basis(const cloq_modjob *j, const double *E, int64_t no, int64_t ni, int64_t r,
+                 double *V, double *cap, double *trace, bufs *mb) {
+  n_solve++;
+  int rc = j->solver.solve(j->solver.ctx, E, no, ni,
+                           j->ip->init == CLOQ_INIT_CLOQ ? j->f : NULL, r, V, cap, trace);
+  if (rc == CLOQ_OK && j->ip->init != CLOQ_INIT_CLOQ) {
+    rc = weighted_trace(j, E, no, ni, mb, trace);
+    if (rc == CLOQ_OK) rc = cloq_proj_captured(V, no, r, mb->F, ni, cap);
+  }
+  if (rc != CLOQ_OK)
+    return CLOQ_FAIL("block %lld %s: rank-%lld basis: %s", (long long)j->b,
+                     cloq_module_name[j->m], (long long)r, cloq_err_msg());
+  return CLOQ_OK;
+}
+
+static int emit(const cloq_modjob *j, int c, cloq_qmodule *q, int64_t r, double obj,
+                double obj0) {
+  cloq_qmodule out = *q;
+  out.rank = r;
+  out.objective = obj;
+  out.objective_zero = obj0;
+  return j->emit(j->emit_ctx, c, &out);
+}
+
+
+/* LoftQ for bits setting ib and every rank to do: for each rank r, L = 0, then T times
+ * Q = quant(W' - L), L = [W - Q]_r; the store holds the last Q and the last factors. The first
+ * alternation is the same for every rank (L = 0): its quantization and basis are computed once,
+ * at the largest rank, so T = 1 is the svd init. Later alternations solve at rank r. */
+static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, cloq_qmodule *q) {
+  const cloq_init_params *ip = j->ip;
+  int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
+  int64_t rs = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  int bits = ip->bits[ib], iters = ip->loftq_iters;
+  double t0 = cloq_now(), obj0 = 0, trace = 0;
+  CLOQ_CALL(quantize(j, Wq, bits, q));
+  quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
+  double t1 = cloq_now();
+  j->sec[CLOQ_ST_QUANT] += t1 - t0;
+  CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V1, mb->cap1, &obj0, mb));
+  if (iters > 1) memcpy(mb->E1, mb->E, (size_t)nn * sizeof *mb->E1);
+  j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
+  for (int ir = 0; ir < ip->nranks; ir++) {
+    int c = ib * ip->nranks + ir;
+    int64_t r = ip->ranks[ir];
+    if (!j->todo[c]) continue;
+    double t2 = cloq_now();
+    const double *E1 = iters > 1 ? mb->E1 : mb->E;
+    CLOQ_CALL(cloq_lora_split(mb->V1, E1, no, ni, rs, r, q->A, q->B));
+    const double *cap = mb->cap1;
+    trace = obj0;
+    for (int t = 1; t < iters; t++) {
+      /* target W' - L with L = B A (the float32 factors the store holds) */
+      memcpy(mb->Tgt, Wq, (size_t)nn * sizeof *mb->Tgt);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, -1.0f, q->B,
+                  (int)r, q->A, (int)ni, 1.0f, mb->Tgt, (int)ni);
+      double t3 = cloq_now();
+      CLOQ_CALL(quantize(j, mb->Tgt, bits, q));
+      j->sec[CLOQ_ST_QUANT] += cloq_now() - t3;
+      quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
+      const int64_t rr = cloq_solve_rank(r, no, ni);
+      CLOQ_CALL(basis(j, mb->E, no, ni, rr, mb->V, mb->cap, &trace, mb));
+      CLOQ_CALL(cloq_lora_split(mb->V, mb->E, no, ni, rr, r, q->A, q->B));
+      cap = mb->cap;
+    }
+    double obj = cloq_proj_objective(trace, cap, r, min64(no, ni));
+    j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
+    CLOQ_CALL(emit(j, c, q, r, obj, obj0));
+  }
+  return CLOQ_OK;
+}
+
+static int module_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, cloq_qmodule *q) {
+  const cloq_init_params *ip = j->ip;
+  int64_t no = q->n_out, ni = q->n_in;
+  int64_t rs = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  double t0 = cloq_now(), obj0 = 0;
+  CLOQ_CALL(quantize(j, Wq, ip->bits[ib], q));
+  quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
+  double t1 = cloq_now();
+  j->sec[CLOQ_ST_QUANT] += t1 - t0;
+  if (ip->init == CLOQ_INIT_ZERO) {
+    if (weighted_trace(j, mb->E, no, ni, mb, &obj0) != CLOQ_OK)
+      return CLOQ_FAIL("block %lld %s: objective: %s", (long long)j->b, cloq_module_name[j->m],
+                       cloq_err_msg());
+  } else {
+    CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &obj0, mb));
+  }
+  j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
+  for (int ir = 0; ir < ip->nranks; ir++) {
+    int c = ib * ip->nranks + ir;
+    int64_t r = ip->ranks[ir];
+    if (!j->todo[c]) continue;
+    double t2 = cloq_now(), obj = obj0;
+    if (ip->init == CLOQ_INIT_ZERO) { /* the product is 0 whatever A holds */
+      cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)j->b, (uint64_t)j->m), q->A,
+                     q->B);
+    } else {
+      if (cloq_lora_split(mb->V, mb->E, no, ni, rs, r, q->A, q->B) != CLOQ_OK)
+        return CLOQ_FAIL("block %lld %s: %s", (long long)j->b, cloq_module_name[j->m],
+                         cloq_err_msg());
+      obj = cloq_proj_objective(obj0, mb->cap, r, min64(no, ni));
+    }
+    j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
+    CLOQ_CALL(emit(j, c, q, r, obj, obj0));
+  }
+  return CLOQ_OK;
+}
+
+int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
+  const cloq_init_params *ip = j->ip;
+  int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
+  int64_t rmax = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  int loftq = ip->init == CLOQ_INIT_LOFTQ;
+  bufs mb = {0};
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(mb.Q, nn, "dequantized weight") ||
+      !CLOQ_TRY_ALLOC(mb.E, nn, "quantization error") ||
+      /* CLoQ's solve forms E C itself and returns the objectives */
+      (ip->init != CLOQ_INIT_CLOQ && !CLOQ_TRY_ALLOC(mb.F, nn, "E C (objectives)")) ||
+      !CLOQ_TRY_ALLOC(mb.V, no * rmax, "basis V") || !CLOQ_TRY_ALLOC(mb.cap, rmax, "eigenvalues") ||
+      (loftq && (!CLOQ_TRY_ALLOC(mb.Tgt, nn, "LoftQ target") ||
+                 !CLOQ_TRY_ALLOC(mb.V1, no * rmax, "LoftQ first basis") ||
+                 !CLOQ_TRY_ALLOC(mb.cap1, rmax, "LoftQ first eigenvalues") ||
+                 (ip->loftq_iters > 1 && !CLOQ_TRY_ALLOC(mb.E1, nn, "LoftQ first error")))) ||
+      (ip->magr && !CLOQ_TRY_ALLOC(mb.Wmagr, nn, "MagR weight")))
+    goto done;
+  const float *Wq = j->W;
+  if (ip->magr) {
+    double t0 = cloq_now();
+    int r2 = cloq_magr(j->W, no, ni, j->H, ip->magr_alpha, ip->magr_iters, ip->group_size,
+                       mb.Wmagr);
+    j->sec[CLOQ_ST_QUANT] += cloq_now() - t0;
+    if (r2 != CLOQ_OK) {
+      (void)CLOQ_FAIL("block %lld %s: MagR: %s", (long long)j->b, cloq_module_name[j->m],
+                      cloq_err_msg());
+      goto done;
+    }
+    Wq = mb.Wmagr;
+  }
+  for (int ib = 0; ib < ip->nbits; ib++)
+    if ((loftq ? loftq_bits(j, ib, Wq, &mb, q) : module_bits(j, ib, Wq, &mb, q)) != CLOQ_OK)
+      goto done;
+  rc = CLOQ_OK;
+done:
+  bufs_free(&mb);
+  return rc;
+}
