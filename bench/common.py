@@ -44,13 +44,15 @@ def config(model):
         return json.load(f)
 
 
-BLOCK = re.compile(r"block (\d+)/\d+ \(rank (\d+)\): forward\+gram ([\d.]+) s, eig ([\d.]+) s, "
+# "factor" since the projection form (issue 14); binaries before it printed "eig" there (the
+# eigendecomposition of H), which stages() reads into the same key
+BLOCK = re.compile(r"block (\d+)/\d+ \(rank (\d+)\): forward\+gram ([\d.]+) s, (?:eig|factor) ([\d.]+) s, "
                    r"quant ([\d.]+) s, init ([\d.]+) s, write ([\d.]+) s")
 
 
 def stages(out):
     """Sum of the per-block stage seconds printed by rank 0, and the calibration pass."""
-    tot = {"forward+gram": 0.0, "eig": 0.0, "quant": 0.0, "init": 0.0, "write": 0.0}
+    tot = {"forward+gram": 0.0, "factor": 0.0, "quant": 0.0, "init": 0.0, "write": 0.0}
     for m in BLOCK.finditer(out):
         for k, v in zip(tot, m.groups()[2:]):
             tot[k] += float(v)

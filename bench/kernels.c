@@ -4,7 +4,9 @@
  *
  *   cloq-bench-kernels T D MLP [R]
  * T tokens per sample, D hidden size, MLP intermediate size, R LoRA rank (default 16). Prints one
- * line per kernel: name, shape, seconds (best of 3), GFLOP/s. Uses the threads OpenBLAS is given
+ * line per kernel: name, shape, seconds (best of 3 where repeated), GFLOP/s: sgemm (the
+ * forward), dsyrk (the Gram update), dpotrf (the factor of Hd), dtrmm (F = E C), dsyevr with
+ * range 'I' (the top-R eigenpairs: the init's solve), and dsyevd / dgesdd (the paper's form). Uses the threads OpenBLAS is given
  * (OPENBLAS_NUM_THREADS). Not a test: figures only. */
 #include <cblas.h>
 #include <lapacke.h>
@@ -29,7 +31,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: cloq-bench-kernels T D MLP [R]\n");
     return 2;
   }
-  int T = atoi(argv[1]), D = atoi(argv[2]), H = atoi(argv[3]);
+  int T = atoi(argv[1]), D = atoi(argv[2]), H = atoi(argv[3]), R = argc > 4 ? atoi(argv[4]) : 16;
   cloq_rng g;
   cloq_rng_seed(&g, 1);
   char shape[64];
@@ -81,6 +83,44 @@ int main(int argc, char **argv) {
     snprintf(shape, sizeof shape, "n %d", n);
     if (info == 0) report("dsyevd", shape, t, 4.7 * (double)n * n * n);
     free(x), free(a), free(w);
+  }
+  /* dpotrf and dtrmm: the factor of Hd (n = D and MLP) and F = E C for a D x D and a D x MLP
+   * module */
+  for (int j = 0; j < 2; j++) {
+    int n = ns[j], no = D;
+    double *x = malloc((size_t)2 * n * n * 8), *a = malloc((size_t)n * n * 8),
+           *e = malloc((size_t)no * n * 8);
+    fill(x, (int64_t)2 * n * n, &g);
+    fill(e, (int64_t)no * n, &g);
+    cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, n, 2 * n, 1.0, x, 2 * n, 0.0, a, n);
+    double t0 = cloq_now();
+    int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, a, n);
+    double t = cloq_now() - t0;
+    snprintf(shape, sizeof shape, "n %d", n);
+    if (info == 0) report("dpotrf", shape, t, (double)n * n * n / 3.0);
+    t0 = cloq_now();
+    cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, no, n, 1.0, a, n,
+                e, n);
+    t = cloq_now() - t0;
+    snprintf(shape, sizeof shape, "%d x %d", no, n);
+    report("dtrmm", shape, t, (double)no * n * n);
+    free(x), free(a), free(e);
+  }
+  /* dsyevr, range 'I': the top R eigenpairs of an n = D matrix (the init's solve) */
+  {
+    int n = D, r = R < n ? R : n, m = 0;
+    double *x = malloc((size_t)2 * n * n * 8), *a = malloc((size_t)n * n * 8),
+           *w = malloc((size_t)n * 8), *z = malloc((size_t)n * r * 8);
+    int *sup = malloc((size_t)2 * r * sizeof *sup);
+    fill(x, (int64_t)2 * n * n, &g);
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, n, 2 * n, 1.0, x, 2 * n, 0.0, a, n);
+    double t0 = cloq_now();
+    int info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', n, a, n, 0.0, 0.0, n - r + 1, n, 0.0,
+                              &m, w, z, n, sup);
+    double t = cloq_now() - t0;
+    snprintf(shape, sizeof shape, "n %d, top %d", n, r);
+    if (info == 0) report("dsyevr", shape, t, 4.0 / 3.0 * (double)n * n * n);
+    free(x), free(a), free(w), free(z), free(sup);
   }
   /* dgesdd: the SVD of a module's M = R E^T, (n_in, n_out) for a D x D and a MLP x D module */
   int ms[2][2] = {{D, D}, {H, D}};

@@ -1,7 +1,7 @@
 """Benchmark (a): per stage, time and achieved GFLOP/s of a `cloq init` at one rank on a
-synthetic 8-block model, against this machine's own GEMM / SYRK / dsyevd / dgesdd rates at the
-same sizes measured in the same run (cloq-bench-kernels), and the fraction of wall time inside
-the stages' kernels. Prints a Markdown table.
+synthetic 8-block model, against this machine's own GEMM / SYRK / dpotrf / dtrmm / dsyevr rates
+at the same sizes measured in the same run (cloq-bench-kernels), and the fraction of wall time
+inside the stages' kernels. Prints a Markdown table.
 
   python3 bench/stages.py [threads]     (default: 2 = all cores of this machine)
 """
@@ -17,7 +17,7 @@ cfg = config(model)
 d, H, L, T, N, r = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], 512, 32, 16
 tok = T * N
 
-k = sh([KERNELS, T, d, H, r], env={"OPENBLAS_NUM_THREADS": str(threads)}).stdout
+k = sh([KERNELS, T, d, H, 64], env={"OPENBLAS_NUM_THREADS": str(threads)}).stdout
 rate = {}
 for line in k.splitlines():
     name, rest = line.split(None, 1)
@@ -32,15 +32,19 @@ st = stages(p.stdout)
 params = 4 * d * d + 3 * d * H
 fwd = L * tok * (2 * params + 2 * T / 2 * d * 2)           # linears + causal attention (QK^T, PV)
 gram = L * tok * (3 * d * (d + 1) + H * (H + 1))           # dsyrk t n (n + 1) per input
-eig = L * 4.7 * (3 * d ** 3 + H ** 3)                      # dsyevd, as cloq-bench-kernels counts
-svd = L * (4 * (4 * d * d * d + 22 * d ** 3) + 3 * (4 * H * d * d + 22 * d ** 3))  # dgesdd M
-svd += L * 7 * 4 * d * d * max(d, H)                       # M = R E^T and A: two dgemm per module
+factor = L * (3 * d ** 3 + H ** 3) / 3                     # dpotrf of each input's Hd
+init = 0                                                   # per module (docs/math.md): F = E C,
+for o, i in ((d, d),) * 4 + ((H, d),) * 2 + ((d, H),):     # G or K, dsyevr's reduction, F P
+    s_, l_ = min(o, i), max(o, i)
+    init += o * i * i + s_ * s_ * l_ + 4 / 3 * s_ ** 3 + (2 * o * i * 64 if o > i else 0)
+init *= L
 rows = [
     ("forward + Gram (calibration pass)", st["calibration pass"], fwd + gram,
      f"sgemm {rate['sgemm'][0]:.0f} / dsyrk {rate['dsyrk'][0]:.0f}-{rate['dsyrk'][1]:.0f}"),
-    ("eig (dsyevd, 3 x n=%d + n=%d per block)" % (d, H), st["eig"], eig,
-     f"dsyevd {rate['dsyevd'][0]:.0f}-{rate['dsyevd'][1]:.0f}"),
-    ("init (M = R E^T, dgesdd, factors)", st["init"], svd, f"dgesdd {rate['dgesdd'][0]:.0f}-{rate['dgesdd'][1]:.0f}"),
+    ("factor (dpotrf, 3 x n=%d + n=%d per block)" % (d, H), st["factor"], factor,
+     f"dpotrf {rate['dpotrf'][0]:.0f}-{rate['dpotrf'][1]:.0f}"),
+    ("init (dtrmm, dsyrk, dsyevr top 64, split)", st["init"], init,
+     f"dtrmm {rate['dtrmm'][0]:.0f}-{rate['dtrmm'][1]:.0f} / dsyevr {rate['dsyevr'][0]:.0f}"),
     ("quant (RTN)", st["quant"], 0, ""),
     ("write (block files, fsync)", st["write"], 0, ""),
 ]
