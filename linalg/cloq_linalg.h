@@ -94,7 +94,7 @@ int cloq_quant_gptq_ref(const float *W, int64_t n_out, int64_t n_in, const doubl
  * applied to each row (group_size -1) or to each group of group_size consecutive columns (the
  * last group may be shorter). This lowers the largest magnitudes while keeping X v close to X w,
  * which makes the subsequent quantization grid finer. Iterates are float64; Wout (n_out, n_in)
- * float32 may not alias W. lambda_max: largest eigenvalue of H (LAPACK dsyevr in the fast
+ * float32 may not alias W. lambda_max: largest eigenvalue of H (LAPACK dsytrd + dstemr in the fast
  * version; the reference may use its own method). The fast version does each step for all rows
  * at once (one dsymm); the reference loops. A zero H leaves W unchanged.
  * Fails on alpha < 0 or non-finite, iters < 0, invalid group_size, non-finite W or H, an H
@@ -179,8 +179,9 @@ int cloq_proj_apply(const double *E, int64_t n_out, int64_t n_in, const cloq_hfa
 
 /* The top-r problem above: V (n_out, r) row-major with orthonormal columns in order of
  * decreasing eigenvalue, lam (r) those eigenvalues (clamped at 0: G and K are semidefinite) and
- * *trace = ||F||_F^2. f NULL: C = I (the svd init). Fast: dtrmm, dsyrk, dsyevr (range 'I', the
- * top r pairs only) on the smaller side, then for the input side a dgemm and a Householder QR.
+ * *trace = ||F||_F^2. f NULL: C = I (the svd init). Fast: dtrmm, dsyrk, then dsytrd, dstemr
+ * (range 'I': the top r pairs only) and dormtr on the smaller side, then for the input side a
+ * dgemm and a Householder QR.
  * Ref: loops, the Jacobi eigensolver (all pairs, the top r kept), modified Gram-Schmidt.
  * Eigenvectors are determined up to sign (and rotation inside a repeated eigenvalue): callers use
  * V V^T only. Fails on r outside [1, min(n_out, n_in)], a non-finite E (naming the entry), or an

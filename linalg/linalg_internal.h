@@ -70,6 +70,15 @@ int cloq_proj_check(const double *E, int64_t n_out, int64_t n_in, const cloq_hfa
 void cloq_hfactor_clean(double *L, int64_t n, int64_t rank);
 int cloq_orth_columns(const double *U, int64_t n_out, int64_t r, double *V);
 
+/* The top r eigenpairs of the symmetric S (n, n), of which the row-major upper (= column-major
+ * lower) triangle is read; S is destroyed. lam (r) descending, as computed; P (n, r) row-major,
+ * the eigenvectors as columns in the same order, or NULL for eigenvalues only. dsytrd, then the
+ * top r pairs of the tridiagonal by MRRR (dstemr, range 'I'; dstebz + dstein if it fails), then
+ * dormtr on the r vectors: what dsyevr does, except that dsyevr takes bisection and inverse
+ * iteration for every subset of the spectrum, which cost as much as the reduction itself at
+ * n = 512 (shared by proj.c and MagR's largest eigenvalue). */
+int cloq_syevr_top(double *S, int64_t n, int64_t r, double *P, double *lam);
+
 /* In-place transpose of a square (n, n) matrix (column-major LAPACK output -> row-major). */
 void cloq_transpose_square(double *A, int64_t n);
 

@@ -9,7 +9,7 @@
  * (P(z)_i = sign(z_i) max(|z_i| - theta, 0)). Clipping is what is computed: it is the same map
  * without the cancellation of z - P(z).
  *
- * Fast: one dsymm per step for all rows, lambda_max by dsyevr (one eigenvalue, no vectors), and
+ * Fast: one dsymm per step for all rows, lambda_max by cloq_syevr_top (one eigenvalue, no vectors), and
  * Duchi et al.'s sorting projection restricted to the few entries that can be clipped. Ref: loops,
  * lambda_max from the Jacobi eigensolver (cloq_eig_damped_ref), and Michelot's fixed-point
  * projection, which finds the same theta without sorting.
@@ -135,47 +135,13 @@ static void clip(double *z, int64_t n, double theta) {
   for (int64_t i = 0; i < n; i++) z[i] = z[i] > theta ? theta : (z[i] < -theta ? -theta : z[i]);
 }
 
-/* lambda_max(H) by dsyevr: range 'I' with il = iu = n, no vectors, after a workspace query. */
+/* lambda_max(H) by dsyevr: range 'I' with il = iu = n, no vectors (cloq_syevr_top). */
 static int lambda_max(const double *H, int64_t n, double *lam) {
-  double *A = NULL, *work = NULL;
-  lapack_int *iwork = NULL;
-  int rc = CLOQ_ERR;
-  const lapack_int ln = (lapack_int)n;
-  lapack_int m = 0, isuppz[2] = {0, 0}, iwq = 0;
-  double w[1] = {0.0}, wq = 0.0;
-  if (!CLOQ_TRY_ALLOC(A, n * n, "MagR Gram copy for dsyevr")) return CLOQ_ERR;
+  double *A = NULL;
+  if (!CLOQ_TRY_ALLOC(A, n * n, "MagR Gram copy for the eigensolver")) return CLOQ_ERR;
   memcpy(A, H, (size_t)(n * n) * sizeof *A); /* symmetric: row-major = column-major */
-  lapack_int info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'N', 'I', 'U', ln, A, ln, 0.0, 0.0, ln,
-                                        ln, 0.0, &m, w, NULL, 1, isuppz, &wq, -1, &iwq, -1);
-  if (info != 0) {
-    (void)CLOQ_FAIL("dsyevr (workspace query): info=%d", (int)info);
-    goto done;
-  }
-  if (!(wq >= 1.0 && wq <= (double)INT_MAX && iwq >= 1)) {
-    (void)CLOQ_FAIL("dsyevr: workspace of %g doubles for n = %lld exceeds the 32-bit LAPACK "
-                    "interface", wq, (long long)n);
-    goto done;
-  }
-  const lapack_int lwork = (lapack_int)wq, liwork = iwq;
-  if (!CLOQ_TRY_ALLOC(work, lwork, "dsyevr workspace") ||
-      !CLOQ_TRY_ALLOC(iwork, liwork, "dsyevr integer workspace"))
-    goto done;
-  info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'N', 'I', 'U', ln, A, ln, 0.0, 0.0, ln, ln, 0.0, &m,
-                             w, NULL, 1, isuppz, work, lwork, iwork, liwork);
-  if (info < 0) {
-    (void)CLOQ_FAIL("dsyevr: argument %d had an illegal value", (int)-info);
-    goto done;
-  }
-  if (info > 0 || m != 1) {
-    (void)CLOQ_FAIL("dsyevr: failed to converge (info=%d, %d eigenvalues)", (int)info, (int)m);
-    goto done;
-  }
-  *lam = w[0];
-  rc = CLOQ_OK;
-done:
+  const int rc = cloq_syevr_top(A, n, 1, NULL, lam);
   free(A);
-  free(work);
-  free(iwork);
   return rc;
 }
 

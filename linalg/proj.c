@@ -3,15 +3,16 @@
  * One module's work, for either init that needs a product (svd: C = I; cloq: Hd = C C^T):
  *   1. F = E C                          dtrmm, n_out n_in^2 flops (none for svd)
  *   2. S = F F^T or F^T F               dsyrk on the smaller side
- *   3. top r eigenpairs of S            dsyevr, range 'I' (the tridiagonal reduction is the cost,
- *                                       4/3 n^3; only r vectors are back-transformed)
+ *   3. top r eigenpairs of S            dsytrd, dstemr (range 'I'), dormtr (cloq_syevr_top: the
+ *                                       tridiagonal reduction is the cost, 4/3 n^3; only r vectors
+ *                                       are computed and back-transformed)
  *   4. input side: V = orth(F P)        dgemm + dgeqrf/dorgqr, n_out n_in r
  *   5. the balanced split               dgemm V^T E + the SVD of an r x n_in matrix
  * against the paper's form: a full eigendecomposition of H (~9 n_in^3 with vectors), the product
  * R E^T and a full SVD of it, every singular vector computed and all but r discarded.
  *
  * Layouts. Row-major arrays are handed to column-major LAPACK as their transposes: the row-major
- * upper triangle of a symmetric matrix is the column-major lower one (dsyevr with 'L', which was
+ * upper triangle of a symmetric matrix is the column-major lower one (dsytrd with 'L', which was
  * also the faster triangle for OpenBLAS's dsytrd here: 5.8 s against 8.0 s at n = 5120), and
  * dpotrf/dpstrf with 'U' on a row-major array leave the row-major lower factor L = U^T.
  */
@@ -194,55 +195,129 @@ static double sumsq(const double *x, int64_t n) {
 
 /* ---- the top-r solve ------------------------------------------------------------------------ */
 
-/* Top r eigenpairs of the symmetric S (n, n), row-major upper triangle given (the column-major
- * lower one); S is destroyed. P (n, r) row-major, columns by decreasing eigenvalue; lam the
- * eigenvalues, clamped at 0. dsyevr after a workspace query. */
-static int top_eig(double *S, int64_t n, int64_t r, double *P, double *lam) {
-  const lapack_int ln = (lapack_int)n, il = (lapack_int)(n - r + 1), iu = (lapack_int)n;
-  double *w = NULL, *Z = NULL, *work = NULL;
-  lapack_int *isuppz = NULL, *iwork = NULL, m = 0;
+/* Eigenpairs il..iu (ascending) of the tridiagonal (d, e), n x n, by MRRR (dstemr: O(n) per pair,
+ * no bisection sweep); when dstemr reports a failure (its representation tree found no
+ * relatively robust representation: rare), by bisection and inverse iteration (dstebz + dstein,
+ * what dsyevr does for any subset). d and e are destroyed. Z (n, iu - il + 1) column-major, or
+ * NULL for eigenvalues only; w receives them ascending. */
+static int tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu, double *w,
+                         double *Z) {
+  const lapack_int ln = (lapack_int)n, lil = (lapack_int)il, liu = (lapack_int)iu;
+  const lapack_int k = liu - lil + 1;
+  double *d0 = NULL, *e0 = NULL, *work = NULL;
+  lapack_int *isuppz = NULL, *iwork = NULL, m = 0, tryrac = 1, info = 0;
   int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(d0, n, "tridiagonal copy") || !CLOQ_TRY_ALLOC(e0, n, "tridiagonal copy") ||
+      !CLOQ_TRY_ALLOC(isuppz, 2 * (int64_t)k, "dstemr support"))
+    goto done;
+  memcpy(d0, d, (size_t)n * sizeof *d0);
+  memcpy(e0, e, (size_t)n * sizeof *e0);
   double wq = 0.0;
   lapack_int iwq = 0;
-  if (!CLOQ_TRY_ALLOC(w, n, "eigenvalues") || !CLOQ_TRY_ALLOC(Z, n * r, "eigenvectors") ||
-      !CLOQ_TRY_ALLOC(isuppz, 2 * r, "dsyevr support"))
-    goto done;
-  lapack_int info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, S, ln, 0.0, 0.0, il,
-                                        iu, 0.0, &m, w, Z, ln, isuppz, &wq, -1, &iwq, -1);
-  if (info != 0) {
-    (void)CLOQ_FAIL("dsyevr (workspace query): argument %d had an illegal value", (int)-info);
-    goto done;
+  info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, Z ? 'V' : 'N', 'I', ln, d, e, 0.0, 0.0, lil, liu,
+                             &m, w, Z, Z ? ln : 1, k, isuppz, &tryrac, &wq, -1, &iwq, -1);
+  if (info == 0) {
+    const lapack_int lwork = (lapack_int)wq, liwork = iwq;
+    if (!CLOQ_TRY_ALLOC(work, lwork, "dstemr workspace") ||
+        !CLOQ_TRY_ALLOC(iwork, liwork, "dstemr integer workspace"))
+      goto done;
+    info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, Z ? 'V' : 'N', 'I', ln, d, e, 0.0, 0.0, lil, liu,
+                               &m, w, Z, Z ? ln : 1, k, isuppz, &tryrac, work, lwork, iwork,
+                               liwork);
   }
-  if (!(wq >= 1.0 && wq <= (double)INT_MAX)) {
-    (void)CLOQ_FAIL("dsyevr: workspace of %g doubles for n = %lld exceeds the 32-bit LAPACK "
-                    "interface", wq, (long long)n);
-    goto done;
-  }
-  const lapack_int lwork = (lapack_int)wq, liwork = iwq;
-  if (!CLOQ_TRY_ALLOC(work, lwork, "dsyevr workspace") ||
-      !CLOQ_TRY_ALLOC(iwork, liwork, "dsyevr integer workspace"))
-    goto done;
-  info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, S, ln, 0.0, 0.0, il, iu, 0.0, &m,
-                             w, Z, ln, isuppz, work, lwork, iwork, liwork);
   if (info < 0) {
-    (void)CLOQ_FAIL("dsyevr: argument %d had an illegal value", (int)-info);
+    (void)CLOQ_FAIL("dstemr: argument %d had an illegal value", (int)-info);
     goto done;
   }
-  if (info > 0 || m != (lapack_int)r) {
-    (void)CLOQ_FAIL("dsyevr: internal error (info=%d, %d of %lld eigenpairs)", (int)info, (int)m,
-                    (long long)r);
+  if (info == 0 && m == k) {
+    rc = CLOQ_OK;
     goto done;
   }
-  /* ascending column-major Z (n, r) -> descending row-major P (n, r) */
-  for (int64_t j = 0; j < r; j++) {
-    const int64_t src = r - 1 - j;
-    lam[j] = w[src] > 0.0 ? w[src] : 0.0;
-    for (int64_t i = 0; i < n; i++) P[i * r + j] = Z[i + src * n];
+  /* the fallback, on the saved tridiagonal */
+  free(work), free(iwork);
+  work = NULL, iwork = NULL;
+  lapack_int nsplit = 0, *iblock = NULL, *isplit = NULL, *ifail = NULL;
+  if (!CLOQ_TRY_ALLOC(work, 5 * n, "dstebz/dstein workspace") ||
+      !CLOQ_TRY_ALLOC(iwork, 3 * n, "dstebz/dstein integer workspace") ||
+      !CLOQ_TRY_ALLOC(iblock, n, "dstebz blocks") || !CLOQ_TRY_ALLOC(isplit, n, "dstebz splits") ||
+      !CLOQ_TRY_ALLOC(ifail, k, "dstein failures")) {
+    free(iblock), free(isplit), free(ifail);
+    goto done;
+  }
+  info = LAPACKE_dstebz_work('I', 'B', ln, 0.0, 0.0, lil, liu, 0.0, d0, e0, &m, &nsplit, w, iblock,
+                             isplit, work, iwork);
+  if (info == 0 && m == k && Z)
+    info = LAPACKE_dstein_work(LAPACK_COL_MAJOR, ln, d0, e0, m, w, iblock, isplit, Z, ln, work,
+                               iwork, ifail);
+  free(iblock), free(isplit), free(ifail);
+  if (info != 0 || m != k) {
+    (void)CLOQ_FAIL("dstebz/dstein: failed (info=%d, %d of %d eigenpairs)", (int)info, (int)m,
+                    (int)k);
+    goto done;
   }
   rc = CLOQ_OK;
 done:
-  free(w), free(Z), free(work), free(isuppz), free(iwork);
+  free(d0), free(e0), free(work), free(iwork), free(isuppz);
   return rc;
+}
+
+int cloq_syevr_top(double *S, int64_t n, int64_t r, double *P, double *lam) {
+  CLOQ_CHECK(n >= 1 && cloq_fits_int(n) && r >= 1 && r <= n, "invalid eigenproblem: top %lld of %lld",
+             (long long)r, (long long)n);
+  const lapack_int ln = (lapack_int)n, lr = (lapack_int)r;
+  double *d = NULL, *e = NULL, *tau = NULL, *w = NULL, *Z = NULL, *work = NULL;
+  int rc = CLOQ_ERR;
+  if (!CLOQ_TRY_ALLOC(d, n, "tridiagonal") || !CLOQ_TRY_ALLOC(e, n, "tridiagonal") ||
+      !CLOQ_TRY_ALLOC(tau, n, "reflectors") || !CLOQ_TRY_ALLOC(w, n, "eigenvalues") ||
+      (P && !CLOQ_TRY_ALLOC(Z, n * r, "eigenvectors")))
+    goto done;
+  /* S = Q T Q^T (dsytrd, the O(n^3) part), after a workspace query covering dormtr too */
+  double wq = 0.0, wq2 = 0.0;
+  lapack_int info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', ln, S, ln, d, e, tau, &wq, -1);
+  if (info == 0 && P)
+    info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, S, ln, tau, Z, ln, &wq2, -1);
+  if (info != 0 || !(wq <= (double)INT_MAX && wq2 <= (double)INT_MAX)) {
+    (void)CLOQ_FAIL("dsytrd/dormtr (workspace query): info=%d, %g / %g doubles", (int)info, wq,
+                    wq2);
+    goto done;
+  }
+  const lapack_int lwork = (lapack_int)(wq > wq2 ? wq : wq2) > 1 ? (lapack_int)(wq > wq2 ? wq : wq2) : 1;
+  if (!CLOQ_TRY_ALLOC(work, lwork, "dsytrd workspace")) goto done;
+  info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', ln, S, ln, d, e, tau, work, lwork);
+  if (info != 0) {
+    (void)CLOQ_FAIL("dsytrd: argument %d had an illegal value", (int)-info);
+    goto done;
+  }
+  /* the top r pairs of T, then Q times their vectors (dormtr) */
+  if (tridiag_range(d, e, n, n - r + 1, n, w, Z) != 0) goto done;
+  if (P) {
+    info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, S, ln, tau, Z, ln, work,
+                               lwork);
+    if (info != 0) {
+      (void)CLOQ_FAIL("dormtr: argument %d had an illegal value", (int)-info);
+      goto done;
+    }
+  }
+  /* ascending (column-major Z (n, r)) -> descending (row-major P (n, r)) */
+  for (int64_t j = 0; j < r; j++) {
+    const int64_t src = r - 1 - j;
+    lam[j] = w[src];
+    if (P)
+      for (int64_t i = 0; i < n; i++) P[i * r + j] = Z[i + src * n];
+  }
+  rc = CLOQ_OK;
+done:
+  free(d), free(e), free(tau), free(w), free(Z), free(work);
+  return rc;
+}
+
+/* The top r pairs of G or K, eigenvalues clamped at 0 (both are semidefinite: a negative one is
+ * rounding). */
+static int top_eig(double *S, int64_t n, int64_t r, double *P, double *lam) {
+  CLOQ_CALL(cloq_syevr_top(S, n, r, P, lam));
+  for (int64_t j = 0; j < r; j++)
+    if (!(lam[j] > 0.0)) lam[j] = 0.0;
+  return CLOQ_OK;
 }
 
 /* V (n_out, r) row-major = an orthonormal basis of the columns of U (n_out, r) row-major, column
