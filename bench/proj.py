@@ -4,7 +4,8 @@ form), side by side in one run. The previous commit is built by this script into
 
   python3 bench/proj.py [--prev REF] [--parts a,b,c,d,e,f]
 
-Parts (each prints a Markdown table; raw outputs go to bench/results/proj-*.txt):
+Parts (each prints a Markdown table; the outputs of the runs go to bench/results/proj-*.txt, the
+figures to bench/results/proj.json, updated part by part):
   a  one synthetic block, d 2048, MLP 5632, 16 heads, 1 x 2048 tokens, rank 64, 1 OpenBLAS thread:
      stages old and new, and NumPy's eigh of a 2048 x 2048 matrix on the same core, same run
   b  one Llama-2-13B-shaped block (`cloq synth --like llama2-13b --layers 1`), 1 x 2048 tokens,
@@ -148,7 +149,10 @@ def part_c(prev):
     new = rows[0][3]
     print(f"\ncloq (projection) stages: calibration pass {new['calibration pass']:.1f} s, "
           f"factor {new['eig / factor']:.2f} s, quant {new['quant']:.2f} s, init {new['init']:.2f} s; "
-          f"peer stages (JSON): {[{k: round(v, 2) for k, v in r[3].items() if isinstance(v, float)} for r in rows[2:]]}\n")
+          f"previous: calibration pass {rows[1][3]['calibration pass']:.1f} s, eig {rows[1][3]['eig / factor']:.2f} s, "
+          f"quant {rows[1][3]['quant']:.2f} s, init {rows[1][3]['init']:.2f} s; the peers' stages (s): "
+          + "; ".join(f"{r[0].split(' (')[0]}: " + ", ".join(f"{k} {v:.2f}" for k, v in r[3]["time_s"].items())
+                      for r in rows[2:]) + "\n")
     return {"rows": [(r[0], r[1], r[2]) for r in rows]}
 
 
@@ -242,8 +246,11 @@ def main():
         for k in list(v) if isinstance(v, dict) else []:
             if isinstance(v[k], dict):
                 v[k].pop("stdout", None)
-    with open(os.path.join(RESULTS, "proj.json"), "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    path = os.path.join(RESULTS, "proj.json")  # parts run separately accumulate
+    old = json.load(open(path)) if os.path.exists(path) else {}
+    old.update(res)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=1, default=str)
 
 
 if __name__ == "__main__":
