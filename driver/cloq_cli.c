@@ -90,19 +90,21 @@ void cloq_cli_usage(int cmd) {
         "                         and stop\n");
     printf(
         "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): cuda runs the\n"
-        "                         forward pass, Gram matrices, eigendecompositions, SVDs and\n"
-        "                         quantizers on the GPU of each rank (local rank mod GPU count);\n"
+        "                         forward pass, Gram matrices, Cholesky factors, top-r\n"
+        "                         eigensolves and quantizers on the GPU of each rank (local rank\n"
+        "                         mod GPU count);\n"
         "                         auto falls back to the CPU with a one-line notice\n"
         "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
         "complete in FILE.h5.partial.d/.\n");
   } else if (cmd == CLOQ_CMD_SWEEP) {
     printf(
         "usage: cloq sweep --model DIR --calib FILE --bits 2,3,4 --ranks 8,16,32,64 --out DIR\n"
-        "One calibration pass and one eigendecomposition per distinct input for the whole sweep,\n"
-        "one quantization and one SVD per module and bits setting; every LoRA rank is derived from\n"
-        "the largest. Writes one store per configuration: DIR/b<bits>-r<rank>.h5, each equal to\n"
-        "what `cloq init` writes for that bits and rank. Options: those of `cloq init` (see\n"
-        "cloq init --help) except --bits, --rank and --export, plus\n"
+        "One calibration pass and one Cholesky factor per distinct input for the whole sweep, one\n"
+        "quantization and one top-r eigensolve per module and bits setting; every LoRA rank is\n"
+        "a truncation of one basis solved at the largest, rounded up to a multiple of 64. Writes one\n"
+        "store per configuration, DIR/b<bits>-r<rank>.h5, equal to what `cloq init` writes for that\n"
+        "bits and rank (bitwise where both ranks round up to the same multiple of 64). Options:\n"
+        "those of `cloq init` (see cloq init --help) except --bits, --rank and --export, plus\n"
         "  --bits LIST            comma-separated bits settings (2, 3, 4, 8), at most 4\n"
         "  --ranks LIST           comma-separated LoRA ranks, at most 16\n"
         "  --out DIR              output folder (created; stores already complete there are kept,\n"

@@ -287,14 +287,15 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
     int64_t no_, ni_;
     cloq_module_shape(cfg, m, &no_, &ni_);
     double no = (double)no_, ni = (double)ni_, ns = no < ni ? no : ni, nl = no < ni ? ni : no;
-    double rmax = (double)cloq_solve_rank(cloq_init_max_rank(ip), no_, ni_);
+    double rmax = (double)cloq_proj_solve_rank(cloq_init_max_rank(ip), no_, ni_);
     double f = no * ni * ni; /* E C: every init, for the objectives */
     if (ip->init != CLOQ_INIT_ZERO) {
       f += ns * ns * nl + 4.0 / 3.0 * ns * ns * ns + 4.0 * ns * ns * rmax; /* syrk, eig */
       if (no > ni) f += 2.0 * no * ni * rmax;                                /* F P */
       f += 4.0 * no * ni * rsum;                                             /* splits */
       if (!cloq) f += 2.0 * no * ni * rmax;                                  /* V^T F */
-      if (loftq) f *= (double)(ip->loftq_iters > 1 ? ip->loftq_iters : 1);
+      /* LoftQ: the first alternation is shared by the ranks; each rank then does T - 1 more */
+      if (loftq) f *= 1.0 + (double)ip->nranks * (double)(ip->loftq_iters > 1 ? ip->loftq_iters - 1 : 0);
     }
     initf += f;
     double ws = 8 * ni * ni                    /* the unit's factor */

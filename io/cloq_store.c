@@ -197,7 +197,8 @@ static int read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims
   CLOQ_CALL(attr_read(f, "format_version", H5T_NATIVE_INT64, &ver));
   CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d%s",
              what, (long long)ver, CLOQ_STORE_FORMAT_VERSION,
-             ver == 3 ? " (format 3 split the CLoQ factors unevenly: re-run cloq init)" : "");
+             ver == 3 ? " (format 3 split the CLoQ factors unevenly: run cloq init again, with "
+                        "--force over an old store or its .partial.d)" : "");
   memset(m, 0, sizeof *m);
   CLOQ_CALL(attr_read_str(f, "model", m->model, sizeof m->model));
   CLOQ_CALL(attr_read_str(f, "calib_source", m->calib, sizeof m->calib));

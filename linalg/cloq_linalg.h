@@ -191,6 +191,14 @@ int cloq_proj_solve(const double *E, int64_t n_out, int64_t n_in, const cloq_hfa
 int cloq_proj_solve_ref(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
                         int64_t r, double *V, double *lam, double *trace);
 
+/* The rank at which to solve for a LoRA of rank r: r rounded up to a multiple of
+ * CLOQ_SOLVE_QUANTUM, at most min(n_out, n_in). A basis solved at it serves every rank it rounds
+ * from as a truncation, so runs whose largest ranks round alike make the same calls (a sweep's
+ * stores are bitwise a single run's); the extra eigenvectors cost O(n^2) each against the
+ * O(n^3) reduction every solve pays. */
+enum { CLOQ_SOLVE_QUANTUM = 64 };
+int64_t cloq_proj_solve_rank(int64_t r, int64_t n_out, int64_t n_in);
+
 /* cap[j] = ||v_j^T F||^2 for the first rmax columns v_j of V (n_out, rmax): the part of tr(F F^T)
  * that V captures, so the objective of L = V_r V_r^T E is ||F||^2 - (cap_0 + ... + cap_{r-1})
  * (for the CLoQ basis, cap = lam). One dgemm. Fails on an invalid shape or allocation. */

@@ -12,6 +12,7 @@
  * Precision: everything here is float64 except sgemm (float32, TF32 off: the handle's math mode
  * is CUBLAS_PEDANTIC_MATH, so cuBLAS may not substitute reduced-precision tensor-core paths).
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -188,6 +189,7 @@ int cloq_cuda_hfactor(cloq_cuda *c, const double *H, int64_t n, double damp, clo
     rc = CLOQ_FAIL("cusolverDnDpotrf: argument %d had an illegal value", -info);
     goto fail;
   }
+  if (info == 0 && cloq_hfactor_near_singular(f->L, H, n, damp)) info = 1;
   if (info > 0) { /* not positive definite: the CPU's pivoted Cholesky (cuSOLVER has none) */
     cloq_hfactor_free(f);
     return cloq_hfactor_make(H, n, damp, f);
@@ -245,7 +247,12 @@ int cloq_cuda_proj_solve(cloq_cuda *c, const double *E, int64_t n_out, int64_t n
                             CUBLAS_DIAG_NON_UNIT, ini, ino, &one, dL.p, ini, Ft, ini, Ft, ini));
   }
   double tr = 0.0;
-  CLOQ_CUBLAS(cublasDdot(c->blas, (int)nel, Ft, 1, Ft, 1, &tr)); /* host pointer mode: syncs */
+  for (int64_t off = 0; off < nel; off += INT_MAX / 2) { /* cuBLAS counts are int */
+    const int cnt = (int)(nel - off < INT_MAX / 2 ? nel - off : INT_MAX / 2);
+    double part = 0.0;
+    CLOQ_CUBLAS(cublasDdot(c->blas, cnt, Ft + off, 1, Ft + off, 1, &part)); /* host mode: syncs */
+    tr += part;
+  }
   *trace = tr;
   {
     const double one = 1.0, zero = 0.0;

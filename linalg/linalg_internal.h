@@ -68,6 +68,9 @@ void cloq_eig_clamp(double *s, int64_t n, int64_t *nclamped);
 int cloq_proj_check(const double *E, int64_t n_out, int64_t n_in, const cloq_hfactor *f,
                     int64_t r);
 void cloq_hfactor_clean(double *L, int64_t n, int64_t rank);
+/* Whether dpotrf's L (row-major lower, of H + damp mean(diag H) I) has a pivot L_kk^2 at or below
+ * 1e-10 max(diag Hd): then the factor is redone with pivoting (dpstrf decides the rank). */
+int cloq_hfactor_near_singular(const double *L, const double *H, int64_t n, double damp);
 int cloq_orth_columns(const double *U, int64_t n_out, int64_t r, double *V);
 
 /* The top r eigenpairs of the symmetric S (n, n), of which the row-major upper (= column-major
@@ -78,6 +81,15 @@ int cloq_orth_columns(const double *U, int64_t n_out, int64_t r, double *V);
  * iteration for every subset of the spectrum, which cost as much as the reduction itself at
  * n = 512 (shared by proj.c and MagR's largest eigenvalue). */
 int cloq_syevr_top(double *S, int64_t n, int64_t r, double *P, double *lam);
+/* Eigenpairs il..iu (1-based, ascending) of the symmetric tridiagonal (d, e) of order n (e: n - 1
+ * off-diagonal entries, and room for n): w (n) receives them ascending, Z (n, iu - il + 1)
+ * column-major their vectors (NULL: eigenvalues only); d and e are destroyed. AUTO: MRRR
+ * (dstemr: O(n) per pair), and when dstemr fails (no relatively robust representation: rare)
+ * bisection and inverse iteration (dstebz + dstein, as dsyevr does for any subset); BISECTION
+ * takes the latter at once (the tests reach it that way). */
+enum { CLOQ_TRIDIAG_AUTO, CLOQ_TRIDIAG_BISECTION };
+int cloq_tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu, double *w,
+                       double *Z, int method);
 
 /* In-place transpose of a square (n, n) matrix (column-major LAPACK output -> row-major). */
 void cloq_transpose_square(double *A, int64_t n);

@@ -335,7 +335,10 @@ int cloq_pdist_proj_solve(MPI_Comm comm, int root, const double *E, int64_t n_ou
   }
 
   pgrid g;
-  CLOQ_CALL(pgrid_open(comm, root, &g));
+  if (pgrid_open(comm, root, &g) != CLOQ_OK) { /* an MPI failure (MPI_ERRORS_RETURN only) */
+    free(Ep), free(Zr), free(w);
+    return CLOQ_ERR;
+  }
   double *A = NULL, *L = NULL, *S = NULL, *Z = NULL, *U = NULL, *work = NULL;
   int *iwork = NULL;
   int descA[DLEN], descL[DLEN], descS[DLEN], descZ[DLEN], descU[DLEN], descRE[DLEN],

@@ -38,6 +38,25 @@ void cloq_hfactor_free(cloq_hfactor *f) {
 }
 
 /* Zeroes the row-major strict upper triangle of L (n, n) and its columns >= rank. */
+/* dpotrf can pass a numerically singular Hd with a pivot at rounding level (unpivoted, the last
+ * Schur complements carry the cancellation of everything before them: 2 tokens and 3 inputs gave
+ * pivots well above dpstrf's n eps max(diag Hd) in tests). A pivot (squared diagonal of L) below
+ * 1e-10 max(diag Hd) sends the factor to dpstrf, which decides the rank with its own tolerance:
+ * an Hd that is merely ill-conditioned comes back complete (rank n, pivoted), a singular one
+ * with its rank, which the caller's warning names. */
+enum { NEAR_SINGULAR_EXP = 10 };
+int cloq_hfactor_near_singular(const double *L, const double *H, int64_t n, double damp) {
+  double dmax = 0.0, tr = 0.0;
+  for (int64_t i = 0; i < n; i++) tr += H[i * n + i];
+  const double shift = damp * tr / (double)n;
+  for (int64_t i = 0; i < n; i++)
+    if (H[i * n + i] + shift > dmax) dmax = H[i * n + i] + shift;
+  const double tol = pow(10.0, -NEAR_SINGULAR_EXP) * dmax;
+  for (int64_t i = 0; i < n; i++) /* the row-major lower L's diagonal = the column-major U's */
+    if (L[i * n + i] * L[i * n + i] <= tol) return 1;
+  return 0;
+}
+
 void cloq_hfactor_clean(double *L, int64_t n, int64_t rank) {
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++)
@@ -59,6 +78,7 @@ int cloq_hfactor_make(const double *H, int64_t n, double damp, cloq_hfactor *f) 
     (void)CLOQ_FAIL("dpotrf: argument %d had an illegal value", (int)-info);
     goto fail;
   }
+  if (info == 0 && cloq_hfactor_near_singular(f->L, H, n, damp)) info = (lapack_int)n;
   if (info > 0) { /* not positive definite: pivoted Cholesky up to the numerical rank */
     lapack_int *lpiv = NULL, rank = 0;
     double *work = NULL;
@@ -173,6 +193,7 @@ int cloq_proj_apply(const double *E, int64_t n_out, int64_t n_in, const cloq_hfa
   CLOQ_CHECK(!f || (f->n == n_in && f->L),
              "factor of order %lld does not match the layer's %lld inputs", f ? (long long)f->n : 0LL,
              (long long)n_in);
+  CLOQ_CHECK(!(f && f->piv && F == E), "a pivoted factor cannot be applied in place");
   int64_t nel;
   CLOQ_CALL(cloq_mul64(n_out, n_in, &nel));
   if (f && f->piv) {
@@ -195,13 +216,8 @@ static double sumsq(const double *x, int64_t n) {
 
 /* ---- the top-r solve ------------------------------------------------------------------------ */
 
-/* Eigenpairs il..iu (ascending) of the tridiagonal (d, e), n x n, by MRRR (dstemr: O(n) per pair,
- * no bisection sweep); when dstemr reports a failure (its representation tree found no
- * relatively robust representation: rare), by bisection and inverse iteration (dstebz + dstein,
- * what dsyevr does for any subset). d and e are destroyed. Z (n, iu - il + 1) column-major, or
- * NULL for eigenvalues only; w receives them ascending. */
-static int tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu, double *w,
-                         double *Z) {
+int cloq_tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu, double *w,
+                       double *Z, int method) {
   const lapack_int ln = (lapack_int)n, lil = (lapack_int)il, liu = (lapack_int)iu;
   const lapack_int k = liu - lil + 1;
   double *d0 = NULL, *e0 = NULL, *work = NULL;
@@ -214,10 +230,12 @@ static int tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu
   memcpy(e0, e, (size_t)n * sizeof *e0);
   double wq = 0.0;
   lapack_int iwq = 0;
-  info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, Z ? 'V' : 'N', 'I', ln, d, e, 0.0, 0.0, lil, liu,
+  info = method == CLOQ_TRIDIAG_BISECTION ? 1 : 0; /* 1: as if dstemr had failed */
+  if (info == 0)
+    info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, Z ? 'V' : 'N', 'I', ln, d, e, 0.0, 0.0, lil, liu,
                              &m, w, Z, Z ? ln : 1, k, isuppz, &tryrac, &wq, -1, &iwq, -1);
   if (info == 0) {
-    const lapack_int lwork = (lapack_int)wq, liwork = iwq;
+    const lapack_int lwork = (lapack_int)wq > 1 ? (lapack_int)wq : 1, liwork = iwq > 1 ? iwq : 1;
     if (!CLOQ_TRY_ALLOC(work, lwork, "dstemr workspace") ||
         !CLOQ_TRY_ALLOC(iwork, liwork, "dstemr integer workspace"))
       goto done;
@@ -255,6 +273,19 @@ static int tridiag_range(double *d, double *e, int64_t n, int64_t il, int64_t iu
                     (int)k);
     goto done;
   }
+  /* order 'B' sorts within each split-off block only: sort the pairs ascending (as dsyevr does
+   * after dstein; a stable insertion sort, k is the rank of a LoRA) */
+  for (lapack_int i = 1; i < k; i++) {
+    const double wi = w[i];
+    lapack_int j = i;
+    for (; j > 0 && w[j - 1] > wi; j--) w[j] = w[j - 1];
+    w[j] = wi;
+    if (Z && j != i) { /* rotate columns j..i right by one */
+      memcpy(work, Z + (int64_t)i * n, (size_t)n * sizeof *work);
+      memmove(Z + ((int64_t)j + 1) * n, Z + (int64_t)j * n, (size_t)((i - j) * n) * sizeof *Z);
+      memcpy(Z + (int64_t)j * n, work, (size_t)n * sizeof *Z);
+    }
+  }
   rc = CLOQ_OK;
 done:
   free(d0), free(e0), free(work), free(iwork), free(isuppz);
@@ -289,7 +320,7 @@ int cloq_syevr_top(double *S, int64_t n, int64_t r, double *P, double *lam) {
     goto done;
   }
   /* the top r pairs of T, then Q times their vectors (dormtr) */
-  if (tridiag_range(d, e, n, n - r + 1, n, w, Z) != 0) goto done;
+  if (cloq_tridiag_range(d, e, n, n - r + 1, n, w, Z, CLOQ_TRIDIAG_AUTO) != 0) goto done;
   if (P) {
     info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, S, ln, tau, Z, ln, work,
                                lwork);
@@ -467,6 +498,12 @@ done:
   return rc;
 }
 
+int64_t cloq_proj_solve_rank(int64_t r, int64_t n_out, int64_t n_in) {
+  const int64_t q = (r + CLOQ_SOLVE_QUANTUM - 1) / CLOQ_SOLVE_QUANTUM * CLOQ_SOLVE_QUANTUM;
+  const int64_t k = n_out < n_in ? n_out : n_in;
+  return q < k ? q : k;
+}
+
 /* ---- objectives ------------------------------------------------------------------------------- */
 
 int cloq_proj_captured(const double *V, int64_t n_out, int64_t rmax, const double *F,
@@ -504,8 +541,9 @@ static int split(const double *V, const double *E, int64_t n_out, int64_t n_in, 
   CLOQ_CHECK(n_out >= 1 && n_in >= 1 && cloq_fits_int(n_out) && cloq_fits_int(n_in),
              "invalid error matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
   CLOQ_CHECK(r >= 1 && r <= rmax && rmax <= n_out && r <= n_in,
-             "LoRA rank %lld out of range [1, %lld] for a (%lld, %lld) layer", (long long)r,
-             (long long)rmax, (long long)n_out, (long long)n_in);
+             "LoRA rank %lld out of range [1, %lld] for a (%lld, %lld) layer and a basis of %lld "
+             "columns", (long long)r, (long long)(n_out < n_in ? n_out : n_in), (long long)n_out,
+             (long long)n_in, (long long)rmax);
   double *Z = NULL, *Y = NULL, *S = NULL;
   int rc = CLOQ_ERR;
   if (!CLOQ_TRY_ALLOC(Z, r * n_in, "V^T E") || !CLOQ_TRY_ALLOC(Y, r * r, "split rotation") ||

@@ -20,11 +20,6 @@ void cloq_module_counts(int64_t *nsolve, int64_t *nquant) {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-int64_t cloq_solve_rank(int64_t r, int64_t n_out, int64_t n_in) {
-  int64_t q = (r + CLOQ_SOLVE_QUANTUM - 1) / CLOQ_SOLVE_QUANTUM * CLOQ_SOLVE_QUANTUM;
-  return min64(q, min64(n_out, n_in));
-}
-
 int64_t cloq_init_max_rank(const cloq_init_params *ip) {
   int64_t r = 0;
   for (int i = 0; i < ip->nranks; i++)
@@ -109,7 +104,7 @@ static int basis(const cloq_modjob *j, const double *E, int64_t no, int64_t ni, 
     if (rc == CLOQ_OK) rc = cloq_proj_captured(V, no, r, mb->F, ni, cap);
   }
   if (rc != CLOQ_OK)
-    return CLOQ_FAIL("block %lld %s: rank-%lld basis: %s", (long long)j->b,
+    return CLOQ_FAIL("block %lld %s: the top-%lld solve: %s", (long long)j->b,
                      cloq_module_name[j->m], (long long)r, cloq_err_msg());
   return CLOQ_OK;
 }
@@ -131,7 +126,7 @@ static int emit(const cloq_modjob *j, int c, cloq_qmodule *q, int64_t r, double 
 static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
   int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
-  int64_t rs = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  int64_t rs = cloq_proj_solve_rank(cloq_init_max_rank(ip), no, ni);
   int bits = ip->bits[ib], iters = ip->loftq_iters;
   double t0 = cloq_now(), obj0 = 0, trace = 0;
   CLOQ_CALL(quantize(j, Wq, bits, q));
@@ -159,7 +154,7 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
       CLOQ_CALL(quantize(j, mb->Tgt, bits, q));
       j->sec[CLOQ_ST_QUANT] += cloq_now() - t3;
       quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
-      const int64_t rr = cloq_solve_rank(r, no, ni);
+      const int64_t rr = cloq_proj_solve_rank(r, no, ni);
       CLOQ_CALL(basis(j, mb->E, no, ni, rr, mb->V, mb->cap, &trace, mb));
       CLOQ_CALL(cloq_lora_split(mb->V, mb->E, no, ni, rr, r, q->A, q->B));
       cap = mb->cap;
@@ -174,7 +169,7 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
 static int module_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
   int64_t no = q->n_out, ni = q->n_in;
-  int64_t rs = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  int64_t rs = cloq_proj_solve_rank(cloq_init_max_rank(ip), no, ni);
   double t0 = cloq_now(), obj0 = 0;
   CLOQ_CALL(quantize(j, Wq, ip->bits[ib], q));
   quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
@@ -211,7 +206,7 @@ static int module_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, 
 int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
   int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
-  int64_t rmax = cloq_solve_rank(cloq_init_max_rank(ip), no, ni);
+  int64_t rmax = cloq_proj_solve_rank(cloq_init_max_rank(ip), no, ni);
   int loftq = ip->init == CLOQ_INIT_LOFTQ;
   bufs mb = {0};
   int rc = CLOQ_ERR;

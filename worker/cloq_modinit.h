@@ -11,8 +11,8 @@
  *     cloq:  V = top-rmax basis of E C, objectives from the solve (trace - top-r eigenvalues);
  *     then for each rank r of the sweep: the balanced split of V_r V_r^T E (leading r columns of
  *     the basis solved at the largest rank: smaller ranks are truncations).
- * The basis is solved at the largest rank rounded up to a multiple of CLOQ_SOLVE_QUANTUM (at
- * most min(n_out, n_in)), and rank r always uses its leading r columns: so cloq init at rank r
+ * The basis is solved at cloq_proj_solve_rank(largest rank): rounded up to a multiple of 64, at
+ * most min(n_out, n_in); rank r always uses its leading r columns: so cloq init at rank r
  * and a sweep whose largest rank rounds up to the same multiple run the same calls and write
  * bitwise the same factors. The extra eigenvectors cost O(n^2) each, against the O(n^3)
  * tridiagonal reduction that every solve pays once.
@@ -60,10 +60,7 @@ typedef struct {
 
 /* The largest LoRA rank of the sweep. */
 int64_t cloq_init_max_rank(const cloq_init_params *ip);
-/* The rank a basis for rank r is solved at: r rounded up to a multiple of CLOQ_SOLVE_QUANTUM, at
- * most min(n_out, n_in). */
-enum { CLOQ_SOLVE_QUANTUM = 64 };
-int64_t cloq_solve_rank(int64_t r, int64_t n_out, int64_t n_in);
+
 
 /* Seconds per stage of one block. */
 enum { CLOQ_ST_FACTOR, CLOQ_ST_QUANT, CLOQ_ST_INIT, CLOQ_ST_WRITE, CLOQ_NST };

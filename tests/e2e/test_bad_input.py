@@ -160,6 +160,13 @@ check(p.returncode == 0 and "warning: block 0 input attn_in" in p.stderr and "si
       "rank-deficient Gram matrix: warning naming the layer and the rank", "warning for block 0 attn_in",
       p.stderr.strip()[:300])
 
+# a failure inside a unit whose solves run on ScaLAPACK (the owner quantizes, the other ranks wait
+# for its solves): GPTQ cannot factor the singular H; every rank stops, one error line, no hang
+expect_error("GPTQ on a singular Gram matrix, the unit on ScaLAPACK",
+             ["init", "--model", MODEL, "--out", os.path.join(d, "fewg.h5"), "--calib", few, "--calib-format",
+              "tokens", "--damp", "0", "--rank", "4", "--quantizer", "gptq", "--dist-threshold", "1"],
+             ["positive definite"], np_=3, out=os.path.join(d, "fewg.h5"))
+
 # eval refuses a store left incomplete by a failed run, and a store of another model shape
 m = model_copy("inf2")
 for i in range(64):

@@ -7,6 +7,11 @@
   full-precision propagation after block 0 (and only there).
 - --dist-threshold 1 (every decomposition on ScaLAPACK) at 2, 3 and 4 ranks, in both modes,
   matches the LAPACK path: codes, scales and zeros equal, LoRA products within float32 rounding.
+- on a synthetic model whose layers are wider than 64 (so the basis is solved at 64, not at the
+  layer's smaller side): a sweep over ranks 8 and 16 equals init at 8 and 16 bitwise, a sweep
+  whose largest rank is 80 (solved at 96) matches init at 8 to PRODUCT_REL_TOL; ScaLAPACK with
+  blocks of 128 (more eigenvectors asked of pdsyevr than used) and the svd and LoftQ inits on
+  ScaLAPACK match LAPACK.
 - --dry-run prints the plan of every rank and writes nothing."""
 import os
 import re
@@ -96,6 +101,47 @@ for prop, ref in (("full", fl), ("sequential", seq[0])):
         check(p.returncode == 0, f"ScaLAPACK {prop} at {np_} ranks", 0, p.stderr.strip()[:300])
         if p.returncode == 0:
             compare(ref, load_layers(out), f"ScaLAPACK {prop} at {np_} ranks vs LAPACK")
+
+# ---- a model wider than the rounding of the solve rank (64) ----------------------------------------
+syn = os.path.join(d, "wide")
+p = run(["synth", "--out", syn, "--dim", 96, "--layers", 2, "--heads", 4, "--mlp", 160, "--vocab", 256,
+         "--max-pos", 256, "--calib-samples", 6, "--calib-seqlen", 128, "--seed", 4], timeout=120)
+check(p.returncode == 0, "synth: a 2-block d-96 model", 0, p.stderr.strip()[:200])
+WIDE = ["--model", syn, "--calib", os.path.join(syn, "calib.tok"), "--calib-format", "tokens", "--nsamples", 6,
+        "--group-size", 32, "--bits", 3]
+
+
+def wide(out, rank, np_=0, extra=()):
+    return run(["init", "--out", out, "--rank", rank] + WIDE + list(extra), np_)
+
+
+sw = os.path.join(d, "wide-sweep")
+p = run(["sweep", "--out", sw, "--ranks", "8,16"] + WIDE, 2)
+check(p.returncode == 0, "wide sweep, ranks 8 and 16", 0, p.stderr.strip()[:300])
+wl = {}
+for r in (8, 16):
+    one = os.path.join(d, f"wide-{r}.h5")
+    q = wide(one, r)
+    wl[r] = load_layers(one)
+    check(q.returncode == 0 and same_layers(wl[r], load_layers(os.path.join(sw, f"b3-r{r}.h5"))),
+          f"wide: sweep r{r} (solved at 64 < 96) equals init bitwise", "bitwise equal", q.stderr.strip()[:200])
+sw80 = os.path.join(d, "wide-sweep80")
+p = run(["sweep", "--out", sw80, "--ranks", "8,80"] + WIDE, 2)
+if p.returncode == 0:
+    compare(wl[8], load_layers(os.path.join(sw80, "b3-r8.h5")), "wide: r8 of a sweep solved at 96 vs init r8")
+else:
+    check(False, "wide sweep, ranks 8 and 80", 0, p.stderr.strip()[:300])
+for init_kind in ("cloq", "svd", "loftq"):
+    extra = ["--init", init_kind] + (["--loftq-iters", 2] if init_kind == "loftq" else [])
+    ref = os.path.join(d, f"wide-ref-{init_kind}.h5")
+    q = wide(ref, 8, 0, extra)
+    for np_, nb in ((2, 128), (3, 16)):
+        out = os.path.join(d, f"wide-dist-{init_kind}-{np_}.h5")
+        p = wide(out, 8, np_, extra + ["--dist-threshold", 1, "--dist-block", nb])
+        check(q.returncode == 0 and p.returncode == 0, f"wide {init_kind}: ScaLAPACK at {np_} ranks, blocks of {nb}",
+              0, (q.stderr + p.stderr).strip()[:300])
+        if q.returncode == 0 and p.returncode == 0:
+            compare(load_layers(ref), load_layers(out), f"wide {init_kind}: ScaLAPACK ({np_} ranks, nb {nb}) vs LAPACK")
 
 # ---- lazy weights (one block's linears in memory at a time): the same stores ----------------------
 for np_ in (0, 3):
