@@ -162,8 +162,9 @@ typedef struct {
   int64_t *piv;  /* (n) or NULL */
 } cloq_hfactor;
 /* Hd = H + damp * mean(diag H) * I (H full symmetric (n, n), not modified) and its factor: dpotrf,
- * or when Hd is not positive definite (an undamped, rank-deficient H) dpstrf, diagonal pivoting
- * with LAPACK's default tolerance, which stops at the numerical rank. Fails on n < 1, a NaN/inf
+ * or when Hd is not positive definite or nearly singular (an undamped, rank-deficient H; a dpotrf
+ * pivot below 1e-10 max(diag Hd)) dpstrf, diagonal pivoting with LAPACK's default tolerance,
+ * which stops at the numerical rank. Fails on n < 1, a NaN/inf
  * entry ("non-finite value in Gram matrix"), a negative or non-finite damp. The ref is a
  * diagonal-pivoted Cholesky in loops (always pivoted, the same tolerance rule); its C differs
  * from the fast one's by an orthogonal factor, C C^T does not. */
