@@ -534,6 +534,23 @@ double cloq_proj_objective(double trace, const double *cap, int64_t r, int64_t n
 typedef int (*svd_fn)(const double *M, int64_t m, int64_t n, int64_t r, double *P, double *S,
                       double *Vt);
 
+/* C (m, n) = op(A) B, row-major, op(A) = A (lda) or A^T (A stored (k, m), lda); B (k, n) with
+ * leading dimension ldb; C with leading dimension n. `ref`: plain loops, else dgemm. */
+static void matmul(int ref, int trans_a, int64_t m, int64_t n, int64_t k, const double *A,
+                   int64_t lda, const double *B, int64_t ldb, double *C) {
+  if (!ref) {
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, (int)m, (int)n,
+                (int)k, 1.0, A, (int)lda, B, (int)ldb, 0.0, C, (int)n);
+    return;
+  }
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double acc = 0.0;
+      for (int64_t l = 0; l < k; l++) acc += (trans_a ? A[l * lda + i] : A[i * lda + l]) * B[l * ldb + j];
+      C[i * n + j] = acc;
+    }
+}
+
 /* Z = V_r^T E (r, n_in), its SVD Y S Zt, Bd = V_r Y sqrt(S) (n_out, r), Ad = sqrt(S) Zt. `ref`:
  * loops and the Jacobi SVD. */
 static int split(const double *V, const double *E, int64_t n_out, int64_t n_in, int64_t rmax,
@@ -549,17 +566,7 @@ static int split(const double *V, const double *E, int64_t n_out, int64_t n_in, 
   if (!CLOQ_TRY_ALLOC(Z, r * n_in, "V^T E") || !CLOQ_TRY_ALLOC(Y, r * r, "split rotation") ||
       !CLOQ_TRY_ALLOC(S, r, "singular values of the product"))
     goto done;
-  if (ref) {
-    for (int64_t j = 0; j < r; j++)
-      for (int64_t i = 0; i < n_in; i++) {
-        double acc = 0.0;
-        for (int64_t o = 0; o < n_out; o++) acc += V[o * rmax + j] * E[o * n_in + i];
-        Z[j * n_in + i] = acc;
-      }
-  } else {
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n_in, (int)n_out, 1.0, V,
-                (int)rmax, E, (int)n_in, 0.0, Z, (int)n_in);
-  }
+  matmul(ref, 1, r, n_in, n_out, V, rmax, E, n_in, Z); /* Z = V_r^T E */
   /* Z = Y diag(S) Zt; Zt overwrites Ad */
   if ((ref ? cloq_svd_trunc_ref : cloq_svd_trunc)(Z, r, n_in, r, Y, S, Ad) != 0) goto done;
   for (int64_t j = 0; j < r; j++) {
@@ -567,17 +574,7 @@ static int split(const double *V, const double *E, int64_t n_out, int64_t n_in, 
     for (int64_t i = 0; i < n_in; i++) Ad[j * n_in + i] *= h;
     for (int64_t k = 0; k < r; k++) Y[k * r + j] *= h;
   }
-  if (ref) {
-    for (int64_t o = 0; o < n_out; o++)
-      for (int64_t j = 0; j < r; j++) {
-        double acc = 0.0;
-        for (int64_t k = 0; k < r; k++) acc += V[o * rmax + k] * Y[k * r + j];
-        Bd[o * r + j] = acc;
-      }
-  } else {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_out, (int)r, (int)r, 1.0, V,
-                (int)rmax, Y, (int)r, 0.0, Bd, (int)r);
-  }
+  matmul(ref, 0, n_out, r, r, V, rmax, Y, r, Bd); /* Bd = V_r Y sqrt(S) */
   rc = CLOQ_OK;
 done:
   free(Z), free(Y), free(S);
