@@ -338,7 +338,13 @@ static int produce(ex_ctx *c, const ex_tensor *t, void *buf) {
     /* scaling = alpha / r in PEFT: B' = B * (r / alpha) keeps scaling * B' A = B A */
     double k = (double)c->meta.rank / c->lora_alpha;
     float *out = buf;
-    for (int64_t i = 0; i < n; i++) out[i] = k == 1.0 ? c->q.B[i] : (float)((double)c->q.B[i] * k);
+    for (int64_t i = 0; i < n; i++) {
+      out[i] = k == 1.0 ? c->q.B[i] : (float)((double)c->q.B[i] * k);
+      CLOQ_CHECK(isfinite(out[i]),
+                 "%s: entry %lld, %g x rank / lora_alpha = %g, does not fit in float32 (use a "
+                 "larger --lora-alpha)", t->name, (long long)i, (double)c->q.B[i],
+                 (double)c->q.B[i] * k);
+    }
     return CLOQ_OK;
   }
   case SRC_QWEIGHT: {

@@ -22,6 +22,13 @@
 
 static const char *const ds_name[5] = {"codes", "scales", "zeros", "lora_A", "lora_B"};
 
+static int read_module_at(hid_t f, const char *prefix, const char *what, const cloq_store *s,
+                          int64_t b, int m, cloq_qmodule *q, int read);
+static int check_block_file(const cloq_store *s, const char *dir, int64_t b, int *exists,
+                            int full);
+static int validate_module(const char *what, int bits, int64_t b, int m, const cloq_qmodule *q);
+static double objective_ratio(double obj, double obj0);
+
 struct cloq_store {
   MPI_Comm comm;
   int rank;
@@ -333,7 +340,18 @@ static int begin_root(cloq_store *s, int force, int64_t *ndone) {
                s->path, why);
     s->meta.nranks = old.nranks;
     int64_t n = 0;
-    for (int64_t b = 0; b < s->cfg.n_layers; b++) n += cloq_store_block_done(s, b);
+    for (int64_t b = 0; b < s->cfg.n_layers; b++) {
+      int exists = 0;
+      if (check_block_file(s, s->work, b, &exists, 1) == CLOQ_OK) {
+        n++;
+      } else if (exists) { /* damaged (disk trouble, a hand edit): compute it again */
+        cloq_warn("%s; block %lld will be computed again", cloq_err_msg(), (long long)b);
+        char p[1300];
+        block_file(s->work, b, p, sizeof p);
+        CLOQ_CHECK(unlink(p) == 0, "cannot remove %s: %s", p, strerror(errno));
+      }
+    }
+    cloq_err_clear();
     *ndone = n;
     return CLOQ_OK;
   }
@@ -391,10 +409,55 @@ int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_conf
   return CLOQ_OK;
 }
 
-int cloq_store_block_done(const cloq_store *s, int64_t b) {
+/* Checks an opened block file f: the settings it records are the store's, its block attribute is
+ * b, it says complete, and every module's datasets and objectives are there, shaped for the
+ * store, and (full) hold valid numbers (validate_module: every byte is read). `what` names the
+ * file. */
+static int verify_block(hid_t f, const char *what, const cloq_store *s, int64_t b, int full) {
+  cloq_store_meta m;
+  int64_t dims[6], want[6], blk = -1, complete = 0;
+  CLOQ_CALL(read_meta(f, what, &m, dims));
+  dims_of(&s->cfg, want);
+  char why[2400];
+  CLOQ_CHECK(!meta_diff(&m, dims, &s->meta, want, why, sizeof why),
+             "%s belongs to another run (%s)", what, why);
+  CLOQ_CALL(attr_read(f, "block", H5T_NATIVE_INT64, &blk));
+  CLOQ_CHECK(blk == b, "%s holds block %lld, not block %lld", what, (long long)blk, (long long)b);
+  CLOQ_CALL(attr_read(f, "complete", H5T_NATIVE_INT64, &complete));
+  CLOQ_CHECK(complete == 1, "%s is not complete", what);
+  for (int mod = 0; mod < CLOQ_NMOD; mod++) {
+    cloq_qmodule q;
+    if (full) CLOQ_CALL(cloq_qmodule_alloc(&s->cfg, b, mod, s->meta.group_size, s->meta.rank, &q));
+    else cloq_qmodule_shape(&s->cfg, mod, s->meta.group_size, s->meta.rank, &q);
+    int rc = read_module_at(f, "/", what, s, b, mod, &q, full);
+    if (full) cloq_qmodule_free(&q);
+    CLOQ_CALL(rc);
+  }
+  return CLOQ_OK;
+}
+
+/* Whether block b's file in dir is there (*exists) and sound (the return value: CLOQ_OK, or
+ * CLOQ_ERR with the reason recorded); full: verify_block's. */
+static int check_block_file(const cloq_store *s, const char *dir, int64_t b, int *exists,
+                            int full) {
   char p[1300];
-  block_file(s->work, b, p, sizeof p);
-  return access(p, F_OK) == 0;
+  block_file(dir, b, p, sizeof p);
+  *exists = access(p, F_OK) == 0;
+  CLOQ_CHECK(*exists, "block %lld was never written (%s is missing)", (long long)b, p);
+  CLOQ_CHECK(H5Fis_hdf5(p) > 0, "%s is damaged (not a readable HDF5 file)", p);
+  hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CLOQ_CHECK(f >= 0, "%s is damaged (HDF5 cannot open it)", p);
+  int rc = verify_block(f, p, s, b, full);
+  H5Fclose(f);
+  return rc;
+}
+
+int cloq_store_block_done(const cloq_store *s, int64_t b) {
+  int exists = 0;
+  const int had_error = cloq_err_msg()[0] != '\0';
+  const int ok = check_block_file(s, s->work, b, &exists, 0) == CLOQ_OK;
+  if (!ok && !had_error) cloq_err_clear(); /* a question, not a failure */
+  return ok;
 }
 
 /* ---- block files ----------------------------------------------------------------------------- */
@@ -437,6 +500,7 @@ static int check_shapes(const cloq_store *s, int64_t b, int m, const cloq_qmodul
 int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
   cloq_qmodule want;
   CLOQ_CALL(check_shapes(bw->s, bw->b, m, q, &want));
+  CLOQ_CALL(validate_module("refusing to write", bw->s->meta.bits, bw->b, m, q));
   hid_t g = H5Gcreate2(bw->file, cloq_module_name[m], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   CLOQ_CHECK(g >= 0, "HDF5: creating group %s in %s failed", cloq_module_name[m], bw->tmp);
   const void *const bufs[5] = {q->codes, q->scales, q->zeros, q->A, q->B};
@@ -458,7 +522,8 @@ int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
   }
   if (rc == CLOQ_OK) rc = attr_f64(g, "objective", q->objective);
   if (rc == CLOQ_OK) rc = attr_f64(g, "objective_zero", q->objective_zero);
-  if (rc == CLOQ_OK) rc = attr_f64(g, "objective_ratio", q->objective / q->objective_zero);
+  if (rc == CLOQ_OK)
+    rc = attr_f64(g, "objective_ratio", objective_ratio(q->objective, q->objective_zero));
   H5Gclose(g);
   return rc;
 }
@@ -488,9 +553,48 @@ void cloq_store_block_abandon(cloq_store_block **bwp) {
   *bwp = NULL;
 }
 
-/* Reads or checks module m's five datasets under `prefix` in file f into q. */
+/* What a module may hold, checked on every write and every read (eval, export, a resumed
+ * sequential run, resume's verification): codes within the bits, finite positive scales,
+ * integer zero points within the code range, finite factors and objectives. */
+static int validate_module(const char *what, int bits, int64_t b, int m, const cloq_qmodule *q) {
+  const char *mn = cloq_module_name[m];
+  const int64_t n = q->n_out * q->n_in, ng = q->n_out * q->n_groups;
+  const int maxq = (1 << bits) - 1;
+  for (int64_t i = 0; i < n; i++)
+    CLOQ_CHECK(q->codes[i] <= maxq, "%s: block %lld %s: code %d at (%lld, %lld) exceeds %d bits",
+               what, (long long)b, mn, q->codes[i], (long long)(i / q->n_in),
+               (long long)(i % q->n_in), bits);
+  for (int64_t i = 0; i < ng; i++) {
+    CLOQ_CHECK(isfinite(q->scales[i]) && q->scales[i] > 0.0f,
+               "%s: block %lld %s: scale %g at (%lld, %lld) is not finite and positive", what,
+               (long long)b, mn, (double)q->scales[i], (long long)(i / q->n_groups),
+               (long long)(i % q->n_groups));
+    CLOQ_CHECK(q->zeros[i] >= 0.0f && q->zeros[i] <= (float)maxq && q->zeros[i] == rintf(q->zeros[i]),
+               "%s: block %lld %s: zero point %g at (%lld, %lld) is not an integer in [0, %d]",
+               what, (long long)b, mn, (double)q->zeros[i], (long long)(i / q->n_groups),
+               (long long)(i % q->n_groups), maxq);
+  }
+  const float *fac[2] = {q->A, q->B};
+  const int64_t nf[2] = {q->rank * q->n_in, q->n_out * q->rank};
+  for (int k = 0; k < 2; k++)
+    for (int64_t i = 0; i < nf[k]; i++)
+      CLOQ_CHECK(isfinite(fac[k][i]), "%s: block %lld %s: lora_%c entry %lld is %g", what,
+                 (long long)b, mn, k ? 'B' : 'A', (long long)i, (double)fac[k][i]);
+  CLOQ_CHECK(isfinite(q->objective) && isfinite(q->objective_zero),
+             "%s: block %lld %s: objective %g, objective_zero %g (not finite)", what, (long long)b,
+             mn, q->objective, q->objective_zero);
+  return CLOQ_OK;
+}
+
+/* The ratio recorded beside the objectives: 1 when Q alone is exact (both are 0), so that nothing
+ * non-finite is ever written. */
+static double objective_ratio(double obj, double obj0) { return obj0 > 0.0 ? obj / obj0 : 1.0; }
+
+/* Module m under `prefix` in file f: its five datasets with the store's shapes and its objective
+ * attributes, read into q and validated (read = 1), or only checked to be there (read = 0: q's
+ * arrays may be NULL). */
 static int read_module_at(hid_t f, const char *prefix, const char *what, const cloq_store *s,
-                          int64_t b, int m, cloq_qmodule *q) {
+                          int64_t b, int m, cloq_qmodule *q, int read) {
   cloq_qmodule want;
   CLOQ_CALL(check_shapes(s, b, m, q, &want));
   void *const bufs[5] = {q->codes, q->scales, q->zeros, q->A, q->B};
@@ -511,8 +615,9 @@ static int read_module_at(hid_t f, const char *prefix, const char *what, const c
                        what, p, (unsigned long long)have[0], (unsigned long long)have[1],
                        (unsigned long long)dims[0], (unsigned long long)dims[1]);
     }
-    herr_t e = H5Dread(ds, d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
-                       H5P_DEFAULT, bufs[d]);
+    herr_t e = !read ? 0
+                     : H5Dread(ds, d == 0 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                               H5P_DEFAULT, bufs[d]);
     H5Dclose(ds);
     CLOQ_CHECK(e >= 0, "store %s: reading %s failed", what, p);
   }
@@ -523,7 +628,8 @@ static int read_module_at(hid_t f, const char *prefix, const char *what, const c
   int rc = attr_read(g, "objective", H5T_NATIVE_DOUBLE, &q->objective);
   if (rc == CLOQ_OK) rc = attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, &q->objective_zero);
   H5Gclose(g);
-  return rc;
+  CLOQ_CALL(rc);
+  return read ? validate_module(what, s->meta.bits, b, m, q) : CLOQ_OK;
 }
 
 int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
@@ -531,7 +637,7 @@ int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
   block_file(s->work, b, p, sizeof p);
   hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
   CLOQ_CHECK(f >= 0, "cannot open %s", p);
-  int rc = read_module_at(f, "/", p, s, b, m, q);
+  int rc = read_module_at(f, "/", p, s, b, m, q, 1);
   H5Fclose(f);
   return rc;
 }
@@ -539,8 +645,10 @@ int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
 /* Rank 0's part of cloq_store_finish: the top file, then the folder moves. */
 static int finish_root(cloq_store *s) {
   int64_t nl = s->cfg.n_layers;
-  for (int64_t b = 0; b < nl; b++)
-    CLOQ_CHECK(cloq_store_block_done(s, b), "block %lld was never written", (long long)b);
+  for (int64_t b = 0; b < nl; b++) { /* never publish a store with a missing or damaged block */
+    int exists = 0;  /* (structure only: this run wrote or fully verified every block) */
+    CLOQ_CALL(check_block_file(s, s->work, b, &exists, 0));
+  }
   char tmp[1200];
   snprintf(tmp, sizeof tmp, "%.1100s.tmp", s->path);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -642,13 +750,23 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
     snprintf(name, sizeof name, "/layers/%lld", (long long)b);
     CLOQ_CHECK(H5Lexists(s->file, name, H5P_DEFAULT) > 0, "store %s has no group %s", path, name);
     hid_t g = H5Gopen2(s->file, name, H5P_DEFAULT);
-    CLOQ_CHECK(g >= 0, "store %s: block %lld is missing (its file in %s.d/ cannot be opened)",
-               path, (long long)b, path);
-    int64_t c = 0;
+    if (g < 0) {
+      char dir[1200], p[1300];
+      snprintf(dir, sizeof dir, "%s.d", path);
+      block_file(dir, b, p, sizeof p);
+      CLOQ_CHECK(access(p, F_OK) == 0, "store %s: block %lld is missing (%s does not exist)", path,
+                 (long long)b, p);
+      return CLOQ_FAIL("store %s: block %lld is damaged (%s is not a readable HDF5 file)", path,
+                       (long long)b, p);
+    }
+    int64_t c = 0, blk = -1;
     int rc = attr_read(g, "complete", H5T_NATIVE_INT64, &c);
+    if (rc == CLOQ_OK) rc = attr_read(g, "block", H5T_NATIVE_INT64, &blk);
     H5Gclose(g);
     CLOQ_CALL(rc);
     CLOQ_CHECK(c == 1, "store %s: block %lld is not complete", path, (long long)b);
+    CLOQ_CHECK(blk == b, "store %s: the file of block %lld holds block %lld", path, (long long)b,
+               (long long)blk);
   }
   if (meta) *meta = s->meta;
   return CLOQ_OK;
@@ -668,7 +786,7 @@ int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, doub
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
   char prefix[64];
   snprintf(prefix, sizeof prefix, "/layers/%lld/", (long long)b);
-  return read_module_at(s->file, prefix, s->path, s, b, m, q);
+  return read_module_at(s->file, prefix, s->path, s, b, m, q, 1);
 }
 
 void cloq_store_close(cloq_store **sp) { cloq_store_abandon(sp); }

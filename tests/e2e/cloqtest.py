@@ -146,3 +146,36 @@ def encode(text, pieces, scores, bos=True):
             break
         syms[bi:bi + 2] = [bid]
     return toks + syms
+
+
+def model_copy(d, name):
+    """A writable copy of stories260K-hf in d/name."""
+    import shutil
+    m = os.path.join(d, name)
+    shutil.copytree(MODEL, m)
+    os.chmod(os.path.join(m, "model.safetensors"), 0o644)
+    os.chmod(os.path.join(m, "config.json"), 0o644)
+    return m
+
+
+def _tensor_span(m, tensor):
+    p = os.path.join(m, "model.safetensors")
+    data = bytearray(open(p, "rb").read())
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = json.loads(data[8:8 + n])
+    lo, hi = hdr[tensor]["data_offsets"]
+    return p, data, 8 + n + lo, 8 + n + hi
+
+
+def poke_float(m, tensor, index, value):
+    """Sets float32 entry `index` of `tensor` in m/model.safetensors."""
+    p, data, lo, _ = _tensor_span(m, tensor)
+    data[lo + 4 * index:lo + 4 * index + 4] = struct.pack("<f", value)
+    open(p, "wb").write(bytes(data))
+
+
+def zero_tensor(m, tensor):
+    """Sets every entry of `tensor` in m/model.safetensors to 0."""
+    p, data, lo, hi = _tensor_span(m, tensor)
+    data[lo:hi] = bytes(hi - lo)
+    open(p, "wb").write(bytes(data))

@@ -10,20 +10,13 @@ import struct
 
 import numpy as np
 
-from cloqtest import MODEL, WIKI_VALID, check, done, run, tmpdir, write_tokens
+import cloqtest
+from cloqtest import MODEL, WIKI_VALID, check, done, poke_float, run, tmpdir, write_tokens
 
 d = tmpdir()
 calib = os.path.join(d, "calib.tokens")
 write_tokens(calib, [list(range(3, 67)), list(range(100, 164))])
 BASE = ["--calib", calib, "--calib-format", "tokens", "--bits", "4", "--group-size", "32", "--rank", "4"]
-
-
-def model_copy(name):
-    m = os.path.join(d, name)
-    shutil.copytree(MODEL, m)
-    os.chmod(os.path.join(m, "model.safetensors"), 0o644)
-    os.chmod(os.path.join(m, "config.json"), 0o644)
-    return m
 
 
 def edit_header(m, fn):
@@ -35,14 +28,8 @@ def edit_header(m, fn):
     return hdr, data, n
 
 
-def poke_float(m, tensor, index, value):
-    p = os.path.join(m, "model.safetensors")
-    data = bytearray(open(p, "rb").read())
-    n = struct.unpack("<Q", data[:8])[0]
-    hdr = json.loads(data[8:8 + n])
-    off = 8 + n + hdr[tensor]["data_offsets"][0] + 4 * index
-    data[off:off + 4] = struct.pack("<f", value)
-    open(p, "wb").write(bytes(data))
+def model_copy(name):
+    return cloqtest.model_copy(d, name)
 
 
 def expect_error(name, args, words, np_=0, out=None):

@@ -1,0 +1,133 @@
+"""The store validates what it writes and what it reads, in one place (io/cloq_store.c), for init,
+resume, eval and export alike:
+  - a resume verifies every block file it finds: a truncated or emptied one is computed again
+    (a warning names it) and the store equals an uninterrupted run bitwise; nothing incomplete is
+    ever published;
+  - eval and export refuse a store whose block file holds another block, whose codes exceed the
+    bits, or whose factors are not finite, and name a damaged block file as damaged, not missing;
+  - nothing non-finite is written: an all-zero weight (Q exact, objective 0 / 0) records an
+    objective ratio of 1."""
+import os
+import shutil
+
+import h5py
+import numpy as np
+
+from cloqtest import MODEL, WIKI_VALID, check, done, model_copy, run, tmpdir, write_tokens, zero_tensor
+from storecmp import load_layers, same_layers
+
+COMMON = ["--calib", WIKI_VALID, "--bits", "2", "--group-size", "32", "--rank", "8", "--nsamples", "8",
+          "--seqlen", "128", "--seed", "7"]
+d = tmpdir()
+
+
+def init(out, model=MODEL, extra=(), env=None):
+    return run(["init", "--model", model, "--out", out] + COMMON + list(extra), 0, env=env)
+
+
+ref = os.path.join(d, "ref.h5")
+p = init(ref)
+check(p.returncode == 0, "uninterrupted run", 0, p.stderr.strip()[:300])
+want = load_layers(ref)
+
+# ---- resume verifies the block files it finds ------------------------------------------------------
+out = os.path.join(d, "resumed.h5")
+p = init(out, env={"CLOQ_DEBUG_KILL": "block:3:0"})
+work = out + ".partial.d"
+check(p.returncode != 0 and os.path.exists(os.path.join(work, "block_00003.h5")),
+      "a run killed after committing block 3 leaves blocks 0-3", "blocks 0-3", sorted(os.listdir(work)))
+b1 = os.path.join(work, "block_00001.h5")
+with open(b1, "r+b") as f:  # truncated: the first half of the file
+    f.truncate(os.path.getsize(b1) // 2)
+open(os.path.join(work, "block_00002.h5"), "wb").close()  # emptied
+p = init(out)
+warns = [l for l in p.stderr.splitlines() if "will be computed again" in l]
+check(p.returncode == 0 and len(warns) == 2 and "block 1" in warns[0] + warns[1] and "block 2" in warns[0] + warns[1],
+      "resume: the truncated and the emptied block files are named and computed again", "2 warnings",
+      p.stderr.strip()[:500])
+check(p.returncode == 0 and same_layers(load_layers(out), want), "resume after damage equals an uninterrupted run",
+      "bitwise equal", "differs")
+
+# a block file of this run swapped for another block's: not counted, computed again
+out2 = os.path.join(d, "swapped.h5")
+p = init(out2, env={"CLOQ_DEBUG_KILL": "block:2:0"})
+w2 = out2 + ".partial.d"
+shutil.copyfile(os.path.join(w2, "block_00000.h5"), os.path.join(w2, "block_00002.h5"))
+p = init(out2)
+check(p.returncode == 0 and "holds block 0, not block 2" in p.stderr and same_layers(load_layers(out2), want),
+      "resume: a block file holding another block is computed again", "warning + equal store", p.stderr.strip()[:400])
+
+# ---- eval and export refuse what they cannot trust ------------------------------------------------
+story = os.path.join(d, "story.tokens")
+write_tokens(story, [list(range(1, 60))])
+EVAL = ["--data", story, "--data-format", "tokens"]
+
+
+def damaged_copy(name):
+    """A store of its own to damage (a copied top file would still link the original's blocks)."""
+    dst = os.path.join(d, name + ".h5")
+    p = init(dst)
+    check(p.returncode == 0, f"store for the {name} case", 0, p.stderr.strip()[:200])
+    return dst
+
+
+def expect_refused(name, store, words):
+    for cmd in (["eval", "--model", MODEL, "--store", store] + EVAL,
+                ["export", "--store", store, "--out", os.path.join(d, "x-" + name)]):
+        p = run(cmd, 0, timeout=120)
+        errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+        text = errs[0] if errs else p.stderr.strip()[:300]
+        check(p.returncode != 0 and len(errs) == 1 and all(w in text for w in words),
+              f"{cmd[0]} refuses a store with {name}: {text}", words, p.stderr.strip()[:300])
+
+
+s = damaged_copy("swapblk")
+shutil.copyfile(os.path.join(s + ".d", "block_00001.h5"), os.path.join(s + ".d", "block_00004.h5"))
+expect_refused("a block file holding another block", s, ["block 4", "holds block 1"])
+
+s = damaged_copy("code")
+with h5py.File(os.path.join(s + ".d", "block_00002.h5"), "r+") as f:
+    c = f["mlp.up_proj/codes"]
+    v = c[()]
+    v[3, 5] = 200
+    c[...] = v
+expect_refused("a code beyond the bits", s, ["block 2 mlp.up_proj", "code 200", "exceeds 2 bits"])
+
+s = damaged_copy("nanfactor")
+with h5py.File(os.path.join(s + ".d", "block_00000.h5"), "r+") as f:
+    a = f["self_attn.v_proj/lora_A"]
+    v = a[()]
+    v[1, 2] = np.nan
+    a[...] = v
+expect_refused("a NaN LoRA factor", s, ["block 0 self_attn.v_proj", "lora_A"])
+
+s = damaged_copy("trunc")
+p3 = os.path.join(s + ".d", "block_00003.h5")
+with open(p3, "r+b") as f:
+    f.truncate(os.path.getsize(p3) // 3)
+expect_refused("a truncated block file", s, ["block 3", "damaged"])
+
+# ---- nothing non-finite is written ---------------------------------------------------------------
+# export: lora_B x rank / lora_alpha must fit in float32
+xo = os.path.join(d, "tiny-alpha")
+p = run(["export", "--store", ref, "--out", xo, "--lora-alpha", "1e-40"], 0, timeout=120)
+errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+check(p.returncode != 0 and len(errs) == 1 and "does not fit in float32" in errs[0]
+      and not os.path.exists(os.path.join(xo, "adapter", "adapter_model.safetensors")),
+      "export with a tiny --lora-alpha refuses to write an infinite lora_B", "one error line, no adapter",
+      p.stderr.strip()[:300])
+
+m = model_copy(d, "zero-q")
+zero_tensor(m, "model.layers.1.self_attn.q_proj.weight")
+zs = os.path.join(d, "zero.h5")
+p = init(zs, model=m)
+check(p.returncode == 0, "init of a model with an all-zero q_proj", 0, p.stderr.strip()[:300])
+if p.returncode == 0:
+    with h5py.File(zs) as f:
+        g = f["layers/1/self_attn.q_proj"]
+        vals = [g.attrs[k] for k in ("objective", "objective_zero", "objective_ratio")]
+        finite = all(np.isfinite(f[f"layers/{b}/{mod}"].attrs[k]) for b in f["layers"] for mod in f[f"layers/{b}"]
+                     for k in ("objective", "objective_zero", "objective_ratio"))
+    check(vals == [0.0, 0.0, 1.0] and finite, "an exact Q records objective 0, 0 and ratio 1; every attribute finite",
+          [0.0, 0.0, 1.0], vals)
+done()
