@@ -1,4 +1,5 @@
-/* cloq_cli: option table, parsing and validation of values that need no file access. */
+/* cloq_cli: option table, parsing and validation of values, and the checks of output paths that
+ * must hold before any work starts (what they may not be: an input, a folder, a device). */
 #include "cloq_cli.h"
 #include "cloq_export.h"
 
@@ -7,9 +8,60 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cloq_err.h"
+
+/* Whether path names the file or folder whose stat is st. */
+static int same_file(const struct stat *st, const char *path) {
+  struct stat b;
+  return path && stat(path, &b) == 0 && st->st_dev == b.st_dev && st->st_ino == b.st_ino;
+}
+
+/* The folder part of path into buf ("." when there is none). */
+static void parent_of(const char *path, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s", path);
+  char *s = strrchr(buf, '/');
+  if (!s) snprintf(buf, cap, ".");
+  else if (s == buf) buf[1] = '\0';
+  else *s = '\0';
+}
+
+/* An output path of a run, checked before any work: not empty; if it exists, of the kind wanted
+ * (a regular file, or a folder when want_dir) and not one of the run's inputs (inputs[0..n),
+ * NULL entries skipped; a folder among them also counts as containing the output); its folder
+ * exists and is writable. Whether an existing output may be replaced (--force) is the caller's
+ * rule. */
+static int check_output(const char *flag, const char *path, int want_dir,
+                        const char *const *inputs, int n) {
+  CLOQ_CHECK(path && path[0], "%s is empty", flag);
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (want_dir)
+      CLOQ_CHECK(S_ISDIR(st.st_mode), "%s %s exists and is not a folder", flag, path);
+    else
+      CLOQ_CHECK(!S_ISDIR(st.st_mode), "%s %s is a folder (give a file name)", flag, path);
+    CLOQ_CHECK(want_dir || S_ISREG(st.st_mode), "%s %s exists and is not a regular file", flag,
+               path);
+    for (int i = 0; i < n; i++)
+      CLOQ_CHECK(!same_file(&st, inputs[i]), "%s %s is an input of this run (%s)", flag, path,
+                 inputs[i]);
+  }
+  char dir[4096];
+  parent_of(path, dir, sizeof dir);
+  struct stat ds;
+  CLOQ_CHECK(stat(dir, &ds) == 0 && S_ISDIR(ds.st_mode), "%s %s: folder %s does not exist", flag,
+             path, dir);
+  CLOQ_CHECK(access(dir, W_OK) == 0, "%s %s: folder %s is not writable", flag, path, dir);
+  for (int i = 0; i < n; i++) {
+    struct stat is;
+    CLOQ_CHECK(!(inputs[i] && stat(inputs[i], &is) == 0 && S_ISDIR(is.st_mode) &&
+                 same_file(&ds, inputs[i])),
+               "%s %s is inside %s, an input of this run", flag, path, inputs[i]);
+  }
+  return CLOQ_OK;
+}
 
 static void defaults(cloq_opts *o) {
   memset(o, 0, sizeof *o);
@@ -124,6 +176,7 @@ void cloq_cli_usage(int cmd) {
         "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
         "  --limit N              evaluate only the first N windows or sequences (default all)\n"
         "  --dump-logits FILE     write the logits of the first 3 positions of the first sequence\n"
+        "  --force                overwrite an existing --dump-logits FILE\n"
         "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): the forward\n"
         "                         pass on each rank's GPU; the head stays on the CPU\n"
         "  --kl                   with --store: also run the full-precision model on the same\n"
@@ -227,7 +280,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       o->help = 1;
       return CLOQ_OK;
     }
-    if (!strcmp(f, "--force") && init) {
+    if (!strcmp(f, "--force")) { /* init, sweep: the store; eval: --dump-logits */
       o->force = 1;
       continue;
     }
@@ -329,12 +382,15 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   CLOQ_CHECK(!strcmp(o->device, "cpu") || !strcmp(o->device, "cuda") || !strcmp(o->device, "auto"),
              "CLOQ_DEVICE: '%s' is not one of cpu, cuda, auto", o->device);
   CLOQ_CHECK(o->model, "--model is required");
+  CLOQ_CHECK(o->model[0], "--model is empty");
+  const char *inputs[] = {o->model, o->tokenizer, init ? o->calib : o->data, o->store};
   if (init) {
     CLOQ_CHECK(o->calib, "--calib is required");
     CLOQ_CHECK(strcmp(o->propagate, "sequential") != 0 || strcmp(o->weights, "lazy") != 0,
                "--weights lazy needs --propagate full (sequential propagation replaces each "
                "block's weights by Q + B A in memory)");
     CLOQ_CHECK(o->out, "--out is required");
+    CLOQ_CALL(check_output("--out", o->out, sweep, inputs, 4));
     CLOQ_CHECK(!o->act_order || !strcmp(o->quantizer, "gptq"),
                "--act-order needs --quantizer gptq");
     if (o->magr_alpha < 0) o->magr_alpha = o->group_size == -1 ? 1e-3 : 1e-4;
@@ -359,6 +415,11 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   } else {
     CLOQ_CHECK(o->data, "--data is required");
     CLOQ_CHECK(!o->kl || o->store, "--kl needs --store (the quantized model to compare)");
+    if (o->dump_logits) {
+      CLOQ_CALL(check_output("--dump-logits", o->dump_logits, 0, inputs, 4));
+      CLOQ_CHECK(o->force || access(o->dump_logits, F_OK) != 0,
+                 "--dump-logits %s exists (use --force to overwrite it)", o->dump_logits);
+    }
   }
   return CLOQ_OK;
 }

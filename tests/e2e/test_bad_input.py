@@ -135,8 +135,9 @@ m = model_copy("nan-force")
 poke_float(m, "model.layers.1.self_attn.o_proj.weight", 3, float("inf"))
 expect_error("failed --force run", init + ["--model", m, "--force"], ["o_proj"])
 check(open(out, "rb").read() == good, "failed --force run leaves the old --out intact", "unchanged", "modified")
-expect_error("unwritable --out folder", ["init", "--model", MODEL, "--out", os.path.join(d, "no", "such", "x.h5")] + BASE,
-             ["cannot create"])
+expect_error("--out in a folder that does not exist", ["init", "--model", MODEL, "--out",
+                                                        os.path.join(d, "no", "such", "x.h5")] + BASE,
+             ["folder", "does not exist"])
 
 # too few tokens for the Gram matrices to be positive definite: a warning names the layer, the run goes on
 few = os.path.join(d, "few.tokens")
@@ -153,6 +154,34 @@ expect_error("GPTQ on a singular Gram matrix, the unit on ScaLAPACK",
              ["init", "--model", MODEL, "--out", os.path.join(d, "fewg.h5"), "--calib", few, "--calib-format",
               "tokens", "--damp", "0", "--rank", "4", "--quantizer", "gptq", "--dist-threshold", "1"],
              ["positive definite"], np_=3, out=os.path.join(d, "fewg.h5"))
+
+# output paths are checked before any work: not empty, not a folder or a device, not an input
+# (--force or not), in a writable folder that exists; eval --dump-logits alike, and it does not
+# overwrite without --force
+expect_error("--out empty", ["init", "--model", MODEL, "--out", ""] + BASE, ["--out is empty"])
+expect_error("--model empty", ["init", "--model", "", "--out", os.path.join(d, "e.h5")] + BASE, ["--model is empty"])
+mi = model_copy("out-is-input")
+st_before = open(os.path.join(mi, "model.safetensors"), "rb").read()
+expect_error("--out is the model's safetensors, with --force",
+             ["init", "--model", mi, "--out", os.path.join(mi, "model.safetensors"), "--force"] + BASE,
+             ["is inside", "an input"])
+check(open(os.path.join(mi, "model.safetensors"), "rb").read() == st_before, "the model file is left intact",
+      "unchanged", "modified")
+expect_error("--out is the calibration file, with --force", ["init", "--model", MODEL, "--out", calib, "--force"] + BASE,
+             ["is an input", calib])
+expect_error("--out is a device, with --force", ["init", "--model", MODEL, "--out", "/dev/null", "--force"] + BASE,
+             ["not a regular file"])
+expect_error("--out is a folder", ["init", "--model", MODEL, "--out", d, "--force"] + BASE, ["is a folder"])
+logits = os.path.join(d, "logits.txt")
+open(logits, "w").write("keep me\n")
+EV = ["eval", "--model", MODEL, "--data", calib, "--data-format", "tokens"]
+expect_error("eval --dump-logits over an existing file", EV + ["--dump-logits", logits], ["exists", "--force"])
+check(open(logits).read() == "keep me\n", "the existing logits file is left intact", "unchanged", "modified")
+expect_error("eval --dump-logits in a missing folder", EV + ["--dump-logits", os.path.join(d, "nope", "l.txt")],
+             ["does not exist"])
+p = run(EV + ["--dump-logits", logits, "--force"])
+check(p.returncode == 0 and open(logits).read() != "keep me\n", "eval --dump-logits --force overwrites", "rewritten",
+      p.stderr.strip()[:200])
 
 # eval refuses a store left incomplete by a failed run, and a store of another model shape
 m = model_copy("inf2")
