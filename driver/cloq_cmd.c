@@ -80,8 +80,17 @@ static int load_model(const cloq_opts *o, run_ctx *c) {
 /* Phase 2 on rank 0: samples and the embedding table. */
 static int load_samples(const cloq_opts *o, run_ctx *c, int eval) {
   if (c->rank != 0) return CLOQ_OK;
+  const int64_t max_pos = c->cfg.max_pos;
+  /* positions beyond the model's trained range (RoPE extrapolation) are refused, as sample does */
+  CLOQ_CHECK(o->seqlen <= max_pos, "--seqlen %lld exceeds the model's max_position_embeddings %lld",
+             (long long)o->seqlen, (long long)max_pos);
   if (eval) CLOQ_CALL(cloq_samples_eval(o, &c->cfg, &c->samples));
   else CLOQ_CALL(cloq_samples_calib(o, &c->cfg, &c->samples));
+  for (int64_t s = 0; s < c->samples.n; s++)
+    CLOQ_CHECK(c->samples.len[s] <= max_pos,
+               "%s line %lld has %lld tokens, more than the model's max_position_embeddings %lld",
+               eval ? o->data : o->calib, (long long)s + 1, (long long)c->samples.len[s],
+               (long long)max_pos);
   int64_t n;
   CLOQ_CALL(cloq_mul64(c->cfg.vocab_size, c->cfg.dim, &n));
   CLOQ_ALLOC(c->embed, n, "embedding table");

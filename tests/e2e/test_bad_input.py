@@ -183,6 +183,17 @@ p = run(EV + ["--dump-logits", logits, "--force"])
 check(p.returncode == 0 and open(logits).read() != "keep me\n", "eval --dump-logits --force overwrites", "rewritten",
       p.stderr.strip()[:200])
 
+# positions beyond max_position_embeddings (512 for stories260K) are refused, as sample does
+expect_error("--seqlen beyond max_position_embeddings", ["init", "--model", MODEL, "--out", os.path.join(d, "long.h5"),
+             "--calib", WIKI_VALID, "--seqlen", "600", "--nsamples", "2"], ["--seqlen 600", "max_position_embeddings 512"])
+longt = os.path.join(d, "long.tokens")
+write_tokens(longt, [list(range(3, 40)), [5] * 600])
+expect_error("eval of a token line beyond max_position_embeddings",
+             ["eval", "--model", MODEL, "--data", longt, "--data-format", "tokens"], ["line 2", "600 tokens", "512"])
+expect_error("calibration line beyond max_position_embeddings",
+             ["init", "--model", MODEL, "--out", os.path.join(d, "long2.h5"), "--calib", longt, "--calib-format", "tokens",
+              "--nsamples", "2"], ["line 2", "600 tokens"])
+
 # eval refuses a store left incomplete by a failed run, and a store of another model shape
 m = model_copy("inf2")
 for i in range(64):
