@@ -72,6 +72,7 @@ static void ctx_free(run_ctx *c) {
 static int load_model(const cloq_opts *o, run_ctx *c) {
   CLOQ_CALL(cloq_config_read(o->model, &c->cfg));
   CLOQ_CALL(cloq_st_open(o->model, &c->st));
+  CLOQ_CALL(cloq_st_check_layers(c->st, c->cfg.n_layers));
   CLOQ_CALL(cloq_plan_make(c->comm, c->cfg.n_layers, &c->plan));
   return CLOQ_OK;
 }
@@ -91,6 +92,11 @@ static int load_samples(const cloq_opts *o, run_ctx *c, int eval) {
                "%s line %lld has %lld tokens, more than the model's max_position_embeddings %lld",
                eval ? o->data : o->calib, (long long)s + 1, (long long)c->samples.len[s],
                (long long)max_pos);
+  /* until the sliding-window mask exists, a window shorter than a sequence would be ignored */
+  CLOQ_CHECK(!c->cfg.window || c->samples.max_t <= c->cfg.window,
+             "sequences of %lld tokens exceed the model's sliding_window %lld, which cloq does not "
+             "implement yet: use --seqlen (and lines) of at most %lld tokens",
+             (long long)c->samples.max_t, (long long)c->cfg.window, (long long)c->cfg.window);
   int64_t n;
   CLOQ_CALL(cloq_mul64(c->cfg.vocab_size, c->cfg.dim, &n));
   CLOQ_ALLOC(c->embed, n, "embedding table");

@@ -962,6 +962,7 @@ static int load_inputs(ex_ctx *c) {
     CLOQ_CALL(cloq_config_read(c->model, &c->cfg));
   }
   CLOQ_CALL(cloq_st_open(c->model, &c->st));
+  CLOQ_CALL(cloq_st_check_layers(c->st, c->cfg.n_layers));
   if (o->store) {
     CLOQ_CALL(cloq_store_open(o->store, &c->cfg, &c->meta, &c->store));
     int b = c->meta.bits;

@@ -23,6 +23,7 @@ typedef struct {
   double rope_theta;    /* rope_theta (default 10000) */
   int tied;             /* tie_word_embeddings (default 0) */
   int64_t bos_id;       /* bos_token_id (default 1) */
+  int64_t window;       /* sliding_window (0: none; null or absent) */
 } cloq_config;
 
 /* Reads and validates DIR/config.json (or, when model_dir is a GGUF file, its llama.* metadata): positive sizes, n_heads % n_kv_heads == 0, head_dim even,
@@ -60,6 +61,9 @@ typedef struct cloq_st cloq_st; /* opaque: every tensor of a model, over one or 
  * data_offsets inside the data area and consistent with shape*dtype size. */
 int cloq_st_open(const char *model_dir, cloq_st **out);
 void cloq_st_close(cloq_st **st); /* accepts NULL and *st == NULL */
+/* Error when a tensor model.layers.K.* has K >= n_layers (a config with fewer layers than the
+ * checkpoint). */
+int cloq_st_check_layers(const cloq_st *st, int64_t n_layers);
 
 /* Looks a tensor up; error "tensor NAME not found in DIR" when absent. */
 int cloq_st_find(const cloq_st *st, const char *name, cloq_tensor *t);

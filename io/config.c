@@ -114,6 +114,13 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   CLOQ_CALL(get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps));
   CLOQ_CALL(get_num(root, path, "rope_theta", 10000.0, &c->rope_theta));
   CLOQ_CALL(get_bool(root, path, "tie_word_embeddings", 0, &c->tied));
+  /* transformers' LlamaConfig has no window; MistralConfig's sliding_window (null: none) */
+  c->window = 0;
+  if (!strcmp(json_string_value(mt), "mistral") && get(root, "sliding_window")) {
+    CLOQ_CALL(get_int(root, path, "sliding_window", 0, 1, &c->window));
+    CLOQ_CHECK(c->window > 0, "%s: key sliding_window must be positive or null, found %lld", path,
+               (long long)c->window);
+  }
   c->head_dim = 0;
   if (get(root, "head_dim")) {
     CLOQ_CALL(get_int(root, path, "head_dim", 0, 1, &c->head_dim));

@@ -517,6 +517,24 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
   return CLOQ_OK;
 }
 
+/* A checkpoint with blocks beyond the config's num_hidden_layers would be cut short silently. */
+int cloq_st_check_layers(const cloq_st *st, int64_t n_layers) {
+  int64_t top = -1;
+  const char *seen = NULL;
+  for (int64_t i = 0; i < st->n; i++) {
+    long long k = -1;
+    int off = 0;
+    if (sscanf(st->t[i].name, "model.layers.%lld.%n", &k, &off) == 1 && off > 0 && k > top) {
+      top = k;
+      seen = st->t[i].name;
+    }
+  }
+  CLOQ_CHECK(top < n_layers,
+             "%s: tensor %s belongs to block %lld, but the config has num_hidden_layers %lld",
+             st->dir, seen, (long long)top, (long long)n_layers);
+  return CLOQ_OK;
+}
+
 void cloq_st_close(cloq_st **pst) {
   if (!pst || !*pst) return;
   cloq_st *st = *pst;

@@ -126,6 +126,8 @@ static int parse_tok(cloq_tok *t, const char *path, const unsigned char *d, size
     int32_t n;
     memcpy(&t->score[i], d + pos, 4);
     memcpy(&n, d + pos + 4, 4);
+    CLOQ_CHECK(t->score[i] == t->score[i], "%s: the score of token %lld is NaN (corrupt file)",
+               path, (long long)i);
     pos += 8;
     CLOQ_CHECK(n >= 0 && (size_t)n <= size - pos,
                "%s: token %lld: length %d runs past the end of the file (truncated or wrong "

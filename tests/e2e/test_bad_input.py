@@ -194,6 +194,46 @@ expect_error("calibration line beyond max_position_embeddings",
              ["init", "--model", MODEL, "--out", os.path.join(d, "long2.h5"), "--calib", longt, "--calib-format", "tokens",
               "--nsamples", "2"], ["line 2", "600 tokens"])
 
+# a config with fewer layers than the checkpoint is not a 3-block model of it
+out = os.path.join(d, "probe.h5")
+init = ["init", "--out", out] + BASE
+m = model_copy("fewer-layers")
+cfg = json.load(open(os.path.join(m, "config.json")))
+cfg["num_hidden_layers"] = 3
+json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+expect_error("config with fewer layers than the checkpoint", init + ["--model", m],
+             ["model.layers.4", "num_hidden_layers 3"], out=out)
+expect_error("config with fewer layers than the checkpoint (sample)",
+             ["sample", "--model", m, "--out", os.path.join(d, "fewer.tokens")], ["num_hidden_layers 3"])
+
+# a llama2.c tokenizer with a NaN score (it would tokenize differently) is corrupt
+m = model_copy("nan-score")
+tp = os.path.join(m, "tok512.bin")
+tb = bytearray(open(tp, "rb").read())
+pos = 4
+for i in range(300):
+    pos += 8 + struct.unpack_from("<i", tb, pos + 4)[0]
+struct.pack_into("<f", tb, pos, float("nan"))
+open(tp, "wb").write(bytes(tb))
+expect_error("tokenizer with a NaN score", init + ["--model", m, "--calib", WIKI_VALID, "--calib-format", "text",
+             "--nsamples", "2", "--seqlen", "64"], ["tok512.bin", "token 300", "NaN"], out=out)
+
+# mistral's sliding window is not implemented: sequences longer than it are refused, not treated as llama
+m = model_copy("mistral")
+cfg = json.load(open(os.path.join(m, "config.json")))
+cfg["model_type"], cfg["sliding_window"] = "mistral", 48
+json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+expect_error("mistral sliding_window shorter than the calibration windows", init + ["--model", m],
+             ["64 tokens", "sliding_window 48"], out=out)
+expect_error("mistral sliding_window shorter than an eval line",
+             ["eval", "--model", m, "--data", calib, "--data-format", "tokens"], ["sliding_window 48"])
+expect_error("mistral sliding_window shorter than sample --length",
+             ["sample", "--model", m, "--out", os.path.join(d, "sw.tokens"), "--length", "64"], ["sliding_window 48"])
+cfg["sliding_window"] = 64
+json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+p = run(["eval", "--model", m, "--data", calib, "--data-format", "tokens"])
+check(p.returncode == 0, "mistral whose sliding_window covers every sequence runs", 0, p.stderr.strip()[:300])
+
 # eval refuses a store left incomplete by a failed run, and a store of another model shape
 m = model_copy("inf2")
 for i in range(64):
