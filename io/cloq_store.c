@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ struct cloq_store {
   char path[1100];          /* PATH */
   char work[1200];          /* PATH.partial.d */
   char done_dir[1200];      /* PATH.d */
+  int lock;                 /* writing, rank 0: PATH.partial.d open and flock'ed; else -1 */
 };
 
 struct cloq_store_block {
@@ -323,6 +325,21 @@ static int begin_root(cloq_store *s, int force, int64_t *ndone) {
   struct stat st;
   int have = stat(s->work, &st) == 0;
   CLOQ_CHECK(!have || S_ISDIR(st.st_mode), "%s exists and is not a folder", s->work);
+  CLOQ_CHECK(have || mkdir(s->work, 0777) == 0 || errno == EEXIST, "cannot create folder %s: %s",
+             s->work, strerror(errno));
+  /* one run per output: a second one (a resume, or a --force that would empty the folder under
+   * the first) is refused before any work */
+  s->lock = open(s->work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CLOQ_CHECK(s->lock >= 0, "cannot open folder %s: %s", s->work, strerror(errno));
+  if (flock(s->lock, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(s->lock);
+    s->lock = -1;
+    return e == EWOULDBLOCK ? CLOQ_FAIL("another cloq run is writing %s (its work folder %s is "
+                                        "locked): wait for it to end, or choose another --out",
+                                        s->path, s->work)
+                            : CLOQ_FAIL("cannot lock %s: %s", s->work, strerror(e));
+  }
   if (have && !force && access(settings, F_OK) == 0) {
     /* resume: the recorded settings must be this run's */
     hid_t f = H5Fopen(settings, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -356,16 +373,16 @@ static int begin_root(cloq_store *s, int force, int64_t *ndone) {
     return CLOQ_OK;
   }
   if (have) CLOQ_CALL(remove_files(s->work, 0));
-  else
-    CLOQ_CHECK(mkdir(s->work, 0777) == 0, "cannot create folder %s: %s (is the folder writable?)",
-               s->work, strerror(errno));
   char tmp[1320];
   snprintf(tmp, sizeof tmp, "%s.tmp", settings);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   CLOQ_CHECK(f >= 0, "cannot create %s", tmp);
   int rc = write_meta(f, &s->cfg, meta);
-  CLOQ_CHECK(H5Fclose(f) >= 0 && rc == CLOQ_OK, "writing %s failed", tmp);
-  CLOQ_CHECK(fsync_path(tmp) == 0 && rename(tmp, settings) == 0, "cannot write %s", settings);
+  if (H5Fclose(f) < 0 && rc == CLOQ_OK) rc = CLOQ_FAIL("writing %s failed", tmp);
+  if (rc == CLOQ_OK && (fsync_path(tmp) != 0 || rename(tmp, settings) != 0))
+    rc = CLOQ_FAIL("cannot write %s: %s", settings, strerror(errno));
+  if (rc != CLOQ_OK) unlink(tmp);
+  CLOQ_CALL(rc);
   *ndone = 0;
   return CLOQ_OK;
 }
@@ -392,6 +409,7 @@ int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_conf
   s->cfg = *cfg;
   s->meta = *meta;
   s->file = -1;
+  s->lock = -1;
   snprintf(s->path, sizeof s->path, "%s", path);
   snprintf(s->work, sizeof s->work, "%s.partial.d", path);
   snprintf(s->done_dir, sizeof s->done_dir, "%s.d", path);
@@ -399,6 +417,7 @@ int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_conf
   int rc = s->rank == 0 ? begin_root(s, force, &n) : CLOQ_OK;
   rc = bcast_status(comm, s->rank, rc);
   if (rc != CLOQ_OK) {
+    if (s->lock >= 0) close(s->lock);
     free(s);
     return rc;
   }
@@ -709,6 +728,7 @@ int cloq_store_finish(cloq_store **sp) {
   MPI_Barrier(s->comm);
   int rc = s->rank == 0 ? finish_root(s) : CLOQ_OK;
   rc = bcast_status(s->comm, s->rank, rc);
+  if (s->lock >= 0) close(s->lock);
   free(s);
   *sp = NULL;
   return rc;
@@ -717,6 +737,7 @@ int cloq_store_finish(cloq_store **sp) {
 void cloq_store_abandon(cloq_store **sp) {
   if (!sp || !*sp) return;
   if ((*sp)->file >= 0) H5Fclose((*sp)->file);
+  if ((*sp)->lock >= 0) close((*sp)->lock);
   free(*sp);
   *sp = NULL;
 }
@@ -731,6 +752,7 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
   cloq_store *s;
   CLOQ_ALLOC(s, 1, "store");
   s->cfg = *cfg;
+  s->lock = -1;
   snprintf(s->path, sizeof s->path, "%s", path);
   s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (s->file < 0) {

@@ -6,14 +6,18 @@ resume, eval and export alike:
   - eval and export refuse a store whose block file holds another block, whose codes exceed the
     bits, or whose factors are not finite, and name a damaged block file as damaged, not missing;
   - nothing non-finite is written: an all-zero weight (Q exact, objective 0 / 0) records an
-    objective ratio of 1."""
+    objective ratio of 1;
+  - one run per output: a second run on the same --out, with or without --force, is refused at once
+    (the work folder is flock'ed) and the first run's store is complete and equal to a lone run's."""
 import os
 import shutil
+import subprocess
+import time
 
 import h5py
 import numpy as np
 
-from cloqtest import MODEL, WIKI_VALID, check, done, model_copy, run, tmpdir, write_tokens, zero_tensor
+from cloqtest import CLOQ, MODEL, WIKI_VALID, check, done, model_copy, run, tmpdir, write_tokens, zero_tensor
 from storecmp import load_layers, same_layers
 
 COMMON = ["--calib", WIKI_VALID, "--bits", "2", "--group-size", "32", "--rank", "8", "--nsamples", "8",
@@ -130,4 +134,30 @@ if p.returncode == 0:
                      for k in ("objective", "objective_zero", "objective_ratio"))
     check(vals == [0.0, 0.0, 1.0] and finite, "an exact Q records objective 0, 0 and ratio 1; every attribute finite",
           [0.0, 0.0, 1.0], vals)
+
+# two runs on one --out: the second is refused before any work, whether it would resume or --force
+slow = ["--calib", WIKI_VALID, "--nsamples", "128", "--seqlen", "512", "--bits", "2", "--group-size", "32",
+        "--rank", "4", "--quantizer", "gptq", "--init", "loftq", "--loftq-iters", "100", "--propagate", "sequential"]
+for force in ([], ["--force"]):
+    cc = os.path.join(d, "concurrent.h5")
+    for x in (cc, cc + ".d"):
+        shutil.rmtree(x, ignore_errors=True) if os.path.isdir(x) else (os.path.exists(x) and os.remove(x))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", CLOQ_DEVICE="cpu")
+    first = subprocess.Popen([CLOQ, "init", "--model", MODEL, "--out", cc] + slow, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not os.path.exists(os.path.join(cc + ".partial.d", "settings.h5")) and time.time() - t0 < 60:
+        time.sleep(0.05)
+    t1 = time.time()
+    second = run(["init", "--model", MODEL, "--out", cc] + slow + force, 0)
+    took = time.time() - t1
+    running = first.poll() is None
+    err = second.stderr.strip()
+    check(running and second.returncode != 0 and "another cloq run is writing" in err and len(err.splitlines()) == 1,
+          f"a second run on the same --out {' '.join(force)} is refused while the first runs ({took:.1f} s)",
+          "one line: another cloq run is writing", err[:300])
+    out1, err1 = first.communicate(timeout=600)
+    check(first.returncode == 0 and os.path.exists(cc), f"the first run completes {' '.join(force)}", 0, err1[-300:])
+    ev = run(["eval", "--model", MODEL, "--store", cc, "--data", WIKI_VALID, "--limit", "2", "--seqlen", "64"])
+    check(ev.returncode == 0, "its store evaluates", 0, ev.stderr.strip()[:300])
 done()
