@@ -319,7 +319,8 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
     if (ip->init != CLOQ_INIT_ZERO)
       ws += 8 * no * ni + 8 * ns * ns          /* the solve's F and G or K */
             + 8 * (ns + 2 * no) * rmax * 2;    /* eigenvectors, F P, V (and LoftQ's first) */
-    if (loftq) ws += 4 * no * ni + (ip->loftq_iters > 1 ? 8 * no * ni : 0);
+    /* LoftQ: its target; from 2 alternations the first error and the best iterate kept */
+    if (loftq) ws += 4 * no * ni + (ip->loftq_iters > 1 ? 9 * no * ni + 4 * rmax * (no + ni) : 0);
     if (ip->magr) ws += 4 * no * ni + 8 * ni * ni; /* MagR's weight, its eigensolver's copy of H */
     if (ip->quantizer == CLOQ_QUANT_GPTQ) ws += 8 * ni * ni * 2 + no * ni * 8;
     if (ws > init_ws) init_ws = ws;

@@ -41,11 +41,34 @@ cloq_solver cloq_solver_local(cloq_dev *dev) {
 typedef struct {
   double *E, *E1, *F, *V, *V1, *lam, *cap, *cap1;
   float *Q, *Wmagr, *Tgt;
+  cloq_qmodule best; /* LoftQ: the best iterate so far, when it is not the current one */
 } bufs;
 
 static void bufs_free(bufs *mb) {
   free(mb->E), free(mb->E1), free(mb->F), free(mb->V), free(mb->V1), free(mb->lam);
   free(mb->cap), free(mb->cap1), free(mb->Q), free(mb->Wmagr), free(mb->Tgt);
+  cloq_qmodule_free(&mb->best);
+}
+
+/* Allocates dst with the shapes of q; 0 when out of memory (the message is set). */
+static int qmodule_like(cloq_qmodule *dst, const cloq_qmodule *q) {
+  *dst = *q;
+  dst->codes = NULL, dst->scales = dst->zeros = dst->A = dst->B = NULL;
+  int64_t ng = q->n_out * q->n_groups;
+  return CLOQ_TRY_ALLOC(dst->codes, q->n_out * q->n_in, "LoftQ best codes") &&
+         CLOQ_TRY_ALLOC(dst->scales, ng, "LoftQ best scales") &&
+         CLOQ_TRY_ALLOC(dst->zeros, ng, "LoftQ best zeros") &&
+         CLOQ_TRY_ALLOC(dst->A, q->rank * q->n_in, "LoftQ best A") &&
+         CLOQ_TRY_ALLOC(dst->B, q->n_out * q->rank, "LoftQ best B");
+}
+
+/* Copies the arrays of q at rank r (A (r, n_in), B (n_out, r)) into dst, allocated alike. */
+static void qmodule_copy(cloq_qmodule *dst, const cloq_qmodule *q, int64_t r) {
+  memcpy(dst->codes, q->codes, (size_t)(q->n_out * q->n_in) * sizeof *q->codes);
+  memcpy(dst->scales, q->scales, (size_t)(q->n_out * q->n_groups) * sizeof *q->scales);
+  memcpy(dst->zeros, q->zeros, (size_t)(q->n_out * q->n_groups) * sizeof *q->zeros);
+  memcpy(dst->A, q->A, (size_t)(r * q->n_in) * sizeof *q->A);
+  memcpy(dst->B, q->B, (size_t)(q->n_out * r) * sizeof *q->B);
 }
 
 /* The quantizer of the run on target T (n_out, n_in): RTN, or GPTQ with the input's Gram matrix
@@ -120,9 +143,11 @@ static int emit(const cloq_modjob *j, int c, cloq_qmodule *q, int64_t r, double 
 
 
 /* LoftQ for bits setting ib and every rank to do: for each rank r, L = 0, then T times
- * Q = quant(W' - L), L = [W - Q]_r; the store holds the last Q and the last factors. The first
- * alternation is the same for every rank (L = 0): its quantization and basis are computed once,
- * at the largest rank, so T = 1 is the svd init. Later alternations solve at rank r. */
+ * Q = quant(W' - L), L = [W - Q]_r; the store holds the iterate (Q and factors) of the lowest
+ * calibrated objective, the last one on ties: the alternation is not monotone in that objective
+ * (with GPTQ, hundreds of steps can end far above the zero init). The first alternation is the
+ * same for every rank (L = 0): its quantization and basis are computed once, at the largest rank,
+ * so T = 1 is the svd init. Later alternations solve at rank r. */
 static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
   int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
@@ -143,13 +168,14 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
     double t2 = cloq_now();
     const double *E1 = iters > 1 ? mb->E1 : mb->E;
     CLOQ_CALL(cloq_lora_split(mb->V1, E1, no, ni, rs, r, q->A, q->B));
-    const double *cap = mb->cap1;
-    trace = obj0;
+    double best = cloq_proj_objective(obj0, mb->cap1, r, min64(no, ni));
+    int cur_best = 1; /* the best iterate is q itself, not mb->best */
     for (int t = 1; t < iters; t++) {
       /* target W' - L with L = B A (the float32 factors the store holds) */
       memcpy(mb->Tgt, Wq, (size_t)nn * sizeof *mb->Tgt);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, -1.0f, q->B,
                   (int)r, q->A, (int)ni, 1.0f, mb->Tgt, (int)ni);
+      if (cur_best) qmodule_copy(&mb->best, q, r), cur_best = 0;
       double t3 = cloq_now();
       CLOQ_CALL(quantize(j, mb->Tgt, bits, q));
       j->sec[CLOQ_ST_QUANT] += cloq_now() - t3;
@@ -157,9 +183,11 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
       const int64_t rr = cloq_proj_solve_rank(r, no, ni);
       CLOQ_CALL(basis(j, mb->E, no, ni, rr, mb->V, mb->cap, &trace, mb));
       CLOQ_CALL(cloq_lora_split(mb->V, mb->E, no, ni, rr, r, q->A, q->B));
-      cap = mb->cap;
+      double obj = cloq_proj_objective(trace, mb->cap, r, min64(no, ni));
+      if (obj <= best) best = obj, cur_best = 1;
     }
-    double obj = cloq_proj_objective(trace, cap, r, min64(no, ni));
+    if (!cur_best) qmodule_copy(q, &mb->best, r);
+    double obj = best;
     j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
     CLOQ_CALL(emit(j, c, q, r, obj, obj0));
   }
@@ -218,7 +246,8 @@ int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
       (loftq && (!CLOQ_TRY_ALLOC(mb.Tgt, nn, "LoftQ target") ||
                  !CLOQ_TRY_ALLOC(mb.V1, no * rmax, "LoftQ first basis") ||
                  !CLOQ_TRY_ALLOC(mb.cap1, rmax, "LoftQ first eigenvalues") ||
-                 (ip->loftq_iters > 1 && !CLOQ_TRY_ALLOC(mb.E1, nn, "LoftQ first error")))) ||
+                 (ip->loftq_iters > 1 && (!CLOQ_TRY_ALLOC(mb.E1, nn, "LoftQ first error") ||
+                   !qmodule_like(&mb.best, q))))) ||
       (ip->magr && !CLOQ_TRY_ALLOC(mb.Wmagr, nn, "MagR weight")))
     goto done;
   const float *Wq = j->W;

@@ -17,7 +17,8 @@
  * bitwise the same factors. The extra eigenvectors cost O(n^2) each, against the O(n^3)
  * tridiagonal reduction that every solve pays once.
  *   loftq: per rank, T alternations Q = quant(W' - L), L = [W - Q]_r; the first (L = 0) is the
- *     svd init's and is solved once at the largest rank for every rank.
+ *     svd init's and is solved once at the largest rank for every rank. The iterate of the lowest
+ *     objective is kept (the later one on ties).
  * Every result's objectives are tr((W - Q - BA) Hd (W - Q - BA)^T) of the float64 product and the
  * same with B A = 0 (docs/store.md).
  */
