@@ -23,6 +23,7 @@
 #include "cloq_driver.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_hash.h"
 #include "cloq_export.h"
 #include "cloq_linalg.h"
 #include "cloq_signal.h"
@@ -635,6 +636,22 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     ctx_free(&c);
     return CLOQ_OK;
   }
+  /* content digests, computed by rank 0 (it holds the samples): the checkpoint and the samples'
+   * token ids */
+  char model_digest[24] = "", calib_digest[24] = "";
+  if (c.rank == 0) {
+    uint64_t h = CLOQ_HASH_INIT;
+    for (int64_t s = 0; s < c.samples.n; s++) {
+      h = cloq_hash_i64(h, c.samples.len[s]);
+      h = cloq_hash(h, c.samples.ids[s], (size_t)c.samples.len[s] * sizeof(int32_t));
+    }
+    snprintf(calib_digest, sizeof calib_digest, "%016llx", (unsigned long long)h);
+    snprintf(model_digest, sizeof model_digest, "%016llx",
+             (unsigned long long)cloq_st_digest(c.st));
+  }
+  /* every block file records them too */
+  MPI_Bcast(model_digest, sizeof model_digest, MPI_CHAR, 0, comm);
+  MPI_Bcast(calib_digest, sizeof calib_digest, MPI_CHAR, 0, comm);
   /* one store per configuration; a resume finds its complete blocks */
   int64_t nl = c.cfg.n_layers;
   r.todo = calloc((size_t)(nl * r.nconf), 1);
@@ -664,6 +681,8 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
       snprintf(meta.init, sizeof meta.init, "%s", o->init);
       snprintf(meta.quantizer, sizeof meta.quantizer, "%s", o->quantizer);
       snprintf(meta.propagate, sizeof meta.propagate, "%s", o->propagate);
+      memcpy(meta.model_digest, model_digest, sizeof meta.model_digest);
+      memcpy(meta.calib_digest, calib_digest, sizeof meta.calib_digest);
       int64_t ndone = 0;
       /* a sweep extended or re-run keeps the configurations already complete */
       int complete = o->cmd == CLOQ_CMD_SWEEP && !o->force && access(r.paths[k], F_OK) == 0;

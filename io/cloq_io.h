@@ -64,6 +64,9 @@ void cloq_st_close(cloq_st **st); /* accepts NULL and *st == NULL */
 /* Error when a tensor model.layers.K.* has K >= n_layers (a config with fewer layers than the
  * checkpoint). */
 int cloq_st_check_layers(const cloq_st *st, int64_t n_layers);
+/* A digest of the checkpoint's content (names, dtypes, shapes, bytes; large tensors sampled, see
+ * safetensors.c), recorded by init so that a resume notices another model. */
+uint64_t cloq_st_digest(const cloq_st *st);
 
 /* Looks a tensor up; error "tensor NAME not found in DIR" when absent. */
 int cloq_st_find(const cloq_st *st, const char *name, cloq_tensor *t);

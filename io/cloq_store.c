@@ -190,6 +190,8 @@ static int write_meta(hid_t f, const cloq_config *cfg, const cloq_store_meta *m)
   CLOQ_CALL(attr_f64(f, "magr_alpha", m->magr_alpha));
   CLOQ_CALL(attr_i64(f, "magr_iters", m->magr_iters));
   CLOQ_CALL(attr_i64(f, "loftq_iters", m->loftq_iters));
+  CLOQ_CALL(attr_str(f, "model_digest", m->model_digest));
+  CLOQ_CALL(attr_str(f, "calib_digest", m->calib_digest));
   int64_t v[6];
   dims_of(cfg, v);
   for (int i = 0; i < 6; i++) CLOQ_CALL(attr_i64(f, dim_names[i], v[i]));
@@ -233,6 +235,10 @@ static int read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims
   CLOQ_CALL(attr_read(f, "magr_alpha", H5T_NATIVE_DOUBLE, &m->magr_alpha));
   CLOQ_CALL(attr_read(f, "magr_iters", H5T_NATIVE_INT64, &m->magr_iters));
   CLOQ_CALL(attr_read(f, "loftq_iters", H5T_NATIVE_INT64, &m->loftq_iters));
+  if (H5Aexists(f, "model_digest") > 0)
+    CLOQ_CALL(attr_read_str(f, "model_digest", m->model_digest, sizeof m->model_digest));
+  if (H5Aexists(f, "calib_digest") > 0)
+    CLOQ_CALL(attr_read_str(f, "calib_digest", m->calib_digest, sizeof m->calib_digest));
   for (int i = 0; i < 6; i++) CLOQ_CALL(attr_read(f, dim_names[i], H5T_NATIVE_INT64, &dims[i]));
   return CLOQ_OK;
 }
@@ -267,6 +273,13 @@ static int meta_diff(const cloq_store_meta *a, const int64_t ad[6], const cloq_s
     return snprintf(buf, cap, "--magr-alpha %g, this run %g", a->magr_alpha, b->magr_alpha), 1;
   DIFF_I(magr_iters, "--magr-iters");
   DIFF_I(loftq_iters, "--loftq-iters");
+  if (strcmp(a->model_digest, b->model_digest))
+    return snprintf(buf, cap, "other model content (digest %s, this run %s): the files of --model "
+                    "changed", a->model_digest[0] ? a->model_digest : "none",
+                    b->model_digest), 1;
+  if (strcmp(a->calib_digest, b->calib_digest))
+    return snprintf(buf, cap, "other calibration data (digest %s, this run %s): the file changed",
+                    a->calib_digest[0] ? a->calib_digest : "none", b->calib_digest), 1;
   for (int i = 0; i < 6; i++)
     if (ad[i] != bd[i])
       return snprintf(buf, cap, "model %s %lld, this model %lld", dim_names[i], (long long)ad[i],

@@ -52,6 +52,10 @@ typedef struct {
   double magr_alpha;
   int64_t magr_iters;
   int64_t loftq_iters;     /* loftq: alternations T */
+  /* content digests (16 hex digits; empty in stores written before they existed): the model's
+   * (cloq_st_digest) and the calibration samples' token ids */
+  char model_digest[24];
+  char calib_digest[24];
 } cloq_store_meta;
 
 typedef struct cloq_store cloq_store;             /* a store being written, or read */
@@ -63,7 +67,8 @@ typedef struct cloq_store_block cloq_store_block; /* one block file being writte
  * - PATH.partial.d/ absent, or force: a fresh PATH.partial.d/ with settings.h5 (rank 0).
  * - PATH.partial.d/ present: resume. Its settings.h5 must record the same settings as meta
  *   (model, calibration, quantizer, bits, group size, rank, init, damp, seed, samples,
- *   propagation and the model's shape); the error names the first that differs.
+ *   propagation, the model's shape and the content digests of model and calibration data); the
+ *   error names the first that differs.
  * *ndone (may be NULL) receives the number of blocks already complete. */
 int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
                      const cloq_store_meta *meta, cloq_store **out, int64_t *ndone);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cloq_err.h"
+#include "cloq_hash.h"
 #include "cloq_io.h"
 #include "gguf_internal.h"
 
@@ -435,6 +436,7 @@ static int open_gguf(cloq_st *st, const char *path) {
     }
     e->name = strdup(hf ? hf : gt->name);
     CLOQ_CHECK(e->name, "out of memory");
+    st->n++; /* counted now, so that cloq_st_close frees the name if a check below fails */
     e->gt = gt;
     e->dtype = gguf_dtype(gt->type);
     e->ndim = gt->n_dims;
@@ -449,7 +451,6 @@ static int open_gguf(cloq_st *st, const char *path) {
                  "%s: tensor %s: %lld rows do not split into %d heads of even size", path,
                  gt->name, (long long)rows, e->rope_heads);
     }
-    st->n++;
   }
   qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name);
   for (int64_t i = 1; i < st->n; i++)
@@ -515,6 +516,31 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
   }
   *out = st;
   return CLOQ_OK;
+}
+
+/* Every tensor's name, dtype and shape, and its bytes: all of them for a tensor of up to 256 KiB,
+ * else 64 slices of 4 KiB spread evenly over it (a whole 13B checkpoint costs ~90 MiB of reads). */
+static void fill(const cloq_st *st, const st_entry *e, cloq_tensor *t);
+uint64_t cloq_st_digest(const cloq_st *st) {
+  enum { SLICE = 4096, NSLICE = 64 };
+  uint64_t h = CLOQ_HASH_INIT;
+  for (int64_t i = 0; i < st->n; i++) {
+    const st_entry *e = &st->t[i];
+    cloq_tensor t;
+    fill(st, e, &t);
+    uint64_t nbytes = e->gt ? e->gt->nbytes : e->end - e->begin;
+    h = cloq_hash(h, e->name, strlen(e->name) + 1);
+    h = cloq_hash_i64(h, e->dtype);
+    for (int d = 0; d < e->ndim; d++) h = cloq_hash_i64(h, e->shape[d]);
+    const unsigned char *p = t.data;
+    if (nbytes <= (uint64_t)SLICE * NSLICE) {
+      h = cloq_hash(h, p, (size_t)nbytes);
+    } else {
+      uint64_t step = (nbytes - SLICE) / (NSLICE - 1);
+      for (int k = 0; k < NSLICE; k++) h = cloq_hash(h, p + (uint64_t)k * step, SLICE);
+    }
+  }
+  return h;
 }
 
 /* A checkpoint with blocks beyond the config's num_hidden_layers would be cut short silently. */

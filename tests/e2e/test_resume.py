@@ -3,13 +3,14 @@ several points: mid-stream, in the middle of writing a block file, right after c
 in full-precision and in sequential propagation; and the whole job is sent SIGTERM (Slurm's
 preemption), from outside and from inside. Each time, re-running the same command (also with
 another rank count) must give a store bitwise equal to an uninterrupted run, a stop must leave no
-complete-looking store, and a resume with other settings is refused."""
+complete-looking store, and a resume with other settings is refused, as is one whose calibration
+file or model files changed content under the same path (the settings record content digests)."""
 import os
 import signal
 import subprocess
 import time
 
-from cloqtest import CLOQ, MODEL, MPIRUN, WIKI_VALID, check, done, run, tmpdir
+from cloqtest import CLOQ, MODEL, MPIRUN, WIKI_VALID, check, done, model_copy, poke_float, run, tmpdir
 from storecmp import load_layers, same_layers
 
 COMMON = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8",
@@ -119,4 +120,35 @@ check(p.returncode == 1 and len(errs) == 1 and "cannot resume" in errs[0] and "-
       "resume with another --damp is refused", "one line naming --damp", p.stderr.strip()[:300])
 p = run(["init", "--model", MODEL, "--out", out] + COMMON + ["--damp", "0.1", "--force"], 2)
 check(p.returncode == 0 and "resuming" not in p.stdout, "--force starts over", 0, p.stderr.strip()[:200])
+
+# same paths, other content: a resume is refused naming what changed; restored, it resumes equal
+calib = os.path.join(d, "calib.txt")
+text = open(WIKI_VALID, encoding="utf-8").read()
+open(calib, "w", encoding="utf-8").write(text)
+m = model_copy(d, "digest-model")
+args = ["init", "--model", m, "--out", os.path.join(d, "digest.h5"), "--calib", calib] + COMMON[2:]
+ref = os.path.join(d, "digest-ref.h5")
+p = run(["init", "--model", m, "--out", ref, "--calib", calib] + COMMON[2:], 2)
+check(p.returncode == 0, "digest case: uninterrupted run", 0, p.stderr.strip()[:200])
+p = run(args, 2, env={"CLOQ_DEBUG_KILL": "block:1:0"})
+check(p.returncode != 0, "digest case: the killed job fails", "non-zero", p.returncode)
+open(calib, "w", encoding="utf-8").write(text.replace(" the ", " a  ", 40))
+p = run(args, 2)
+errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+check(p.returncode == 1 and len(errs) == 1 and "cannot resume" in errs[0] and "calibration data" in errs[0],
+      "resume after the calibration file changed (same path) is refused", "one line naming the calibration data",
+      p.stderr.strip()[:300])
+open(calib, "w", encoding="utf-8").write(text)
+st = os.path.join(m, "model.safetensors")
+orig = open(st, "rb").read()
+poke_float(m, "model.layers.4.mlp.down_proj.weight", 5, 0.125)
+p = run(args, 2)
+errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+check(p.returncode == 1 and len(errs) == 1 and "cannot resume" in errs[0] and "model content" in errs[0],
+      "resume after a model weight changed (same path) is refused", "one line naming the model content",
+      p.stderr.strip()[:300])
+open(st, "wb").write(orig)
+p = run(args, 2)
+check(p.returncode == 0 and "resuming" in p.stdout and same_layers(load_layers(args[4]), load_layers(ref)),
+      "restored, the run resumes and equals the uninterrupted one", "equal", p.stderr.strip()[:300])
 done()
