@@ -232,14 +232,78 @@ static int check_bits(int64_t v) {
   return CLOQ_OK;
 }
 
-static int parse_f64(const char *flag, const char *v, double *out) {
+int cloq_cli_parse_f64(const char *flag, const char *v, double lo, double hi, double *out) {
   char *end;
   errno = 0;
   double x = strtod(v, &end);
   CLOQ_CHECK(errno == 0 && end != v && *end == 0 && isfinite(x), "%s: '%s' is not a number",
              flag, v);
+  CLOQ_CHECK(x >= lo && x <= hi, "%s: %g is out of range [%g, %g]", flag, x, lo, hi);
   *out = x;
   return CLOQ_OK;
+}
+
+void cloq_args_begin(cloq_args *s, int argc, char **argv, int first, const char *cmd) {
+  memset(s, 0, sizeof *s);
+  s->argc = argc;
+  s->argv = argv;
+  s->i = first - 1;
+  s->cmd = cmd;
+}
+
+int cloq_args_next(cloq_args *s, const char **f) {
+  if (s->rc != CLOQ_OK || ++s->i >= s->argc) return 0;
+  const char *a = s->argv[s->i];
+  s->why = 0;
+  s->inl = NULL;
+  if (strcmp(a, "-h") && strncmp(a, "--", 2)) {
+    s->rc = CLOQ_FAIL("unexpected argument '%s' (see cloq %s --help)", a, s->cmd);
+    return 0;
+  }
+  const char *eq = strchr(a, '=');
+  size_t n = eq ? (size_t)(eq - a) : strlen(a);
+  if (n >= sizeof s->flag) {
+    s->rc = CLOQ_FAIL("unknown option %.40s... for 'cloq %s' (see cloq %s --help)", a, s->cmd,
+                      s->cmd);
+    return 0;
+  }
+  memcpy(s->flag, a, n);
+  s->flag[n] = 0;
+  if (eq) s->inl = eq + 1;
+  for (int k = 0; k < s->nseen; k++)
+    if (!strcmp(s->seen[k], s->flag)) {
+      s->rc = CLOQ_FAIL("%s is given twice", s->flag);
+      return 0;
+    }
+  if (s->nseen < (int)(sizeof s->seen / sizeof s->seen[0])) strcpy(s->seen[s->nseen++], s->flag);
+  *f = s->flag;
+  return 1;
+}
+
+int cloq_args_switch(cloq_args *s, const char *name) {
+  if (strcmp(s->flag, name)) return 0;
+  if (s->inl) s->why = 2;
+  return !s->inl;
+}
+
+const char *cloq_args_peek(const cloq_args *s) {
+  return s->inl ? s->inl : s->i + 1 < s->argc ? s->argv[s->i + 1] : NULL;
+}
+
+int cloq_args_is(cloq_args *s, const char *name) {
+  if (strcmp(s->flag, name)) return 0;
+  if (!cloq_args_peek(s)) {
+    s->why = 1;
+    return 0;
+  }
+  if (!s->inl) s->i++;
+  return 1;
+}
+
+int cloq_args_unknown(const cloq_args *s) {
+  if (s->why == 1) return CLOQ_FAIL("%s needs a value", s->flag);
+  if (s->why == 2) return CLOQ_FAIL("%s takes no value", s->flag);
+  return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", s->flag, s->cmd, s->cmd);
 }
 
 static int one_of(const char *flag, const char *v, const char *const *allowed) {
@@ -255,10 +319,8 @@ static int one_of(const char *flag, const char *v, const char *const *allowed) {
 
 int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   defaults(o);
-  if (argc < 2) {
-    o->help = 1;
-    return CLOQ_OK;
-  }
+  CLOQ_CHECK(argc >= 2, "no command given (commands: init, sweep, eval, synth, sample, export; see "
+             "cloq --help)");
   const char *c = argv[1];
   if (!strcmp(c, "init")) o->cmd = CLOQ_CMD_INIT;
   else if (!strcmp(c, "sweep")) o->cmd = CLOQ_CMD_SWEEP;
@@ -275,111 +337,112 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   int sweep = o->cmd == CLOQ_CMD_SWEEP;
   int64_t list[16];
   int64_t v;
-  for (int i = 2; i < argc; i++) {
-    const char *f = argv[i];
+  cloq_args sc;
+  cloq_args_begin(&sc, argc, argv, 2, c);
+  const char *f;
+  while (cloq_args_next(&sc, &f)) {
     if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
       o->help = 1;
       return CLOQ_OK;
     }
-    if (!strcmp(f, "--force")) { /* init, sweep: the store; eval: --dump-logits */
+    if (cloq_args_switch(&sc, "--force")) { /* init, sweep: the store; eval: --dump-logits */
       o->force = 1;
       continue;
     }
-    if (!strcmp(f, "--dry-run") && init) {
+    if (cloq_args_switch(&sc, "--dry-run") && init) {
       o->dry_run = 1;
       continue;
     }
-    if (!strcmp(f, "--act-order") && init) {
+    if (cloq_args_switch(&sc, "--act-order") && init) {
       o->act_order = 1;
       continue;
     }
-    if (!strcmp(f, "--magr") && init) {
+    if (cloq_args_switch(&sc, "--magr") && init) {
       o->magr = 1;
       continue;
     }
-    if (!strcmp(f, "--kl") && !init) {
+    if (cloq_args_switch(&sc, "--kl") && !init) {
       o->kl = 1;
       continue;
     }
-    CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s'", f);
-    CLOQ_CHECK(i + 1 < argc, "%s needs a value", f);
-    const char *a = argv[++i];
-    if (!strcmp(f, "--model")) o->model = a;
-    else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
-    else if (!strcmp(f, "--seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->seqlen));
-    else if (!strcmp(f, "--device")) {
+    const char *a = cloq_args_peek(&sc);
+    if (cloq_args_is(&sc, "--model")) o->model = a;
+    else if (cloq_args_is(&sc, "--tokenizer")) o->tokenizer = a;
+    else if (cloq_args_is(&sc, "--seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->seqlen));
+    else if (cloq_args_is(&sc, "--device")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"cpu", "cuda", "auto", NULL}));
       o->device = a;
     }
-    else if (init && !strcmp(f, "--calib")) o->calib = a;
-    else if (init && !strcmp(f, "--calib-format")) {
+    else if (init && cloq_args_is(&sc, "--calib")) o->calib = a;
+    else if (init && cloq_args_is(&sc, "--calib-format")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
       o->calib_format = a;
-    } else if (init && !strcmp(f, "--out")) o->out = a;
-    else if (init && !sweep && !strcmp(f, "--bits")) {
+    } else if (init && cloq_args_is(&sc, "--out")) o->out = a;
+    else if (init && !sweep && cloq_args_is(&sc, "--bits")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
       CLOQ_CALL(check_bits(v));
       o->bits = (int)v;
-    } else if (sweep && !strcmp(f, "--bits")) {
+    } else if (sweep && cloq_args_is(&sc, "--bits")) {
       CLOQ_CALL(parse_list(f, a, INT32_MIN, INT32_MAX, 4, list, &o->nbits));
       for (int k = 0; k < o->nbits; k++) {
         CLOQ_CALL(check_bits(list[k]));
         o->bits_list[k] = (int)list[k];
       }
-    } else if (sweep && !strcmp(f, "--ranks")) {
+    } else if (sweep && cloq_args_is(&sc, "--ranks")) {
       CLOQ_CALL(parse_list(f, a, 1, 1 << 20, 16, o->rank_list, &o->nranks));
-    } else if (init && !strcmp(f, "--propagate")) {
+    } else if (init && cloq_args_is(&sc, "--propagate")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"full", "sequential", NULL}));
       o->propagate = a;
-    } else if (init && !strcmp(f, "--dist-threshold")) {
+    } else if (init && cloq_args_is(&sc, "--dist-threshold")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->dist_threshold));
       o->dist_threshold_set = 1;
-    } else if (init && !sweep && !strcmp(f, "--export")) {
+    } else if (init && !sweep && cloq_args_is(&sc, "--export")) {
       o->export_dir = a;
-    } else if (init && !sweep && !strcmp(f, "--export-format")) {
+    } else if (init && !sweep && cloq_args_is(&sc, "--export-format")) {
       unsigned fm;
       CLOQ_CALL(cloq_export_parse_formats(a, &fm));
       o->export_format = a;
-    } else if (init && !strcmp(f, "--weights")) {
+    } else if (init && cloq_args_is(&sc, "--weights")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"resident", "lazy", "auto", NULL}));
       o->weights = a;
-    } else if (init && !strcmp(f, "--dist-block")) {
+    } else if (init && cloq_args_is(&sc, "--dist-block")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 16, &o->dist_nb));
-    } else if (init && !strcmp(f, "--group-size")) {
+    } else if (init && cloq_args_is(&sc, "--group-size")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, -1, INT64_MAX, &o->group_size));
       CLOQ_CHECK(o->group_size != 0, "--group-size: 0 is not allowed (use -1 for whole rows)");
-    } else if (init && !sweep && !strcmp(f, "--rank")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->rank));
-    else if (init && !strcmp(f, "--init")) {
+    } else if (init && !sweep && cloq_args_is(&sc, "--rank")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->rank));
+    else if (init && cloq_args_is(&sc, "--init")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", "loftq", NULL}));
       o->init = a;
-    } else if (init && !strcmp(f, "--quantizer")) {
+    } else if (init && cloq_args_is(&sc, "--quantizer")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"rtn", "gptq", NULL}));
       o->quantizer = a;
-    } else if (init && !strcmp(f, "--gptq-block")) {
+    } else if (init && cloq_args_is(&sc, "--gptq-block")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->gptq_block));
-    } else if (init && !strcmp(f, "--magr-alpha")) {
-      CLOQ_CALL(parse_f64(f, a, &o->magr_alpha));
+    } else if (init && cloq_args_is(&sc, "--magr-alpha")) {
+      CLOQ_CALL(cloq_cli_parse_f64(f, a, -HUGE_VAL, HUGE_VAL, &o->magr_alpha));
       CLOQ_CHECK(o->magr_alpha >= 0, "--magr-alpha: %g must be >= 0", o->magr_alpha);
-    } else if (init && !strcmp(f, "--magr-iters")) {
+    } else if (init && cloq_args_is(&sc, "--magr-iters")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, 1 << 20, &o->magr_iters));
-    } else if (init && !strcmp(f, "--loftq-iters")) {
+    } else if (init && cloq_args_is(&sc, "--loftq-iters")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 10, &o->loftq_iters));
-    } else if (init && !strcmp(f, "--damp")) {
-      CLOQ_CALL(parse_f64(f, a, &o->damp));
+    } else if (init && cloq_args_is(&sc, "--damp")) {
+      CLOQ_CALL(cloq_cli_parse_f64(f, a, -HUGE_VAL, HUGE_VAL, &o->damp));
       CLOQ_CHECK(o->damp >= 0, "--damp: %g must be >= 0", o->damp);
-    } else if (init && !strcmp(f, "--nsamples"))
+    } else if (init && cloq_args_is(&sc, "--nsamples"))
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->nsamples));
-    else if (init && !strcmp(f, "--seed")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->seed));
-    else if (!init && !strcmp(f, "--store")) o->store = a;
-    else if (!init && !strcmp(f, "--data")) o->data = a;
-    else if (!init && !strcmp(f, "--data-format")) {
+    else if (init && cloq_args_is(&sc, "--seed")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->seed));
+    else if (!init && cloq_args_is(&sc, "--store")) o->store = a;
+    else if (!init && cloq_args_is(&sc, "--data")) o->data = a;
+    else if (!init && cloq_args_is(&sc, "--data-format")) {
       CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
       o->data_format = a;
-    } else if (!init && !strcmp(f, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
-    else if (!init && !strcmp(f, "--dump-logits")) o->dump_logits = a;
+    } else if (!init && cloq_args_is(&sc, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
+    else if (!init && cloq_args_is(&sc, "--dump-logits")) o->dump_logits = a;
     else
-      return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", f, c, c);
+      return cloq_args_unknown(&sc);
   }
+  CLOQ_CALL(sc.rc);
   CLOQ_CHECK(!strcmp(o->device, "cpu") || !strcmp(o->device, "cuda") || !strcmp(o->device, "auto"),
              "CLOQ_DEVICE: '%s' is not one of cpu, cuda, auto", o->device);
   CLOQ_CHECK(o->model, "--model is required");

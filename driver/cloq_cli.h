@@ -60,8 +60,50 @@ typedef struct {
 
 /* Parses argv into o (defaults first). Returns 0, or CLOQ_ERR with the reason recorded. */
 int cloq_cli_parse(int argc, char **argv, cloq_opts *o);
-/* One integer flag value in [lo, hi], else an error naming the flag (also used by cloq synth). */
+/* One integer flag value in [lo, hi], else an error naming the flag (every command). */
 int cloq_cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out);
+/* One finite number in [lo, hi], else an error naming the flag (every command). */
+int cloq_cli_parse_f64(const char *flag, const char *v, double lo, double hi, double *out);
+
+/* The argument scanner every command uses:
+ *   cloq_args s;
+ *   cloq_args_begin(&s, argc, argv, first, "export");
+ *   while (cloq_args_next(&s, &f)) {
+ *     if (cloq_args_switch(&s, "--force")) { ...; continue; }
+ *     const char *a = cloq_args_peek(&s);
+ *     if (cloq_args_is(&s, "--out")) o->out = a;
+ *     ...
+ *     else return cloq_args_unknown(&s);
+ *   }
+ *   CLOQ_CALL(s.rc);
+ * "--flag value" and "--flag=value" are the same. A flag given twice, an argument that is not an
+ * option, a value missing after a known flag, a value given to a switch and an unknown flag each
+ * get their own message. */
+typedef struct {
+  int argc;
+  char **argv;
+  int i;                /* argv[i]: the current flag */
+  const char *cmd;      /* the command, for messages */
+  char flag[64];        /* the current flag, without "=value" */
+  const char *inl;      /* its "=value" part, or NULL */
+  int why;              /* why the current flag matched nothing: 0 unknown, 1 no value, 2 a
+                         * value given to a switch */
+  int rc;               /* CLOQ_OK, or CLOQ_ERR with the reason recorded (after the loop) */
+  int nseen;
+  char seen[64][64];
+} cloq_args;
+
+void cloq_args_begin(cloq_args *s, int argc, char **argv, int first, const char *cmd);
+/* 1: *f is the next flag; 0: no more, or an error (s->rc). */
+int cloq_args_next(cloq_args *s, const char **f);
+/* The current flag is the switch `name` (no value). */
+int cloq_args_switch(cloq_args *s, const char *name);
+/* The current flag's value, whether or not a branch will take it (NULL when there is none). */
+const char *cloq_args_peek(const cloq_args *s);
+/* The current flag is `name` and has its value (then consumed); 0 otherwise. */
+int cloq_args_is(cloq_args *s, const char *name);
+/* The error for a flag no branch took: unknown, missing its value, or a switch given a value. */
+int cloq_args_unknown(const cloq_args *s);
 /* Usage text for a command (0: top level). */
 void cloq_cli_usage(int cmd);
 

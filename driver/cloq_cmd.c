@@ -232,8 +232,9 @@ static int check_ranks(const cloq_opts *o, const cloq_config *cfg) {
       int64_t no, ni;
       cloq_module_shape(cfg, m, &no, &ni);
       int64_t lim = no < ni ? no : ni;
-      CLOQ_CHECK(r <= lim, "--rank %lld exceeds min(n_out, n_in) = %lld of %s (%lld x %lld)",
-                 (long long)r, (long long)lim, cloq_module_name[m], (long long)no, (long long)ni);
+      CLOQ_CHECK(r <= lim, "%s %lld exceeds min(n_out, n_in) = %lld of %s (%lld x %lld)",
+                 o->cmd == CLOQ_CMD_SWEEP ? "--ranks: rank" : "--rank", (long long)r,
+                 (long long)lim, cloq_module_name[m], (long long)no, (long long)ni);
     }
   }
   return CLOQ_OK;

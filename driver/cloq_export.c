@@ -1101,46 +1101,43 @@ int cloq_export_parse_formats(const char *a, unsigned *out) {
 }
 
 static int parse_pos(const char *flag, const char *v, double *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  CLOQ_CHECK(errno == 0 && end != v && *end == 0 && isfinite(x) && x > 0,
-             "%s: '%s' is not a positive number", flag, v);
-  *out = x;
+  CLOQ_CALL(cloq_cli_parse_f64(flag, v, -HUGE_VAL, HUGE_VAL, out));
+  CLOQ_CHECK(*out > 0, "%s: '%s' is not a positive number", flag, v);
   return CLOQ_OK;
 }
 
 static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
   cloq_export_default_opts(o);
   *help = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *f = argv[i];
+  cloq_args sc;
+  cloq_args_begin(&sc, argc, argv, 1, "export");
+  const char *f;
+  while (cloq_args_next(&sc, &f)) {
     if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
       *help = 1;
       return CLOQ_OK;
     }
-    if (!strcmp(f, "--force")) {
+    if (cloq_args_switch(&sc, "--force")) {
       o->force = 1;
       continue;
     }
-    CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s' (see cloq export --help)", f);
-    CLOQ_CHECK(i + 1 < argc, "%s needs a value", f);
-    const char *a = argv[++i];
-    if (!strcmp(f, "--store")) o->store = a;
-    else if (!strcmp(f, "--out")) o->out = a;
-    else if (!strcmp(f, "--model")) o->model = a;
-    else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
-    else if (!strcmp(f, "--format")) CLOQ_CALL(cloq_export_parse_formats(a, &o->formats));
-    else if (!strcmp(f, "--lora-alpha")) CLOQ_CALL(parse_pos(f, a, &o->lora_alpha));
-    else if (!strcmp(f, "--shard-size")) CLOQ_CALL(parse_pos(f, a, &o->shard_mib));
-    else if (!strcmp(f, "--dtype")) {
+    const char *a = cloq_args_peek(&sc);
+    if (cloq_args_is(&sc, "--store")) o->store = a;
+    else if (cloq_args_is(&sc, "--out")) o->out = a;
+    else if (cloq_args_is(&sc, "--model")) o->model = a;
+    else if (cloq_args_is(&sc, "--tokenizer")) o->tokenizer = a;
+    else if (cloq_args_is(&sc, "--format")) CLOQ_CALL(cloq_export_parse_formats(a, &o->formats));
+    else if (cloq_args_is(&sc, "--lora-alpha")) CLOQ_CALL(parse_pos(f, a, &o->lora_alpha));
+    else if (cloq_args_is(&sc, "--shard-size")) CLOQ_CALL(parse_pos(f, a, &o->shard_mib));
+    else if (cloq_args_is(&sc, "--dtype")) {
       if (!strcmp(a, "f32")) o->dtype = CLOQ_DT_F32;
       else if (!strcmp(a, "f16")) o->dtype = CLOQ_DT_F16;
       else if (!strcmp(a, "bf16")) o->dtype = CLOQ_DT_BF16;
       else return CLOQ_FAIL("--dtype: '%s' is not one of f32, f16, bf16", a);
     } else
-      return CLOQ_FAIL("unknown option %s for 'cloq export' (see cloq export --help)", f);
+      return cloq_args_unknown(&sc);
   }
+  CLOQ_CALL(sc.rc);
   CLOQ_CHECK(o->out, "--out is required");
   return CLOQ_OK;
 }

@@ -87,58 +87,49 @@ static void usage(void) {
       DEFAULT_N, DEFAULT_LENGTH);
 }
 
-static int parse_f64(const char *flag, const char *v, double *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  CLOQ_CHECK(errno == 0 && end != v && *end == 0 && isfinite(x), "%s: '%s' is not a finite number",
-             flag, v);
-  *out = x;
-  return CLOQ_OK;
-}
-
 static int parse_args(int argc, char **argv, sample_opts *o) {
   memset(o, 0, sizeof *o);
   o->n = DEFAULT_N;
   o->length = -1;
   o->temperature = 1.0;
   o->top_p = 1.0;
-  for (int i = 1; i < argc; i++) {
-    const char *f = argv[i];
+  cloq_args sc;
+  cloq_args_begin(&sc, argc, argv, 1, "sample");
+  const char *f;
+  while (cloq_args_next(&sc, &f)) {
     if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
       o->help = 1;
       return CLOQ_OK;
     }
-    if (!strcmp(f, "--force")) {
+    if (cloq_args_switch(&sc, "--force")) {
       o->force = 1;
       continue;
     }
-    CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s' (see cloq sample --help)", f);
-    CLOQ_CHECK(i + 1 < argc, "%s needs a value", f);
-    const char *a = argv[++i];
+    const char *a = cloq_args_peek(&sc);
     int64_t v;
-    if (!strcmp(f, "--model")) o->model = a;
-    else if (!strcmp(f, "--out")) o->out = a;
-    else if (!strcmp(f, "--tokenizer")) o->tokenizer = a;
-    else if (!strcmp(f, "--dump-logits")) o->dump_logits = a;
-    else if (!strcmp(f, "--n")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, INT32_MAX, &o->n));
-    else if (!strcmp(f, "--length")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, INT32_MAX, &o->length));
-    else if (!strcmp(f, "--temperature")) {
-      CLOQ_CALL(parse_f64(f, a, &o->temperature));
+    if (cloq_args_is(&sc, "--model")) o->model = a;
+    else if (cloq_args_is(&sc, "--out")) o->out = a;
+    else if (cloq_args_is(&sc, "--tokenizer")) o->tokenizer = a;
+    else if (cloq_args_is(&sc, "--dump-logits")) o->dump_logits = a;
+    else if (cloq_args_is(&sc, "--n")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, INT32_MAX, &o->n));
+    else if (cloq_args_is(&sc, "--length")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, INT32_MAX, &o->length));
+    else if (cloq_args_is(&sc, "--temperature")) {
+      CLOQ_CALL(cloq_cli_parse_f64(f, a, -HUGE_VAL, HUGE_VAL, &o->temperature));
       CLOQ_CHECK(o->temperature >= 0, "--temperature: %g is negative", o->temperature);
-    } else if (!strcmp(f, "--top-p")) {
-      CLOQ_CALL(parse_f64(f, a, &o->top_p));
+    } else if (cloq_args_is(&sc, "--top-p")) {
+      CLOQ_CALL(cloq_cli_parse_f64(f, a, -HUGE_VAL, HUGE_VAL, &o->top_p));
       CLOQ_CHECK(o->top_p > 0 && o->top_p <= 1, "--top-p: %g is not in (0, 1]", o->top_p);
-    } else if (!strcmp(f, "--seed")) {
+    } else if (cloq_args_is(&sc, "--seed")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &v));
       o->seed = (uint64_t)v;
-    } else if (!strcmp(f, "--format")) {
+    } else if (cloq_args_is(&sc, "--format")) {
       if (!strcmp(a, "text")) o->text = 1;
       else if (!strcmp(a, "tokens")) o->text = 0;
       else return CLOQ_FAIL("--format: '%s' is not one of tokens, text", a);
     } else
-      return CLOQ_FAIL("unknown option %s for 'cloq sample' (see cloq sample --help)", f);
+      return cloq_args_unknown(&sc);
   }
+  CLOQ_CALL(sc.rc);
   CLOQ_CHECK(o->model, "--model is required");
   CLOQ_CHECK(o->out, "--out is required");
   return CLOQ_OK;

@@ -57,6 +57,10 @@ static int tokenize_file(const cloq_opts *o, const cloq_config *cfg, const char 
   size_t len = 0;
   int rc = cloq_read_file(file, &text, &len);
   if (rc == CLOQ_OK && len == 0) rc = CLOQ_FAIL("%s is empty", file);
+  const char *nul = rc == CLOQ_OK ? memchr(text, 0, len) : NULL;
+  if (nul)
+    rc = CLOQ_FAIL("%s: a NUL byte at offset %lld: not a text file", file,
+                   (long long)(nul - text));
   if (rc == CLOQ_OK)
     rc = cloq_tok_encode(tok, text, len, cloq_tok_add_bos(tok), &out->tokens, &out->ntokens);
   free(text);

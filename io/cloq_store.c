@@ -34,6 +34,7 @@ struct cloq_store {
   MPI_Comm comm;
   int rank;
   hid_t file;               /* reading: the top file */
+  hid_t *blk;               /* reading: each block's file, PATH.d/block_<b>.h5 */
   cloq_config cfg;
   cloq_store_meta meta;
   char path[1100];          /* PATH */
@@ -750,6 +751,10 @@ int cloq_store_finish(cloq_store **sp) {
 void cloq_store_abandon(cloq_store **sp) {
   if (!sp || !*sp) return;
   if ((*sp)->file >= 0) H5Fclose((*sp)->file);
+  if ((*sp)->blk)
+    for (int64_t b = 0; b < (*sp)->cfg.n_layers; b++)
+      if ((*sp)->blk[b] >= 0) H5Fclose((*sp)->blk[b]);
+  free((*sp)->blk);
   if ((*sp)->lock >= 0) close((*sp)->lock);
   free(*sp);
   *sp = NULL;
@@ -779,29 +784,31 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
   for (int i = 0; i < 6; i++)
     CLOQ_CHECK(dims[i] == want[i], "store %s was made for a model with %s %lld, this model has %lld",
                path, dim_names[i], (long long)dims[i], (long long)want[i]);
+  /* The block files are found by the store's present name, PATH.d/, not through the top file's
+   * external links (which name the folder the store was written as): a store renamed together
+   * with its folder reads as before, and messages name what is there now. */
   CLOQ_CHECK(H5Lexists(s->file, "layers", H5P_DEFAULT) > 0, "store %s has no /layers", path);
+  snprintf(s->done_dir, sizeof s->done_dir, "%s.d", path);
+  struct stat st;
+  CLOQ_CHECK(stat(s->done_dir, &st) == 0 && S_ISDIR(st.st_mode),
+             "store %s: its folder %s is missing (a store is PATH and PATH.d: move or rename both)",
+             path, s->done_dir);
+  CLOQ_ALLOC(s->blk, cfg->n_layers, "store block files");
+  for (int64_t b = 0; b < cfg->n_layers; b++) s->blk[b] = -1;
   for (int64_t b = 0; b < cfg->n_layers; b++) {
-    char name[64];
-    snprintf(name, sizeof name, "/layers/%lld", (long long)b);
-    CLOQ_CHECK(H5Lexists(s->file, name, H5P_DEFAULT) > 0, "store %s has no group %s", path, name);
-    hid_t g = H5Gopen2(s->file, name, H5P_DEFAULT);
-    if (g < 0) {
-      char dir[1200], p[1300];
-      snprintf(dir, sizeof dir, "%s.d", path);
-      block_file(dir, b, p, sizeof p);
-      CLOQ_CHECK(access(p, F_OK) == 0, "store %s: block %lld is missing (%s does not exist)", path,
-                 (long long)b, p);
-      return CLOQ_FAIL("store %s: block %lld is damaged (%s is not a readable HDF5 file)", path,
-                       (long long)b, p);
+    char p[1300];
+    block_file(s->done_dir, b, p, sizeof p);
+    CLOQ_CHECK(access(p, F_OK) == 0, "store %s: block %lld is missing (%s does not exist)", path,
+               (long long)b, p);
+    if (H5Fis_hdf5(p) > 0) s->blk[b] = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CLOQ_CHECK(s->blk[b] >= 0, "store %s: block %lld is damaged (%s is not a readable HDF5 file)",
+               path, (long long)b, p);
+    if (verify_block(s->blk[b], p, s, b, 0) != CLOQ_OK) {
+      char why[1200];
+      snprintf(why, sizeof why, "%s", cloq_err_msg());
+      cloq_err_clear();
+      return CLOQ_FAIL("store %s: block %lld: %s", path, (long long)b, why);
     }
-    int64_t c = 0, blk = -1;
-    int rc = attr_read(g, "complete", H5T_NATIVE_INT64, &c);
-    if (rc == CLOQ_OK) rc = attr_read(g, "block", H5T_NATIVE_INT64, &blk);
-    H5Gclose(g);
-    CLOQ_CALL(rc);
-    CLOQ_CHECK(c == 1, "store %s: block %lld is not complete", path, (long long)b);
-    CLOQ_CHECK(blk == b, "store %s: the file of block %lld holds block %lld", path, (long long)b,
-               (long long)blk);
   }
   if (meta) *meta = s->meta;
   return CLOQ_OK;
@@ -809,8 +816,8 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
 
 int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, double *obj_zero) {
   char p[256];
-  snprintf(p, sizeof p, "/layers/%lld/%s", (long long)b, cloq_module_name[m]);
-  hid_t g = H5Gopen2(s->file, p, H5P_DEFAULT);
+  snprintf(p, sizeof p, "/%s", cloq_module_name[m]);
+  hid_t g = H5Gopen2(s->blk[b], p, H5P_DEFAULT);
   CLOQ_CHECK(g >= 0, "store %s: group %s is missing", s->path, p);
   int rc = attr_read(g, "objective", H5T_NATIVE_DOUBLE, obj);
   if (rc == CLOQ_OK) rc = attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, obj_zero);
@@ -819,9 +826,9 @@ int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, doub
 }
 
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {
-  char prefix[64];
-  snprintf(prefix, sizeof prefix, "/layers/%lld/", (long long)b);
-  return read_module_at(s->file, prefix, s->path, s, b, m, q, 1);
+  char what[1300];
+  block_file(s->done_dir, b, what, sizeof what);
+  return read_module_at(s->blk[b], "/", what, s, b, m, q, 1);
 }
 
 void cloq_store_close(cloq_store **sp) { cloq_store_abandon(sp); }

@@ -103,6 +103,14 @@ static int parse_tokens(const char *path, const char *text, size_t size, int64_t
         if (v >= vocab_size) big = 1;
       }
       int w = q - p > 40 ? 40 : (int)(q - p);
+      for (size_t i = p; bad && i < q; i++)
+        if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {
+          rc = CLOQ_FAIL("%s:%lld: byte 0x%02x at column %lld is not part of a token id (not a "
+                         "token file?)", path, (long long)lineno, (unsigned char)text[i],
+                         (long long)(i - pos) + 1);
+          break;
+        }
+      if (rc != CLOQ_OK) break;
       if (bad) {
         rc = CLOQ_FAIL("%s:%lld: token '%.*s%s' is not a non-negative integer id", path,
                        (long long)lineno, w, text + p, q - p > 40 ? "..." : "");

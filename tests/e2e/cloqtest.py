@@ -36,8 +36,35 @@ def done():
     sys.exit(1 if _failures else 0)
 
 
-def run(args, np_=0, env=None, timeout=600):
-    """np_ = 0: a plain process; otherwise mpirun -np np_. Returns CompletedProcess."""
+def _pairs(args):
+    """[(flag, value or None)] of an argument list ("--flag value", "--flag=value", switches)."""
+    out, i, args = [], 0, [str(a) for a in args]
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--") and "=" in a:
+            out.append(tuple(a.split("=", 1)))
+        elif a.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append((a, args[i + 1]))
+            i += 1
+        else:
+            out.append((a, None))
+        i += 1
+    return out
+
+
+def override(base, extra):
+    """base with the flags that extra sets replaced by extra's (cloq refuses a flag given twice)."""
+    new = {f for f, _ in _pairs(extra)}
+    keep = [x for f, v in _pairs(base) if f not in new for x in ((f,) if v is None else (f, v))]
+    return keep + [str(a) for a in extra]
+
+
+def run(args, np_=0, env=None, timeout=600, allow_dup=False):
+    """np_ = 0: a plain process; otherwise mpirun -np np_. Returns CompletedProcess. A flag given
+    twice is a mistake of the test (cloq refuses it), unless allow_dup (the test of that)."""
+    flags = [f for f, _ in _pairs(args) if f.startswith("--")]
+    dup = sorted({f for f in flags if flags.count(f) > 1})
+    assert allow_dup or not dup, f"test passes {dup} twice: {args}"
     cmd = ([CLOQ] if np_ == 0 else [MPIRUN, "-np", str(np_), CLOQ]) + [str(a) for a in args]
     e = dict(os.environ)
     e.setdefault("OPENBLAS_NUM_THREADS", "1")

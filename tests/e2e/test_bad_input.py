@@ -11,7 +11,7 @@ import struct
 import numpy as np
 
 import cloqtest
-from cloqtest import MODEL, WIKI_VALID, check, done, poke_float, run, tmpdir, write_tokens
+from cloqtest import MODEL, WIKI_VALID, check, done, override, poke_float, run, tmpdir, write_tokens
 
 d = tmpdir()
 calib = os.path.join(d, "calib.tokens")
@@ -33,7 +33,7 @@ def model_copy(name):
 
 
 def expect_error(name, args, words, np_=0, out=None):
-    p = run(args, np_, timeout=120)
+    p = run(args, np_, timeout=120, allow_dup=True)
     errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
     text = errs[0] if errs else p.stderr.strip()[:300]
     ok = p.returncode != 0 and len(errs) == 1 and all(w.lower() in text.lower() for w in words)
@@ -98,7 +98,7 @@ expect_error("activations overflow mid-stream", init + ["--model", m], ["non-fin
 expect_error("activations overflow mid-stream on rank 1 of 3", init + ["--model", m],
              ["rank 1", "non-finite activation", "block 2"], np_=3, out=out)
 
-expect_error("rank too large", ["init", "--model", MODEL, "--out", out] + BASE + ["--rank", "40"],
+expect_error("rank too large", ["init", "--model", MODEL, "--out", out] + override(BASE, ["--rank", "40"]),
              ["--rank 40", "k_proj"], out=out)
 expect_error("bits outside {2,3,4,8}", init + ["--model", MODEL, "--bits", "5"], ["--bits"], out=out)
 expect_error("group size 0", init + ["--model", MODEL, "--group-size", "0"], ["--group-size"], out=out)
@@ -194,6 +194,34 @@ expect_error("calibration line beyond max_position_embeddings",
              ["init", "--model", MODEL, "--out", os.path.join(d, "long2.h5"), "--calib", longt, "--calib-format", "tokens",
               "--nsamples", "2"], ["line 2", "600 tokens"])
 
+# the argument scanner, the same for every command: --flag=value is --flag value; an unknown flag
+# is named as unknown wherever it stands; a flag given twice is refused (which one was meant?);
+# cloq with no command is an error
+eq = os.path.join(d, "eq.h5")
+p = run(["init", f"--model={MODEL}", f"--out={eq}"] + [a for f, v in zip(BASE[::2], BASE[1::2]) for a in [f"{f}={v}"]])
+check(p.returncode == 0 and os.path.exists(eq), "--flag=value works like --flag value", 0, p.stderr.strip()[:200])
+for cmd in (init, ["eval", "--model", MODEL, "--data", calib], ["export", "--store", eq, "--out", os.path.join(d, "ex")],
+            ["synth", "--out", os.path.join(d, "sy")], ["sample", "--model", MODEL, "--out", os.path.join(d, "sa")]):
+    expect_error(f"cloq {cmd[0]}: an unknown option in last position", cmd + ["--bogus"], ["unknown option --bogus"])
+    expect_error(f"cloq {cmd[0]}: an unknown --opt=value", cmd + ["--bogus=1"], ["unknown option --bogus"])
+    expect_error(f"cloq {cmd[0]}: a switch given a value", cmd + ["--force=yes"], ["--force takes no value"])
+    expect_error(f"cloq {cmd[0]}: a flag given twice", cmd + [cmd[1], cmd[2]], [f"{cmd[1]} is given twice"])
+expect_error("sweep: a rank too large is named by --ranks", ["sweep", "--model", MODEL, "--out", os.path.join(d, "swr"),
+             "--calib", calib, "--calib-format", "tokens", "--bits", "2", "--ranks", "8,100"], ["--ranks: rank 100", "exceeds"])
+expect_error("a known option without its value", init + ["--seed"], ["--seed needs a value"])
+expect_error("the same flag as --flag=value and --flag value", init + ["--rank=4"], ["--rank is given twice"])
+p = run([])
+check(p.returncode != 0 and p.stderr.count("cloq: error:") == 1 and "no command" in p.stderr,
+      "cloq with no command: one error line, non-zero exit", "no command", (p.returncode, p.stderr.strip()[:200]))
+# a NUL byte is named as such, in token files and in text
+nul = os.path.join(d, "nul.tokens")
+open(nul, "wb").write(b"3 4 5\n6 7\x008 9\n")
+expect_error("a NUL in a token file", ["eval", "--model", MODEL, "--data", nul, "--data-format", "tokens"],
+             ["nul.tokens:2", "byte 0x00", "column 4"])
+nult = os.path.join(d, "nul.txt")
+open(nult, "wb").write(b"Once upon a time\x00 there was")
+expect_error("a NUL in a text file", ["eval", "--model", MODEL, "--data", nult], ["nul.txt", "NUL byte at offset 16"])
+
 # a config with fewer layers than the checkpoint is not a 3-block model of it
 out = os.path.join(d, "probe.h5")
 init = ["init", "--out", out] + BASE
@@ -215,8 +243,8 @@ for i in range(300):
     pos += 8 + struct.unpack_from("<i", tb, pos + 4)[0]
 struct.pack_into("<f", tb, pos, float("nan"))
 open(tp, "wb").write(bytes(tb))
-expect_error("tokenizer with a NaN score", init + ["--model", m, "--calib", WIKI_VALID, "--calib-format", "text",
-             "--nsamples", "2", "--seqlen", "64"], ["tok512.bin", "token 300", "NaN"], out=out)
+expect_error("tokenizer with a NaN score", override(init, ["--model", m, "--calib", WIKI_VALID, "--calib-format", "text",
+             "--nsamples", "2", "--seqlen", "64"]), ["tok512.bin", "token 300", "NaN"], out=out)
 
 # mistral's sliding window is not implemented: sequences longer than it are refused, not treated as llama
 m = model_copy("mistral")
@@ -244,7 +272,7 @@ run(["init", "--model", m, "--out", out2] + BASE)
 check(os.path.isdir(out2 + ".partial.d") and not os.path.exists(out2), "failed run leaves only its work folder",
       ".partial.d only", os.listdir(d))
 # a resume with other settings is refused, naming the setting
-expect_error("resume with other settings", ["init", "--model", m, "--out", out2] + BASE + ["--rank", "8"],
+expect_error("resume with other settings", ["init", "--model", m, "--out", out2] + override(BASE, ["--rank", "8"]),
              ["cannot resume", "--rank 4", "this run 8"])
 story = os.path.join(d, "story.tokens")
 write_tokens(story, [list(range(1, 60))])

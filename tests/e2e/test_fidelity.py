@@ -26,7 +26,7 @@ import os
 import h5py
 import numpy as np
 
-from cloqtest import MODEL, WIKI_VALID, check, done, run, tmpdir, write_tokens
+from cloqtest import MODEL, WIKI_VALID, check, done, override, run, tmpdir, write_tokens
 from storecmp import load_layers, same_layers
 
 MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -39,7 +39,7 @@ COMMON = ["--model", MODEL, "--calib", WIKI_VALID, "--nsamples", 16, "--seqlen",
 
 def sweep(name, init, extra, bits, ranks):
     out = os.path.join(d, name)
-    p = run(["sweep", *COMMON, "--init", init, "--bits", bits, "--ranks", ranks, "--out", out, *extra])
+    p = run(["sweep"] + override(COMMON, ["--init", init, "--bits", bits, "--ranks", ranks, "--out", out, *extra]))
     check(p.returncode == 0, f"sweep {name} exits 0", 0, p.stderr.strip()[-400:])
     return out, p
 

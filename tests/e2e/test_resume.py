@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from cloqtest import CLOQ, MODEL, MPIRUN, WIKI_VALID, check, done, model_copy, poke_float, run, tmpdir
+from cloqtest import CLOQ, MODEL, MPIRUN, WIKI_VALID, check, done, model_copy, override, poke_float, run, tmpdir
 from storecmp import load_layers, same_layers
 
 COMMON = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8",
@@ -20,7 +20,7 @@ d = tmpdir()
 
 
 def init(out, np_=0, extra=(), env=None):
-    return run(["init", "--model", MODEL, "--out", out] + COMMON + list(extra), np_, env=env)
+    return run(["init", "--model", MODEL, "--out", out] + override(COMMON, list(extra)), np_, env=env)
 
 
 refs = {}
@@ -114,11 +114,11 @@ check(p.returncode == 0 and p1.returncode == 0 and same_layers(load_layers(out),
 # a resume with other settings is refused, naming the first difference
 out = os.path.join(d, "other.h5")
 init(out, 2, env={"CLOQ_DEBUG_KILL": "block:0:0"})
-p = run(["init", "--model", MODEL, "--out", out] + COMMON + ["--damp", "0.1"], 2)
+p = run(["init", "--model", MODEL, "--out", out] + override(COMMON, ["--damp", "0.1"]), 2)
 errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
 check(p.returncode == 1 and len(errs) == 1 and "cannot resume" in errs[0] and "--damp 0.01, this run 0.1" in errs[0],
       "resume with another --damp is refused", "one line naming --damp", p.stderr.strip()[:300])
-p = run(["init", "--model", MODEL, "--out", out] + COMMON + ["--damp", "0.1", "--force"], 2)
+p = run(["init", "--model", MODEL, "--out", out] + override(COMMON, ["--damp", "0.1", "--force"]), 2)
 check(p.returncode == 0 and "resuming" not in p.stdout, "--force starts over", 0, p.stderr.strip()[:200])
 
 # same paths, other content: a resume is refused naming what changed; restored, it resumes equal

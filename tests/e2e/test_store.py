@@ -17,7 +17,7 @@ import time
 import h5py
 import numpy as np
 
-from cloqtest import CLOQ, MODEL, WIKI_VALID, check, done, model_copy, run, tmpdir, write_tokens, zero_tensor
+from cloqtest import CLOQ, MODEL, override, WIKI_VALID, check, done, model_copy, run, tmpdir, write_tokens, zero_tensor
 from storecmp import load_layers, same_layers
 
 COMMON = ["--calib", WIKI_VALID, "--bits", "2", "--group-size", "32", "--rank", "8", "--nsamples", "8",
@@ -26,7 +26,7 @@ d = tmpdir()
 
 
 def init(out, model=MODEL, extra=(), env=None):
-    return run(["init", "--model", model, "--out", out] + COMMON + list(extra), 0, env=env)
+    return run(["init", "--model", model, "--out", out] + override(COMMON, list(extra)), 0, env=env)
 
 
 ref = os.path.join(d, "ref.h5")
@@ -110,6 +110,27 @@ p3 = os.path.join(s + ".d", "block_00003.h5")
 with open(p3, "r+b") as f:
     f.truncate(os.path.getsize(p3) // 3)
 expect_refused("a truncated block file", s, ["block 3", "damaged"])
+
+# a store renamed (or copied) with its folder reads by its present name; without its folder the
+# error names the folder it needs, not the one it was written as
+s = damaged_copy("before-rename")
+ev0 = run(["eval", "--model", MODEL, "--store", s] + EVAL)
+moved = os.path.join(d, "after-rename.h5")
+os.rename(s, moved)
+os.rename(s + ".d", moved + ".d")
+ev1 = run(["eval", "--model", MODEL, "--store", moved] + EVAL)
+check(ev0.returncode == 0 and ev1.returncode == 0 and ev0.stdout.splitlines()[-1] == ev1.stdout.splitlines()[-1],
+      "a store renamed with its folder evaluates to the same ppl", ev0.stdout.strip()[-40:],
+      (ev1.stdout.strip()[-40:], ev1.stderr.strip()[:300]))
+alone = os.path.join(d, "renamed-alone.h5")
+shutil.copyfile(moved, alone)
+for cmd in (["eval", "--model", MODEL, "--store", alone] + EVAL,
+            ["export", "--store", alone, "--out", os.path.join(d, "x-alone")]):
+    p = run(cmd)
+    errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+    check(p.returncode != 0 and len(errs) == 1 and "renamed-alone.h5.d" in errs[0] and "before-rename" not in errs[0],
+          f"{cmd[0]}: a top file without its folder names the folder it needs", "renamed-alone.h5.d",
+          p.stderr.strip()[:300])
 
 # ---- nothing non-finite is written ---------------------------------------------------------------
 # export: lora_B x rank / lora_alpha must fit in float32
