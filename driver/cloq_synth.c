@@ -47,6 +47,7 @@
 #include "cloq_clock.h"
 #include "cloq_cli.h"
 #include "cloq_err.h"
+#include "cloq_half_fast.h"
 #include "cloq_io.h"
 #include "cloq_linalg.h"
 
@@ -111,17 +112,6 @@ static void usage(void) {
       "  --threads N            generator threads (default: all cores; the output does not depend on it)\n");
 }
 
-static int parse_f64(const char *flag, const char *v, double lo, double hi, double *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  CLOQ_CHECK(errno == 0 && end != v && *end == 0 && isfinite(x), "%s: '%s' is not a number", flag,
-             v);
-  CLOQ_CHECK(x >= lo && x <= hi, "%s: %g is out of range [%g, %g]", flag, x, lo, hi);
-  *out = x;
-  return CLOQ_OK;
-}
-
 static int parse_args(int argc, char **argv, synth_opts *o) {
   memset(o, 0, sizeof *o);
   o->dim = o->layers = o->heads = o->kv_heads = o->mlp = o->vocab = o->max_pos = o->head_dim = -1;
@@ -134,52 +124,53 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
   o->threads = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
   /* a shape is at most 2^31 - 1 wide: ids and head counts are int32 downstream */
   const int64_t big = INT32_MAX;
-  for (int i = 1; i < argc; i++) {
-    const char *f = argv[i];
+  cloq_args sc;
+  cloq_args_begin(&sc, argc, argv, 1, "synth");
+  const char *f;
+  while (cloq_args_next(&sc, &f)) {
     if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
       o->help = 1;
       return CLOQ_OK;
     }
-    if (!strcmp(f, "--force")) {
+    if (cloq_args_switch(&sc, "--force")) {
       o->force = 1;
       continue;
     }
-    CLOQ_CHECK(strncmp(f, "--", 2) == 0, "unexpected argument '%s' (see cloq synth --help)", f);
-    CLOQ_CHECK(i + 1 < argc, "%s needs a value", f);
-    const char *a = argv[++i];
+    const char *a = cloq_args_peek(&sc);
     int64_t v;
-    if (!strcmp(f, "--out")) o->out = a;
-    else if (!strcmp(f, "--like")) {
+    if (cloq_args_is(&sc, "--out")) o->out = a;
+    else if (cloq_args_is(&sc, "--like")) {
       int found = 0;
       for (size_t k = 0; k < sizeof presets / sizeof presets[0]; k++) found |= !strcmp(a, presets[k].name);
       CLOQ_CHECK(found, "--like: '%s' is not one of llama2-13b, llama2-7b, stories260k", a);
       o->like = a;
-    } else if (!strcmp(f, "--dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->dim));
-    else if (!strcmp(f, "--layers")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->layers));
-    else if (!strcmp(f, "--heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->heads));
-    else if (!strcmp(f, "--kv-heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->kv_heads));
-    else if (!strcmp(f, "--mlp")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->mlp));
-    else if (!strcmp(f, "--vocab")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 4, big, &o->vocab));
-    else if (!strcmp(f, "--max-pos")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->max_pos));
-    else if (!strcmp(f, "--head-dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->head_dim));
-    else if (!strcmp(f, "--dtype")) {
+    } else if (cloq_args_is(&sc, "--dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->dim));
+    else if (cloq_args_is(&sc, "--layers")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->layers));
+    else if (cloq_args_is(&sc, "--heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->heads));
+    else if (cloq_args_is(&sc, "--kv-heads")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->kv_heads));
+    else if (cloq_args_is(&sc, "--mlp")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, big, &o->mlp));
+    else if (cloq_args_is(&sc, "--vocab")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 4, big, &o->vocab));
+    else if (cloq_args_is(&sc, "--max-pos")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->max_pos));
+    else if (cloq_args_is(&sc, "--head-dim")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, big, &o->head_dim));
+    else if (cloq_args_is(&sc, "--dtype")) {
       if (!strcmp(a, "bf16")) o->dtype = CLOQ_DT_BF16;
       else if (!strcmp(a, "f16")) o->dtype = CLOQ_DT_F16;
       else if (!strcmp(a, "f32")) o->dtype = CLOQ_DT_F32;
       else return CLOQ_FAIL("--dtype: '%s' is not one of bf16, f16, f32", a);
-    } else if (!strcmp(f, "--seed")) {
+    } else if (cloq_args_is(&sc, "--seed")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &v));
       o->seed = (uint64_t)v;
-    } else if (!strcmp(f, "--outlier-cols")) CLOQ_CALL(parse_f64(f, a, 0, 0.5, &o->outlier_frac));
-    else if (!strcmp(f, "--outlier-scale")) CLOQ_CALL(parse_f64(f, a, 1, 1000, &o->outlier_scale));
-    else if (!strcmp(f, "--calib-samples")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->calib_n));
-    else if (!strcmp(f, "--calib-seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, 1 << 24, &o->calib_t));
-    else if (!strcmp(f, "--threads")) {
+    } else if (cloq_args_is(&sc, "--outlier-cols")) CLOQ_CALL(cloq_cli_parse_f64(f, a, 0, 0.5, &o->outlier_frac));
+    else if (cloq_args_is(&sc, "--outlier-scale")) CLOQ_CALL(cloq_cli_parse_f64(f, a, 1, 1000, &o->outlier_scale));
+    else if (cloq_args_is(&sc, "--calib-samples")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->calib_n));
+    else if (cloq_args_is(&sc, "--calib-seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, 1 << 24, &o->calib_t));
+    else if (cloq_args_is(&sc, "--threads")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 256, &v));
       o->threads = (int)v;
     } else
-      return CLOQ_FAIL("unknown option %s for 'cloq synth' (see cloq synth --help)", f);
+      return cloq_args_unknown(&sc);
   }
+  CLOQ_CALL(sc.rc);
   CLOQ_CHECK(o->out, "--out is required");
   return CLOQ_OK;
 }
@@ -522,36 +513,6 @@ static inline uint16_t to_bf16(float f) {
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* float -> IEEE half, round to nearest even: bitwise equal to cloq_f32_to_f16 for all 2^32
- * inputs, NaNs included (checked exhaustively when written). This is Giesen's
- * float_to_half_fast3_rtne: subnormal halves come from one float addition that rounds in
- * hardware, normal ones from adding the rounding bias to the bit pattern. Inlined for the same
- * reason as to_bf16. */
-static inline uint16_t to_f16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  const uint32_t sign = u & 0x80000000u;
-  u ^= sign;
-  uint16_t h;
-  if (u >= (127u + 16u) << 23) { /* >= 65536: inf, or NaN (kept quiet) */
-    h = u > 0x7f800000u ? (uint16_t)(0x7e00u | ((u >> 13) & 0x3ffu)) : 0x7c00u;
-  } else if (u < 113u << 23) { /* below 2^-14: a subnormal half or zero */
-    const uint32_t magic_bits = ((127u - 15u) + (23u - 10u) + 1u) << 23; /* 0.5f */
-    float magic, x;
-    memcpy(&magic, &magic_bits, sizeof magic);
-    memcpy(&x, &u, sizeof x);
-    x += magic; /* the half's mantissa lands in the low bits, rounded to nearest even */
-    uint32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    h = (uint16_t)(xb - magic_bits);
-  } else {
-    const uint32_t odd = (u >> 13) & 1u;
-    u += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd; /* rebias; a carry into the exponent is right */
-    h = (uint16_t)(u >> 13);
-  }
-  return (uint16_t)(h | (sign >> 16));
-}
-
 enum { BLK = 2048 };
 
 /* Piece c of tensor ti into dst (min(CHUNK, numel - c*CHUNK) elements in the output dtype). */
@@ -594,7 +555,7 @@ static void gen_piece(const synth_plan *p, int64_t ti, int64_t c, unsigned char 
       for (int64_t i = 0; i < m; i++) h[i] = to_bf16(v[i]);
       memcpy(out, h, (size_t)m * 2);
     } else {
-      for (int64_t i = 0; i < m; i++) h[i] = to_f16(v[i]);
+      for (int64_t i = 0; i < m; i++) h[i] = cloq_f32_to_f16_fast(v[i]); /* cloq_half_fast.h */
       memcpy(out, h, (size_t)m * 2);
     }
   }

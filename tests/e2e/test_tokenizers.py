@@ -12,12 +12,13 @@ spaces, invalid-for-the-vocabulary characters, added tokens written literally):
     as transformers' LlamaConverter would (merges from the scores, byte_fallback, Prepend/Replace
     normalizer, <s> post-processor); cloq encodes that tokenizer.json (and the same vocabulary with
     a Metaspace pre-tokenizer instead); cloq_tok_write_hf of tok512.bin must load in `tokenizers`
-    (and transformers' AutoTokenizer) and give the same ids, and cloq's llama2.c encoder on
+    (and transformers' AutoTokenizer, run in bench/peers/.venv) and give the same ids, and cloq's llama2.c encoder on
     tok512.bin is compared with all of them.
 The gpt2 and llama-bpe pre-tokenizers are compared piece for piece on both texts.
 
 Environment: CLOQ_TOK_TOOL (default build/tests/io/tok_tool), CLOQ_ASSETS, CLOQ_SMOLLM2_GGUF.
-Needs: pip install tokenizers gguf (transformers optional).
+Needs: pip install tokenizers gguf; transformers comes from bench/peers/.venv (bench/peers/install.sh,
+run by this test; failing to make it or import it is a failure).
 """
 import json
 import os
@@ -38,6 +39,20 @@ GGUF = os.environ.get("CLOQ_SMOLLM2_GGUF") or subprocess.run(
 WIKI = os.path.join(ASSETS, "wikitext-2", "wikitext-2-raw-v1.test.eval_string.txt")
 TOK512 = os.path.join(ASSETS, "stories260K", "tok512.bin")
 SPACE = "\u2581"
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+VENV_PY = os.path.join(ROOT, "bench", "peers", ".venv", "bin", "python")
+# run by VENV_PY: argv = tokenizer dir, {"wiki": str, "texts": {name: str}} JSON in, ids JSON out
+AUTO_TOKENIZER = r'''
+import json, sys
+import transformers
+from transformers import AutoTokenizer
+at = AutoTokenizer.from_pretrained(sys.argv[1])
+t = json.load(open(sys.argv[2], encoding="utf-8"))
+out = {"version": transformers.__version__, "class": type(at).__name__,
+       "wiki": at(t["wiki"])["input_ids"],
+       "texts": {n: at(x)["input_ids"] for n, x in t["texts"].items()}}
+json.dump(out, open(sys.argv[3], "w"))
+'''
 
 d = tmpdir()
 print(f"tokenizers {tokenizers.__version__}; tool {TOOL}; work dir {d}")
@@ -350,16 +365,27 @@ if p.returncode == 0:
     print(f"     cloq llama2.c kind: {msg}")
     compare("tok512: cloq llama2.c encode vs tokenizers on the written tokenizer.json, WikiText-2",
             got_back, got_l2c, llama)
-    try:
-        import transformers
-        from transformers import AutoTokenizer
-        at = AutoTokenizer.from_pretrained(out_dir)
-        ids = at(wiki)["input_ids"]
-        compare(f"tok512: transformers {transformers.__version__} AutoTokenizer "
-                f"({type(at).__name__}) on the written dir, WikiText-2", want_llama, ids, llama)
-        sb = [n for n, t in texts.items() if at(t)["input_ids"] != llama.encode(t).ids]
+    # transformers' AutoTokenizer on the written dir, in the peers' venv (bench/peers/.venv, made
+    # by bench/peers/install.sh as test_export does; idempotent): a venv that cannot be made or
+    # cannot import transformers is a failure, never a skip.
+    texts_json = os.path.join(d, "auto-texts.json")
+    ids_json = os.path.join(d, "auto-ids.json")
+    with open(texts_json, "w", encoding="utf-8") as f:
+        json.dump({"wiki": wiki, "texts": texts}, f)
+    inst = subprocess.run(["bash", os.path.join(ROOT, "bench", "peers", "install.sh")],
+                          capture_output=True, text=True, timeout=3600)
+    check(inst.returncode == 0, "bench/peers/install.sh (the venv with transformers)", 0,
+          inst.stderr.strip()[-1000:])
+    a = subprocess.run([VENV_PY, "-c", AUTO_TOKENIZER, out_dir, texts_json, ids_json],
+                       capture_output=True, text=True, timeout=900) if inst.returncode == 0 else None
+    check(a is not None and a.returncode == 0,
+          f"tok512: transformers AutoTokenizer loads the written dir ({VENV_PY})", "rc 0",
+          "venv not installed" if a is None else f"rc {a.returncode}: {a.stderr.strip()[-1000:]}")
+    if a is not None and a.returncode == 0:
+        r = json.load(open(ids_json, encoding="utf-8"))
+        compare(f"tok512: transformers {r['version']} AutoTokenizer ({r['class']}) on the written dir, "
+                f"WikiText-2", want_llama, r["wiki"], llama)
+        sb = [n for n, t in texts.items() if r["texts"].get(n) != llama.encode(t).ids]
         check(not sb, "tok512: AutoTokenizer on the stress and edge texts", [], sb)
-    except ImportError:
-        print("     transformers not installed: AutoTokenizer check of the written dir skipped")
 
 done()

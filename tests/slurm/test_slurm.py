@@ -2,8 +2,9 @@
 jobs/init.sbatch submitted with `sbatch --wait` at 2 and 1 tasks (srun --mpi=pmix) writes stores
 bitwise equal to the same `cloq init` under scripts/mpirun.sh; a second submission of a finished
 job does nothing; jobs/multinode.sbatch (on one node) gives the same store; jobs/sweep.sbatch
-gives, for every configuration, the store of the matching `cloq init` (skipped, with a line
-saying so, while `cloq sweep` does not exist). Fails, never skips, when Slurm cannot be started.
+gives, for every configuration, the store of the matching `cloq init`, and a second submission of
+the finished sweep does nothing. Fails, never skips, when Slurm cannot be started or when
+`cloq sweep --help` fails.
 Stops the cluster at the end only if this test started it."""
 import os
 import subprocess
@@ -123,34 +124,32 @@ try:
     if rc == 0 and os.path.exists(ref):
         same_layers(out, ref, "multinode.sbatch")
 
-    # The sweep template, once `cloq sweep` exists.
+    # The sweep template. `cloq sweep` exists: a failing --help is a failure, not a reason to skip.
     h = subprocess.run([CLOQ, "sweep", "--help"], capture_output=True, text=True)
-    if h.returncode != 0:
-        print(f"skip jobs/sweep.sbatch: `cloq sweep --help` fails (rc {h.returncode}: "
-              f"{(h.stderr or h.stdout).strip().splitlines()[-1:]}); the sweep template is not tested yet")
-    else:
-        outdir = os.path.join(d, "sweep")
-        os.makedirs(outdir)
-        bits_list, ranks_list = ["2", "3"], ["4", "8"]
-        rc, text = sbatch("sweep.sbatch", dict(SETTINGS, OUT=outdir, BITS=",".join(bits_list),
-                                               LORA_RANKS=",".join(ranks_list)),
-                          ["--ntasks=2", "--cpus-per-task=1"], os.path.join(d, "sweep.out"), d)
-        check(rc == 0, "sweep.sbatch (bits 2,3 x ranks 4,8, 2 tasks): sbatch --wait exits 0", 0, rc)
-        for b in bits_list:
-            for r in ranks_list:
-                got = os.path.join(outdir, f"b{b}-r{r}.h5")
-                want = os.path.join(d, f"init-b{b}-r{r}.h5")
-                p = run(init_args(want, b, SETTINGS["GROUP_SIZE"], r), 2)
-                ok = rc == 0 and p.returncode == 0 and os.path.exists(got)
-                check(ok, f"sweep b{b}-r{r}: store written, matching init runs", "both stores",
-                      f"sweep rc {rc}, init rc {p.returncode}: {p.stderr.strip()}, {sorted(os.listdir(outdir))}")
-                if ok:
-                    same_layers(got, want, f"sweep b{b}-r{r}")
-        rc, text = sbatch("sweep.sbatch", dict(SETTINGS, OUT=outdir, BITS=",".join(bits_list),
-                                               LORA_RANKS=",".join(ranks_list)),
-                          ["--ntasks=2"], os.path.join(d, "sweep-again.out"), d)
-        check(rc == 0 and "nothing to do" in text, "sweep.sbatch again on a finished sweep: exits 0, says so",
-              "rc 0, 'nothing to do'", f"rc {rc}: {text.strip()[-200:]}")
+    check(h.returncode == 0, "cloq sweep --help exits 0 (jobs/sweep.sbatch runs it)", 0,
+          f"{h.returncode}: {(h.stderr or h.stdout).strip().splitlines()[-1:]}")
+    outdir = os.path.join(d, "sweep")
+    os.makedirs(outdir)
+    bits_list, ranks_list = ["2", "3"], ["4", "8"]
+    rc, text = sbatch("sweep.sbatch", dict(SETTINGS, OUT=outdir, BITS=",".join(bits_list),
+                                           LORA_RANKS=",".join(ranks_list)),
+                      ["--ntasks=2", "--cpus-per-task=1"], os.path.join(d, "sweep.out"), d)
+    check(rc == 0, "sweep.sbatch (bits 2,3 x ranks 4,8, 2 tasks): sbatch --wait exits 0", 0, rc)
+    for b in bits_list:
+        for r in ranks_list:
+            got = os.path.join(outdir, f"b{b}-r{r}.h5")
+            want = os.path.join(d, f"init-b{b}-r{r}.h5")
+            p = run(init_args(want, b, SETTINGS["GROUP_SIZE"], r), 2)
+            ok = rc == 0 and p.returncode == 0 and os.path.exists(got)
+            check(ok, f"sweep b{b}-r{r}: store written, matching init runs", "both stores",
+                  f"sweep rc {rc}, init rc {p.returncode}: {p.stderr.strip()}, {sorted(os.listdir(outdir))}")
+            if ok:
+                same_layers(got, want, f"sweep b{b}-r{r}")
+    rc, text = sbatch("sweep.sbatch", dict(SETTINGS, OUT=outdir, BITS=",".join(bits_list),
+                                           LORA_RANKS=",".join(ranks_list)),
+                      ["--ntasks=2"], os.path.join(d, "sweep-again.out"), d)
+    check(rc == 0 and "nothing to do" in text, "sweep.sbatch again on a finished sweep: exits 0, says so",
+          "rc 0, 'nothing to do'", f"rc {rc}: {text.strip()[-200:]}")
 finally:
     if started_here:
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "slurm-down.sh")],
