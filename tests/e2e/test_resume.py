@@ -107,9 +107,29 @@ check(proc.returncode != 0 and took < 30, "external SIGTERM: the job stops withi
       "< 30 s, non-zero", f"{took:.1f} s, rc {proc.returncode}, {len(pids)} processes signalled")
 check(not os.path.exists(out), "external SIGTERM: no complete-looking store", "absent", "present")
 p = run(["init", "--model", MODEL, "--out", out] + long, 2)
+check(p.returncode == 0, "external SIGTERM: the re-run succeeds", 0, p.stderr.strip()[:200])
+
+# SIGTERM to the launcher (scripts/mpirun.sh, as a user's kill or timeout would): mpirun alone would
+# exit 1 whatever the ranks return; the launcher passes the signal on and exits 128 + 15
+out = os.path.join(d, "term3.h5")
+proc = subprocess.Popen([MPIRUN, "-np", "2", CLOQ, "init", "--model", MODEL, "--out", out] + long,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+for line in proc.stdout:
+    if line.startswith("stream:"):
+        break
+t0 = time.time()
+proc.send_signal(signal.SIGTERM)
+outs, errs = proc.communicate(timeout=120)
+took = time.time() - t0
+check(proc.returncode == 143 and took < 30, "SIGTERM to the launcher: exit status 143 within 30 s",
+      "143, < 30 s", f"rc {proc.returncode}, {took:.1f} s, {errs.strip()[-200:]}")
+check(not os.path.exists(out), "SIGTERM to the launcher: no complete-looking store", "absent", "present")
+p = run(["init", "--model", MODEL, "--out", out] + long, 2)
 p1 = run(["init", "--model", MODEL, "--out", out + ".ref"] + long, 2)
-check(p.returncode == 0 and p1.returncode == 0 and same_layers(load_layers(out), load_layers(out + ".ref")),
-      "external SIGTERM: the re-run equals an uninterrupted run", "equal", p.stderr.strip()[:200])
+check(p.returncode == 0 and p1.returncode == 0 and same_layers(load_layers(out), load_layers(out + ".ref"))
+      and same_layers(load_layers(os.path.join(d, "term2.h5")), load_layers(out + ".ref")),
+      "external SIGTERM (to the ranks, to the launcher): the re-runs equal an uninterrupted run", "equal",
+      p.stderr.strip()[:200])
 
 # a resume with other settings is refused, naming the first difference
 out = os.path.join(d, "other.h5")
