@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <hdf5.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,9 @@ static int open_device(cloq_opts *o, MPI_Comm comm, int local) {
 }
 
 int main(int argc, char **argv) {
+  /* a file size limit (ulimit -f) makes a write fail with EFBIG, named in the error line,
+   * instead of killing the process with SIGXFSZ */
+  signal(SIGXFSZ, SIG_IGN);
   MPI_Init(&argc, &argv);
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

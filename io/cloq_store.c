@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cloq_err.h"
@@ -329,6 +330,73 @@ static const char *base_name(const char *p) {
   return s ? s + 1 : p;
 }
 
+/* Why a file in folder `dir` could not be written, for messages: HDF5 does not keep errno. */
+static const char *write_reason(const char *dir, char *buf, size_t cap) {
+  struct statvfs v;
+  if (access(dir, W_OK) != 0) snprintf(buf, cap, "the folder is not writable");
+  else if (statvfs(dir, &v) == 0 && (double)v.f_bavail * (double)v.f_frsize < 16.0 * 1048576)
+    snprintf(buf, cap, "the file system is full (%.0f KiB free)",
+             (double)v.f_bavail * (double)v.f_frsize / 1024);
+  else snprintf(buf, cap, "an I/O error");
+  return buf;
+}
+
+/* Reserves `bytes` of disk for `path` (just created by HDF5) before anything is written to it.
+ * HDF5 1.10 does not recover from a write that fails for want of space: the file's close fails,
+ * leaves it registered half-closed, and HDF5's own shutdown at MPI_Finalize crashes on it. So
+ * space is taken first (fallocate, keeping the file's size), and a full disk is an error before
+ * HDF5 writes. Where the file system cannot reserve (NFS before 4.2), its free space is compared
+ * instead. */
+static int reserve_space(const char *path, const char *dir, int64_t bytes) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  CLOQ_CHECK(fd >= 0, "cannot open %s: %s", path, strerror(errno));
+  int e = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes) == 0 ? 0 : errno;
+  close(fd);
+  if (e == 0) return CLOQ_OK;
+  struct statvfs v;
+  double avail = statvfs(dir, &v) == 0 ? (double)v.f_bavail * (double)v.f_frsize : -1.0;
+  CLOQ_CHECK(e != EFBIG, "cannot write %s: %.2f MiB would exceed the file size limit (ulimit -f)",
+             path, (double)bytes / 1048576);
+  CLOQ_CHECK(e != ENOSPC && (avail < 0 || avail >= (double)bytes),
+             "cannot write %s: the file system is full (%.2f MiB needed, %.2f MiB free)", path,
+             (double)bytes / 1048576, avail < 0 ? 0.0 : avail / 1048576);
+  CLOQ_CHECK(e == EOPNOTSUPP || e == ENOSYS || e == EINVAL, "cannot reserve space for %s: %s",
+             path, strerror(e));
+  return CLOQ_OK;
+}
+
+/* Gives back what reserve_space took beyond the file's end once HDF5 has closed it (the file
+ * grown by a byte and cut back: shrinking frees every block past the new end). */
+static void release_space(const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0 && truncate(path, st.st_size + 1) == 0 &&
+      truncate(path, st.st_size) != 0) { /* the file keeps one more byte: harmless to HDF5 */
+  }
+}
+
+/* Bytes a block file takes, over-estimated: its five datasets per module, plus HDF5's headers. */
+static int64_t block_file_bytes(const cloq_store *s) {
+  int64_t n = 64 * 1024;
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    cloq_qmodule q;
+    cloq_qmodule_shape(&s->cfg, m, s->meta.group_size, s->meta.rank, &q);
+    n += q.n_out * q.n_in + 4 * (2 * q.n_out * q.n_groups + q.rank * (q.n_in + q.n_out)) +
+         5 * 4096;
+  }
+  return n + n / 64;
+}
+
+/* Closes a block file being written and deletes it. */
+static void drop_block_file(hid_t f, const char *tmp) {
+  if (f >= 0) {
+    H5E_BEGIN_TRY { H5Fclose(f); }
+    H5E_END_TRY;
+  }
+  unlink(tmp);
+}
+
+static int write_settings(cloq_store *s, const char *settings);
+
 /* Rank 0's part of cloq_store_begin. */
 static int begin_root(cloq_store *s, int force, int64_t *ndone) {
   const cloq_store_meta *meta = &s->meta;
@@ -387,18 +455,36 @@ static int begin_root(cloq_store *s, int force, int64_t *ndone) {
     return CLOQ_OK;
   }
   if (have) CLOQ_CALL(remove_files(s->work, 0));
-  char tmp[1320];
-  snprintf(tmp, sizeof tmp, "%s.tmp", settings);
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  CLOQ_CHECK(f >= 0, "cannot create %s", tmp);
-  int rc = write_meta(f, &s->cfg, meta);
-  if (H5Fclose(f) < 0 && rc == CLOQ_OK) rc = CLOQ_FAIL("writing %s failed", tmp);
-  if (rc == CLOQ_OK && (fsync_path(tmp) != 0 || rename(tmp, settings) != 0))
-    rc = CLOQ_FAIL("cannot write %s: %s", settings, strerror(errno));
-  if (rc != CLOQ_OK) unlink(tmp);
+  int rc = write_settings(s, settings);
+  if (rc != CLOQ_OK && !have) rmdir(s->work); /* nothing of this run is left behind */
   CLOQ_CALL(rc);
   *ndone = 0;
   return CLOQ_OK;
+}
+
+/* settings.h5 in the work folder, through a .tmp renamed once complete. */
+static int write_settings(cloq_store *s, const char *settings) {
+  const cloq_store_meta *meta = &s->meta;
+  char tmp[1320];
+  snprintf(tmp, sizeof tmp, "%s.tmp", settings);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  char why[128];
+  if (f < 0) {
+    unlink(tmp);
+    return CLOQ_FAIL("cannot create %s: %s", tmp, write_reason(s->work, why, sizeof why));
+  }
+  int rc = reserve_space(tmp, s->work, 64 << 10);
+  if (rc != CLOQ_OK) {
+    drop_block_file(f, tmp);
+    return rc;
+  }
+  rc = write_meta(f, &s->cfg, meta);
+  if (H5Fclose(f) < 0 && rc == CLOQ_OK) rc = CLOQ_FAIL("writing %s failed", tmp);
+  if (rc == CLOQ_OK) release_space(tmp);
+  if (rc == CLOQ_OK && (fsync_path(tmp) != 0 || rename(tmp, settings) != 0))
+    rc = CLOQ_FAIL("cannot write %s: %s", settings, strerror(errno));
+  if (rc != CLOQ_OK) unlink(tmp);
+  return rc;
 }
 
 /* Rank 0's status and error message reach every rank (a collective step's outcome). */
@@ -495,6 +581,7 @@ int cloq_store_block_done(const cloq_store *s, int64_t b) {
 
 /* ---- block files ----------------------------------------------------------------------------- */
 
+
 int cloq_store_block_begin(cloq_store *s, int64_t b, cloq_store_block **out) {
   *out = NULL;
   CLOQ_CHECK(b >= 0 && b < s->cfg.n_layers, "block %lld out of range", (long long)b);
@@ -506,11 +593,14 @@ int cloq_store_block_begin(cloq_store *s, int64_t b, cloq_store_block **out) {
   snprintf(bw->tmp, sizeof bw->tmp, "%.1290s.tmp", bw->fin);
   bw->file = H5Fcreate(bw->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (bw->file < 0) {
-    int rc = CLOQ_FAIL("cannot create %s (is the folder writable?)", bw->tmp);
+    char why[128];
+    int rc = CLOQ_FAIL("cannot create %s: %s", bw->tmp, write_reason(s->work, why, sizeof why));
+    unlink(bw->tmp);
     free(bw);
     return rc;
   }
   *out = bw;
+  CLOQ_CALL(reserve_space(bw->tmp, s->work, block_file_bytes(s)));
   CLOQ_CALL(write_meta(bw->file, &s->cfg, &s->meta));
   CLOQ_CALL(attr_i64(bw->file, "block", b));
   /* The file appears under its final name only once complete. */
@@ -549,9 +639,10 @@ int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
                                  H5S_ALL, H5P_DEFAULT, bufs[d]);
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(sp);
+    char why[128];
     if (e < 0)
-      rc = CLOQ_FAIL("HDF5: writing %s/%s to %s failed (disk full?)", cloq_module_name[m],
-                     ds_name[d], bw->tmp);
+      rc = CLOQ_FAIL("cannot write %s/%s to %s: %s", cloq_module_name[m], ds_name[d], bw->tmp,
+                     write_reason(bw->s->work, why, sizeof why));
   }
   if (rc == CLOQ_OK) rc = attr_f64(g, "objective", q->objective);
   if (rc == CLOQ_OK) rc = attr_f64(g, "objective_zero", q->objective_zero);
@@ -563,9 +654,13 @@ int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
 
 int cloq_store_block_commit(cloq_store_block **bwp) {
   cloq_store_block *bw = *bwp;
+  char why[128];
   herr_t e = H5Fclose(bw->file);
   bw->file = -1;
-  int rc = e < 0 ? CLOQ_FAIL("HDF5: closing %s failed (disk full?)", bw->tmp) : CLOQ_OK;
+  int rc = e < 0 ? CLOQ_FAIL("cannot write %s: %s", bw->tmp,
+                             write_reason(bw->s->work, why, sizeof why))
+                 : CLOQ_OK;
+  if (rc == CLOQ_OK) release_space(bw->tmp);
   if (rc == CLOQ_OK && fsync_path(bw->tmp) != 0)
     rc = CLOQ_FAIL("cannot sync %s: %s", bw->tmp, strerror(errno));
   if (rc == CLOQ_OK && rename(bw->tmp, bw->fin) != 0)
@@ -580,8 +675,7 @@ int cloq_store_block_commit(cloq_store_block **bwp) {
 void cloq_store_block_abandon(cloq_store_block **bwp) {
   if (!bwp || !*bwp) return;
   cloq_store_block *bw = *bwp;
-  if (bw->file >= 0) H5Fclose(bw->file);
-  unlink(bw->tmp);
+  drop_block_file(bw->file, bw->tmp);
   free(bw);
   *bwp = NULL;
 }
@@ -685,8 +779,21 @@ static int finish_root(cloq_store *s) {
   char tmp[1200];
   snprintf(tmp, sizeof tmp, "%.1100s.tmp", s->path);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  CLOQ_CHECK(f >= 0, "cannot create %s (is the folder writable?)", tmp);
-  int rc = write_meta(f, &s->cfg, &s->meta);
+  char why[128], dir[1200];
+  snprintf(dir, sizeof dir, "%s", s->path);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = 0;
+  else snprintf(dir, sizeof dir, ".");
+  if (f < 0) {
+    unlink(tmp);
+    return CLOQ_FAIL("cannot create %s: %s", tmp, write_reason(dir, why, sizeof why));
+  }
+  int rc = reserve_space(tmp, dir, (64 << 10) + 512 * nl);
+  if (rc != CLOQ_OK) {
+    drop_block_file(f, tmp);
+    return rc;
+  }
+  rc = write_meta(f, &s->cfg, &s->meta);
   /* /status: one int8 per block, all 1 (kept from format 1 for readers that check it) */
   hsize_t n = (hsize_t)nl;
   int8_t *ones = calloc(nl, 1);
@@ -712,6 +819,7 @@ static int finish_root(cloq_store *s) {
   }
   if (lg >= 0) H5Gclose(lg);
   if (H5Fclose(f) < 0 && rc == CLOQ_OK) rc = CLOQ_FAIL("HDF5: closing %s failed", tmp);
+  if (rc == CLOQ_OK) release_space(tmp);
   if (rc == CLOQ_OK && fsync_path(tmp) != 0) rc = CLOQ_FAIL("cannot sync %s", tmp);
   if (rc != CLOQ_OK) {
     unlink(tmp);

@@ -8,7 +8,10 @@ resume, eval and export alike:
   - nothing non-finite is written: an all-zero weight (Q exact, objective 0 / 0) records an
     objective ratio of 1;
   - one run per output: a second run on the same --out, with or without --force, is refused at once
-    (the work folder is flock'ed) and the first run's store is complete and equal to a lone run's."""
+    (the work folder is flock'ed) and the first run's store is complete and equal to a lone run's;
+  - a full disk (a small tmpfs: the test mounts one, as root, and fails if it cannot) ends init in
+    one error line naming it, at 1 and 2 ranks, with no crash and no .tmp file: when even the
+    settings cannot be written nothing is left; later, the complete blocks stay for a resume."""
 import os
 import shutil
 import subprocess
@@ -181,4 +184,43 @@ for force in ([], ["--force"]):
     check(first.returncode == 0 and os.path.exists(cc), f"the first run completes {' '.join(force)}", 0, err1[-300:])
     ev = run(["eval", "--model", MODEL, "--store", cc, "--data", WIKI_VALID, "--limit", "2", "--seqlen", "64"])
     check(ev.returncode == 0, "its store evaluates", 0, ev.stderr.strip()[:300])
+
+# ---- a full disk ----------------------------------------------------------------------------------
+import subprocess as sp
+calib_small = os.path.join(d, "small.tokens")
+write_tokens(calib_small, [list(range(3, 67)), list(range(100, 164))])
+mnt = os.path.join(d, "full")
+os.makedirs(mnt)
+SMALL = ["--calib", calib_small, "--calib-format", "tokens", "--bits", "4", "--group-size", "32", "--rank", "4"]
+try:
+    for size, stage in (("40k", "settings"), ("300k", "blocks")):
+        for np_ in (0, 2):
+            r = sp.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], capture_output=True, text=True)
+            check(r.returncode == 0, f"mount a {size} tmpfs (needs root)", 0, r.stderr.strip())
+            if r.returncode:
+                break
+            try:
+                out = os.path.join(mnt, "o.h5")
+                p = run(["init", "--model", MODEL, "--out", out] + SMALL, np_)
+                errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+                left = sorted(os.path.relpath(os.path.join(r_, f), mnt) for r_, _, fs in os.walk(mnt) for f in fs)
+                check(p.returncode == 1 and len(errs) == 1 and "file system is full" in errs[0]
+                      and "Segmentation" not in p.stderr and "signal" not in p.stderr,
+                      f"disk full at the {stage} (np={np_}): one error line, exit 1: {errs[:1]}",
+                      "file system is full", p.stderr.strip()[-400:])
+                tmp = [f for f in left if f.endswith(".tmp")]
+                check(not tmp and not os.path.exists(out), f"disk full at the {stage} (np={np_}): no .tmp, no store",
+                      "none", left)
+                if stage == "settings":
+                    check(not os.listdir(mnt), f"disk full at the settings (np={np_}): nothing left", [],
+                          os.listdir(mnt))
+                else:
+                    blocks = [f for f in left if f.startswith("o.h5.partial.d/block_")]
+                    check(len(blocks) >= 1 and "o.h5.partial.d/settings.h5" in left,
+                          f"disk full at the blocks (np={np_}): {len(blocks)} complete block(s) kept for a resume",
+                          ">= 1", left)
+            finally:
+                sp.run(["umount", mnt])
+finally:
+    sp.run(["umount", mnt], capture_output=True)
 done()
