@@ -7,14 +7,17 @@
  * overwrite the root cause. Not thread-safe (the program is one thread per rank; BLAS threads
  * never call into this module).
  *
- * linalg/ and io/ use only this header (no MPI). The MPI/HDF5 variants live in cloq_err_mpi.h.
+ * linalg/ and io/ use only this header (no MPI). MPI calls are checked, and ranks agree on an
+ * outcome, through cloq_mpi.h.
  */
 #ifndef CLOQ_ERR_H
 #define CLOQ_ERR_H
 
 #include <stdarg.h>
 
-enum { CLOQ_OK = 0, CLOQ_ERR = 1 };
+/* CLOQ_STOPPED: a collective step that ended because another rank failed or a stop signal came;
+ * that rank (or the signal) reports it, not this one. */
+enum { CLOQ_OK = 0, CLOQ_ERR = 1, CLOQ_STOPPED = 2 };
 
 /* Records the error line (if none is recorded yet) and returns CLOQ_ERR. */
 int cloq_err_set(const char *file, int line, const char *func, const char *fmt, ...)

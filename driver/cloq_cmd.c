@@ -1,5 +1,5 @@
 /* cloq_cmd: the `init` and `eval` commands. Both are collective over comm and proceed in phases;
- * after each phase every rank agrees on the outcome (cloq_agree), so a failure on any rank ends
+ * after each phase every rank agrees on the outcome (cloq_mpi_report), so a failure on any rank ends
  * the run on all of them with one error line and no rank left waiting.
  *
  * init:  load (each rank its blocks) -> rank 0 draws calibration samples -> store layout
@@ -23,6 +23,7 @@
 #include "cloq_driver.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_mpi.h"
 #include "cloq_hash.h"
 #include "cloq_export.h"
 #include "cloq_linalg.h"
@@ -107,14 +108,15 @@ static int load_samples(const cloq_opts *o, run_ctx *c, int eval) {
 }
 
 /* Share rank 0's sample statistics: {n, max_t, total, seqlen}. Collective. */
-static void bcast_stats(run_ctx *c, int64_t v[4]) {
+static int bcast_stats(run_ctx *c, int64_t v[4]) {
   if (c->rank == 0) {
     v[0] = c->samples.n;
     v[1] = c->samples.max_t;
     v[2] = c->samples.total;
     v[3] = c->samples.seqlen;
   }
-  MPI_Bcast(v, 4, MPI_INT64_T, 0, c->comm);
+  CLOQ_MPI(MPI_Bcast(v, 4, MPI_INT64_T, 0, c->comm));
+  return CLOQ_OK;
 }
 
 static int source(void *ctx, int64_t s, const int32_t **ids, int64_t *t) {
@@ -245,8 +247,9 @@ static void report_rss(MPI_Comm comm, int rank, int size) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double mine = (double)ru.ru_maxrss / 1024.0, *all = rank == 0 ? calloc(size, sizeof *all) : NULL;
-  MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, comm);
-  if (rank == 0 && all) {
+  /* a failure loses only this line (recorded) */
+  int e = CLOQ_MPI_RC(MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, comm));
+  if (rank == 0 && all && e == CLOQ_OK) {
     printf("peak RSS (MiB):");
     for (int i = 0; i < size; i++) printf(" rank %d %.1f%s", i, all[i], i + 1 < size ? "," : "\n");
     fflush(stdout);
@@ -370,18 +373,20 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
 /* ---- phases ------------------------------------------------------------------------------ */
 
 /* Rank 0's side of the progress lines: blocks finished elsewhere arrive as messages. */
-static void progress_local(init_run *r, run_ctx *c, const double *v) {
-  if (c->rank == 0) {
-    if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
-  } else {
-    MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
-  }
+static int progress_local(init_run *r, run_ctx *c, const double *v) {
+  if (c->rank != 0) return CLOQ_MPI_RC(MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm));
+  if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+  return CLOQ_OK;
 }
 
-static int signal_agreed(MPI_Comm comm) {
-  int mine = cloq_signal_pending(), any;
-  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
-  return any;
+/* A block's progress line, from its owner to rank 0 (which prints it). */
+static int progress_relay(run_ctx *c, int owner, double *v) {
+  if (owner == 0) return CLOQ_OK;
+  if (c->rank == owner) return CLOQ_MPI_RC(MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm));
+  if (c->rank == 0)
+    return CLOQ_MPI_RC(
+        MPI_Recv(v, PROG_N, MPI_DOUBLE, owner, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE));
+  return CLOQ_OK;
 }
 
 /* Full-precision propagation, after the stream: owners initialize their blocks concurrently
@@ -392,7 +397,7 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
   if (r->group) {
     for (int64_t b = 0; b < c->cfg.n_layers; b++) {
       if (!block_todo(r, b)) continue;
-      int sig = signal_agreed(c->comm);
+      int sig = cloq_mpi_any(c->comm, cloq_signal_pending());
       if (sig) {
         if (rc == CLOQ_OK)
           rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to "
@@ -405,14 +410,11 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
       int r2 = cloq_block_init(x, b, owner, 1, r->todo + b * r->nconf, v + 4);
       v[1] = r2 == CLOQ_OK;
       if (rc == CLOQ_OK) rc = r2;
-      if (owner != 0) {
-        if (c->rank == owner) MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
-        if (c->rank == 0)
-          MPI_Recv(v, PROG_N, MPI_DOUBLE, owner, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
-      }
+      r2 = progress_relay(c, owner, v);
+      if (rc == CLOQ_OK) rc = r2;
       if (c->rank == 0 && v[1] != 0)
         print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
-      if (cloq_any_failed(c->comm, rc)) break;
+      if (cloq_mpi_any(c->comm, rc)) break;
     }
     return rc == CLOQ_STOPPED ? CLOQ_OK : rc;
   }
@@ -427,7 +429,8 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
       rc = cloq_block_init(x, b, c->rank, 0, r->todo + b * r->nconf, v + 4);
     }
     v[1] = rc == CLOQ_OK;
-    progress_local(r, c, v);
+    int e = progress_local(r, c, v);
+    if (rc == CLOQ_OK) rc = e;
   }
   if (c->rank == 0) {
     int64_t others = 0;
@@ -435,7 +438,12 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
       if (block_todo(r, b) && (b < c->plan.b0 || b >= c->plan.b1)) others++;
     for (int64_t i = 0; i < others; i++) {
       double v[PROG_N];
-      MPI_Recv(v, PROG_N, MPI_DOUBLE, MPI_ANY_SOURCE, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
+      int e = CLOQ_MPI_RC(
+          MPI_Recv(v, PROG_N, MPI_DOUBLE, MPI_ANY_SOURCE, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE));
+      if (e != CLOQ_OK) {
+        if (rc == CLOQ_OK) rc = e;
+        break;
+      }
       if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
     }
   }
@@ -455,10 +463,10 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
   CLOQ_ALLOC(len, nsamples, "sample lengths");
   if (c->rank == 0)
     for (int64_t s = 0; s < nsamples; s++) len[s] = c->samples.len[s];
-  MPI_Bcast(len, (int)nsamples, MPI_INT64_T, 0, c->comm);
+  rc = cloq_mpi_bcast(len, nsamples, MPI_INT64_T, sizeof *len, 0, c->comm);
   hs = calloc(nsamples, sizeof *hs);
   tmp = malloc((size_t)(max_t * d) * sizeof *tmp);
-  if (!hs || !tmp) rc = CLOQ_FAIL("out of memory for the hidden states");
+  if (rc == CLOQ_OK && (!hs || !tmp)) rc = CLOQ_FAIL("out of memory for the hidden states");
   /* rank 0 embeds every sample */
   if (c->rank == 0)
     for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++) {
@@ -481,8 +489,8 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
   r->t_init = cloq_now();
   for (int64_t b = 0; b <= last_todo; b++) {
     int owner = cloq_plan_owner(&c->plan, b);
-    if (cloq_any_failed(c->comm, rc)) break;
-    int sig = signal_agreed(c->comm);
+    if (cloq_mpi_any(c->comm, rc)) break;
+    int sig = cloq_mpi_any(c->comm, cloq_signal_pending());
     if (sig) {
       rc = CLOQ_FAIL("stopped by signal %d before block %lld; re-run the same command to resume",
                      sig, (long long)b);
@@ -491,20 +499,18 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
     /* move the hidden states to the block's owner */
     if (owner != holder) {
       for (int64_t s = 0; s < nsamples; s++) {
+        int e = CLOQ_OK;
         if (c->rank == holder) {
-          MPI_Send(hs[s], (int)(len[s] * d), MPI_FLOAT, owner, TAG_SEQ, c->comm);
+          e = cloq_mpi_send(hs[s], len[s] * d, MPI_FLOAT, sizeof(float), owner, TAG_SEQ, c->comm);
           free(hs[s]);
           hs[s] = NULL;
         } else if (c->rank == owner) {
           hs[s] = malloc((size_t)(len[s] * d) * sizeof(float));
-          if (!hs[s]) {
-            CLOQ_FAIL("out of memory for the hidden states");
-            fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-            MPI_Abort(c->comm, 1);
-          }
-          MPI_Recv(hs[s], (int)(len[s] * d), MPI_FLOAT, holder, TAG_SEQ, c->comm,
-                   MPI_STATUS_IGNORE);
+          if (!hs[s]) /* the holder would block on its send */
+            cloq_mpi_abort(c->comm, "out of memory for the hidden states");
+          e = cloq_mpi_recv(hs[s], len[s] * d, MPI_FLOAT, sizeof(float), holder, TAG_SEQ, c->comm);
         }
+        if (rc == CLOQ_OK) rc = e;
       }
       holder = owner;
     }
@@ -520,7 +526,7 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
       }
       v[3] = cloq_now() - t0;
     }
-    if (cloq_any_failed(c->comm, rc)) break;
+    if (cloq_mpi_any(c->comm, rc)) break;
     if (todo) {
       int r2 = cloq_block_init(x, b, owner, c->size > 1, r->todo + b * r->nconf, v + 4);
       v[1] = r2 == CLOQ_OK;
@@ -533,11 +539,8 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
       for (int64_t s = 0; s < nsamples && rc == CLOQ_OK; s++)
         rc = cloq_worker_forward_block(c->w, b, hs[s], len[s]);
     if (todo) {
-      if (owner != 0) {
-        if (c->rank == owner) MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm);
-        if (c->rank == 0)
-          MPI_Recv(v, PROG_N, MPI_DOUBLE, owner, TAG_PROGRESS, c->comm, MPI_STATUS_IGNORE);
-      }
+      int e = progress_relay(c, owner, v);
+      if (rc == CLOQ_OK) rc = e;
       if (c->rank == 0 && v[1] != 0)
         print_progress(v, cfg->n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
     }
@@ -551,7 +554,7 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
 
 #define AGREE(expr)                                                                                \
   do {                                                                                             \
-    if (cloq_agree(c.comm, (expr)) != CLOQ_OK) goto fail;                                          \
+    if (cloq_mpi_report(c.comm, (expr)) != CLOQ_OK) goto fail;                                          \
   } while (0)
 
 
@@ -598,8 +601,8 @@ static int print_objectives(const char *path, const cloq_config *cfg) {
 int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   run_ctx c = {.comm = comm};
   init_run r = {.o = o, .sequential = !strcmp(o->propagate, "sequential")};
-  MPI_Comm_rank(comm, &c.rank);
-  MPI_Comm_size(comm, &c.size);
+  CLOQ_MPI(MPI_Comm_rank(comm, &c.rank));
+  CLOQ_MPI(MPI_Comm_size(comm, &c.size));
   r.t0 = cloq_now();
   make_params(o, &r.ip);
   r.nconf = o->nbits * o->nranks;
@@ -617,7 +620,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   r.group = c.size > 1 && (r.sequential || cloq_block_needs_group(&c.cfg, &r.ip, c.size));
   AGREE(load_samples(o, &c, 0));
   int64_t stats[4];
-  bcast_stats(&c, stats);
+  AGREE(bcast_stats(&c, stats));
   if (c.rank == 0) {
     printf("cloq %s: %s: %lld blocks, d %lld, mlp %lld, heads %lld/%lld; %d rank(s)\n",
            o->cmd == CLOQ_CMD_SWEEP ? "sweep" : "init", o->model, (long long)c.cfg.n_layers,
@@ -651,8 +654,8 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
              (unsigned long long)cloq_st_digest(c.st));
   }
   /* every block file records them too */
-  MPI_Bcast(model_digest, sizeof model_digest, MPI_CHAR, 0, comm);
-  MPI_Bcast(calib_digest, sizeof calib_digest, MPI_CHAR, 0, comm);
+  AGREE(CLOQ_MPI_RC(MPI_Bcast(model_digest, sizeof model_digest, MPI_CHAR, 0, comm)));
+  AGREE(CLOQ_MPI_RC(MPI_Bcast(calib_digest, sizeof calib_digest, MPI_CHAR, 0, comm)));
   /* one store per configuration; a resume finds its complete blocks */
   int64_t nl = c.cfg.n_layers;
   r.todo = calloc((size_t)(nl * r.nconf), 1);
@@ -687,7 +690,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
       int64_t ndone = 0;
       /* a sweep extended or re-run keeps the configurations already complete */
       int complete = o->cmd == CLOQ_CMD_SWEEP && !o->force && access(r.paths[k], F_OK) == 0;
-      MPI_Bcast(&complete, 1, MPI_INT, 0, comm);
+      AGREE(CLOQ_MPI_RC(MPI_Bcast(&complete, 1, MPI_INT, 0, comm)));
       if (complete) {
         if (c.rank == 0) printf("keeping %s: already complete\n", r.paths[k]);
         continue;
@@ -702,7 +705,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
         r.todo[b * r.nconf + k] = !cloq_store_block_done(r.stores[k], b);
     }
   /* every rank must see the same answer: rank 0 looked, the others take its view */
-  MPI_Bcast(r.todo, (int)(nl * r.nconf), MPI_UINT8_T, 0, comm);
+  AGREE(cloq_mpi_bcast(r.todo, nl * r.nconf, MPI_UINT8_T, 1, 0, comm));
   for (int64_t b = 0; b < nl; b++) r.ntodo += block_todo(&r, b);
 
   /* every init needs the Gram matrices: the objectives, GPTQ and MagR use them */
@@ -751,7 +754,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   AGREE(rc);
   int64_t cnt[3], tot[3];
   cloq_block_counts(cnt);
-  MPI_Reduce(cnt, tot, 3, MPI_INT64_T, MPI_SUM, 0, comm);
+  AGREE(CLOQ_MPI_RC(MPI_Reduce(cnt, tot, 3, MPI_INT64_T, MPI_SUM, 0, comm)));
   if (c.rank == 0)
     printf("work: %lld calibration pass(es), %lld factorizations, %lld partial eigensolves, %lld "
            "quantizations for %d configuration(s) of %lld blocks\n",
@@ -823,13 +826,13 @@ static int dump_logits(const char *path, const float *lg, int64_t rows, int64_t 
 int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   run_ctx c = {.comm = comm, .kl = o->kl};
   cloq_store *store = NULL;
-  MPI_Comm_rank(comm, &c.rank);
-  MPI_Comm_size(comm, &c.size);
+  CLOQ_MPI(MPI_Comm_rank(comm, &c.rank));
+  CLOQ_MPI(MPI_Comm_size(comm, &c.size));
   double t0 = cloq_now();
   AGREE(load_model(o, &c));
   AGREE(load_samples(o, &c, 1));
   int64_t stats[4];
-  bcast_stats(&c, stats);
+  AGREE(bcast_stats(&c, stats));
   int rc = CLOQ_OK;
   int has_w = c.plan.b1 > c.plan.b0 || c.rank == c.plan.last;
   if (has_w) {
@@ -875,7 +878,7 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
   double v[6] = {c.nll, (double)c.count, c.nll_fp, (double)c.count_fp, c.kl_sum,
                  (double)c.kl_count}, tot[6];
   /* only the last rank holds non-zero values: the sum is exact and rank-count independent */
-  MPI_Allreduce(v, tot, 6, MPI_DOUBLE, MPI_SUM, comm);
+  AGREE(CLOQ_MPI_RC(MPI_Allreduce(v, tot, 6, MPI_DOUBLE, MPI_SUM, comm)));
   if (c.rank == 0) {
     double mean = tot[0] / tot[1];
     printf("eval: %.0f predicted tokens, mean nll %.6f, %.2f s\n", tot[1], mean, cloq_now() - t0);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cloq_err.h"
+#include "cloq_mpi.h"
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 
@@ -487,17 +488,6 @@ static int write_settings(cloq_store *s, const char *settings) {
   return rc;
 }
 
-/* Rank 0's status and error message reach every rank (a collective step's outcome). */
-static int bcast_status(MPI_Comm comm, int rank, int rc) {
-  char msg[1024] = "";
-  if (rank == 0 && rc != CLOQ_OK) snprintf(msg, sizeof msg, "%s", cloq_err_msg());
-  int v = rc;
-  MPI_Bcast(&v, 1, MPI_INT, 0, comm);
-  if (v == CLOQ_OK) return CLOQ_OK;
-  if (rank != 0) return CLOQ_ERR; /* rank 0, the lowest failing rank, prints its reason */
-  return CLOQ_FAIL("%s", msg);
-}
-
 int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_config *cfg,
                      const cloq_store_meta *meta, cloq_store **out, int64_t *ndone) {
   *out = NULL;
@@ -505,7 +495,10 @@ int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_conf
   cloq_store *s;
   CLOQ_ALLOC(s, 1, "store");
   s->comm = comm;
-  MPI_Comm_rank(comm, &s->rank);
+  if (CLOQ_MPI_RC(MPI_Comm_rank(comm, &s->rank)) != CLOQ_OK) {
+    free(s);
+    return CLOQ_ERR;
+  }
   s->cfg = *cfg;
   s->meta = *meta;
   s->file = -1;
@@ -515,14 +508,18 @@ int cloq_store_begin(MPI_Comm comm, const char *path, int force, const cloq_conf
   snprintf(s->done_dir, sizeof s->done_dir, "%s.d", path);
   int64_t n = 0;
   int rc = s->rank == 0 ? begin_root(s, force, &n) : CLOQ_OK;
-  rc = bcast_status(comm, s->rank, rc);
+  rc = cloq_mpi_agree(comm, rc); /* rank 0's outcome, and its reason, on every rank */
   if (rc != CLOQ_OK) {
     if (s->lock >= 0) close(s->lock);
     free(s);
     return rc;
   }
-  MPI_Bcast(&n, 1, MPI_INT64_T, 0, comm);
-  MPI_Bcast(&s->meta.nranks, 1, MPI_INT, 0, comm);
+  rc = CLOQ_MPI_RC(MPI_Bcast(&n, 1, MPI_INT64_T, 0, comm));
+  if (rc == CLOQ_OK) rc = CLOQ_MPI_RC(MPI_Bcast(&s->meta.nranks, 1, MPI_INT, 0, comm));
+  if (rc != CLOQ_OK) {
+    cloq_store_abandon(&s);
+    return rc;
+  }
   if (ndone) *ndone = n;
   *out = s;
   return CLOQ_OK;
@@ -847,9 +844,9 @@ static int finish_root(cloq_store *s) {
 int cloq_store_finish(cloq_store **sp) {
   cloq_store *s = *sp;
   /* every owner's block commits happen before rank 0 looks */
-  MPI_Barrier(s->comm);
-  int rc = s->rank == 0 ? finish_root(s) : CLOQ_OK;
-  rc = bcast_status(s->comm, s->rank, rc);
+  int rc = CLOQ_MPI_RC(MPI_Barrier(s->comm));
+  if (rc == CLOQ_OK && s->rank == 0) rc = finish_root(s);
+  rc = cloq_mpi_agree(s->comm, rc);
   if (s->lock >= 0) close(s->lock);
   free(s);
   *sp = NULL;

@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "cloq_err.h"
+#include "cloq_mpi.h"
 #include "linalg_internal.h"
 
 /* ---- BLACS, C interface (no header ships with Debian's ScaLAPACK): arguments by value ------ */
@@ -86,37 +87,9 @@ void pdgemm_(const char *transa, const char *transb, const int *m, const int *n,
              double *c, const int *ic, const int *jc, const int *descc, size_t, size_t);
 
 enum { DLEN = 9, DESC_CTXT = 1 }; /* ScaLAPACK array descriptor: length, context entry */
-enum { ERR_LEN = 1024 };          /* room for one cloq_err line */
 
-/* An MPI call that must succeed. Under comm's default handler (MPI_ERRORS_ARE_FATAL) a failure
- * aborts before this check; under MPI_ERRORS_RETURN it is recorded and propagated. */
-#define PD_MPI(call)                                                                               \
-  do {                                                                                             \
-    int pd_mpi_rc_ = (call);                                                                       \
-    if (pd_mpi_rc_ != MPI_SUCCESS) {                                                               \
-      char pd_mpi_s_[MPI_MAX_ERROR_STRING];                                                        \
-      int pd_mpi_len_ = 0;                                                                         \
-      MPI_Error_string(pd_mpi_rc_, pd_mpi_s_, &pd_mpi_len_);                                       \
-      return CLOQ_FAIL("%s failed: %s", #call, pd_mpi_s_);                                        \
-    }                                                                                              \
-  } while (0)
-
-/* Collective over comm: CLOQ_OK when rc is 0 on every rank, else CLOQ_ERR on every rank; the
- * ranks whose rc is 0 record "failed on rank R: <R's reason>" for the lowest failing rank R
- * (reported as raised at the caller's line). */
-static int agree_at(MPI_Comm comm, int rc, int line, const char *func) {
-  int me = 0, first = INT_MAX;
-  PD_MPI(MPI_Comm_rank(comm, &me));
-  int mine = rc ? me : INT_MAX;
-  PD_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
-  if (first == INT_MAX) return CLOQ_OK;
-  char msg[ERR_LEN] = "";
-  if (me == first) snprintf(msg, sizeof msg, "%s", cloq_err_msg());
-  PD_MPI(MPI_Bcast(msg, ERR_LEN, MPI_CHAR, first, comm));
-  if (!rc) (void)cloq_err_set(__FILE__, line, func, "failed on rank %d: %s", first, msg);
-  return CLOQ_ERR;
-}
-#define AGREE(comm, rc) agree_at((comm), (rc), __LINE__, __func__)
+/* Every rank's outcome of a step (common/cloq_mpi.h). */
+#define AGREE(comm, rc) cloq_mpi_agree((comm), (rc))
 
 /* Collective over comm: fails on every rank unless vals[0..k) are the same on every rank (a
  * mismatch would otherwise hang or corrupt the ScaLAPACK calls). */
@@ -127,7 +100,7 @@ static int same_args(MPI_Comm comm, const int64_t *vals, int k, const char *cons
     mx[i] = vals[i];
     mx[k + i] = vals[i] == INT64_MIN ? INT64_MAX : -vals[i]; /* max of -x is -min x */
   }
-  PD_MPI(MPI_Allreduce(mx, red, 2 * k, MPI_INT64_T, MPI_MAX, comm));
+  CLOQ_MPI(MPI_Allreduce(mx, red, 2 * k, MPI_INT64_T, MPI_MAX, comm));
   for (int i = 0; i < k; i++)
     CLOQ_CHECK(red[i] == -red[k + i],
                "argument %s differs across the ranks of the communicator (%lld to %lld); a "
@@ -170,8 +143,8 @@ static void grid_shape(int p, int *nprow, int *npcol) {
 /* Collective over comm (the BLACS grid calls create MPI communicators). */
 static int pgrid_open(MPI_Comm comm, int root, pgrid *g) {
   int me = 0, size = 0;
-  PD_MPI(MPI_Comm_rank(comm, &me));
-  PD_MPI(MPI_Comm_size(comm, &size));
+  CLOQ_MPI(MPI_Comm_rank(comm, &me));
+  CLOQ_MPI(MPI_Comm_size(comm, &size));
   char order[] = "Row";
   g->sys = Csys2blacs_handle(comm);
   grid_shape(size, &g->nprow, &g->npcol);
@@ -188,7 +161,7 @@ static int pgrid_open(MPI_Comm comm, int root, pgrid *g) {
   Cblacs_gridmap(&g->rootctx, &map, 1, 1, 1);
   if (me != root) g->rootctx = -1; /* the BLACS already say so; make it explicit */
   const int mine = (g->myrow == 0 && g->mycol == 0) ? me : -1;
-  PD_MPI(MPI_Allreduce(&mine, &g->corner, 1, MPI_INT, MPI_MAX, comm));
+  CLOQ_MPI(MPI_Allreduce(&mine, &g->corner, 1, MPI_INT, MPI_MAX, comm));
   return CLOQ_OK;
 }
 
@@ -244,7 +217,7 @@ static int resolve_nb(int64_t nb, int *out) {
 static int agree_lwork(MPI_Comm comm, const char *name, int64_t need, int64_t ineed, int *lwork,
                        int *liwork) {
   int64_t mine[2] = {need, ineed}, all[2];
-  PD_MPI(MPI_Allreduce(mine, all, 2, MPI_INT64_T, MPI_MAX, comm));
+  CLOQ_MPI(MPI_Allreduce(mine, all, 2, MPI_INT64_T, MPI_MAX, comm));
   CLOQ_CHECK(all[0] >= 1 && all[0] <= INT_MAX && all[1] >= 0 && all[1] <= INT_MAX,
              "%s: workspace of %lld doubles / %lld ints exceeds the 32-bit ScaLAPACK interface",
              name, (long long)all[0], (long long)all[1]);
@@ -296,8 +269,8 @@ int cloq_pdist_proj_solve(MPI_Comm comm, int root, const double *E, int64_t n_ou
                           const cloq_hfactor *f, int weighted, int64_t r, int64_t nb, double *V,
                           double *lam, double *trace) {
   int me = 0, size = 0;
-  PD_MPI(MPI_Comm_rank(comm, &me));
-  PD_MPI(MPI_Comm_size(comm, &size));
+  CLOQ_MPI(MPI_Comm_rank(comm, &me));
+  CLOQ_MPI(MPI_Comm_size(comm, &size));
 
   /* 1. arguments (all ranks), E and the factor (root); E P on root when pivoted */
   int rc = solve_args(me, size, root, E, n_out, n_in, f, weighted, r, nb, V, lam, trace);
@@ -388,8 +361,7 @@ int cloq_pdist_proj_solve(MPI_Comm comm, int root, const double *E, int64_t n_ou
   {
     const int lr = numroc(ni, inb, g.myrow, g.nprow), lc = numroc(no, inb, g.mycol, g.npcol);
     double mine = local_sumsq(A, lr, lc, lldA), tot = 0.0;
-    if (MPI_Allreduce(&mine, &tot, 1, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
-      rc = CLOQ_FAIL("MPI_Allreduce of ||F||^2 failed");
+    rc = CLOQ_MPI_RC(MPI_Allreduce(&mine, &tot, 1, MPI_DOUBLE, MPI_SUM, comm));
     if (me == root) *trace = tot;
   }
   if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
@@ -428,8 +400,7 @@ int cloq_pdist_proj_solve(MPI_Comm comm, int root, const double *E, int64_t n_ou
 
   /* 6. eigenvalues from process (0, 0); the basis columns grid -> root: the last r of Z's mz
    * columns, or F P = Ft^T Z (input side) */
-  if (MPI_Bcast(w, mz, MPI_DOUBLE, g.corner, comm) != MPI_SUCCESS)
-    rc = CLOQ_FAIL("MPI_Bcast of the eigenvalues failed");
+  rc = CLOQ_MPI_RC(MPI_Bcast(w, mz, MPI_DOUBLE, g.corner, comm));
   if ((rc = AGREE(comm, rc)) != CLOQ_OK) goto done;
   const int jz = 1 + zoff;
   if (out_side) {

@@ -14,6 +14,7 @@
 #include "cloq_backend.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_mpi.h"
 #include "cloq_linalg.h"
 #include "cloq_modinit.h"
 #include "cloq_pdist.h"
@@ -53,30 +54,6 @@ int cloq_block_needs_group(const cloq_config *cfg, const cloq_init_params *ip, i
   return 0;
 }
 
-/* Large messages go in pieces below INT_MAX elements. */
-static int send_big(const void *buf, int64_t n, MPI_Datatype t, size_t esz, int dest, int tag,
-                    MPI_Comm comm) {
-  const char *p = buf;
-  for (int64_t off = 0; off < n; off += INT_MAX / 2) {
-    int c = (int)min64(n - off, INT_MAX / 2);
-    CLOQ_CHECK(MPI_Send(p + (size_t)off * esz, c, t, dest, tag, comm) == MPI_SUCCESS,
-               "MPI_Send to rank %d failed", dest);
-  }
-  return CLOQ_OK;
-}
-
-static int recv_big(void *buf, int64_t n, MPI_Datatype t, size_t esz, int src, int tag,
-                    MPI_Comm comm) {
-  char *p = buf;
-  for (int64_t off = 0; off < n; off += INT_MAX / 2) {
-    int c = (int)min64(n - off, INT_MAX / 2);
-    CLOQ_CHECK(MPI_Recv(p + (size_t)off * esz, c, t, src, tag, comm, MPI_STATUS_IGNORE) ==
-                   MPI_SUCCESS,
-               "MPI_Recv from rank %d failed", src);
-  }
-  return CLOQ_OK;
-}
-
 /* What a unit produces, per module and config, goes either to the owner's block files or, from
  * another rank, to the owner (a status int first, so a failure never leaves the owner waiting). */
 typedef struct {
@@ -107,24 +84,24 @@ static int owner_write(sink *k, int m, int c, const cloq_qmodule *q) {
 
 static int qmodule_send(const cloq_qmodule *q, int dest, MPI_Comm comm) {
   int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  CLOQ_CALL(send_big(q->codes, no * ni, MPI_UINT8_T, 1, dest, TAG_RES, comm));
-  CLOQ_CALL(send_big(q->scales, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(send_big(q->zeros, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(send_big(q->A, r * ni, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(send_big(q->B, no * r, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_send(q->codes, no * ni, MPI_UINT8_T, 1, dest, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_send(q->scales, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_send(q->zeros, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_send(q->A, r * ni, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_send(q->B, no * r, MPI_FLOAT, 4, dest, TAG_RES, comm));
   double obj[2] = {q->objective, q->objective_zero};
-  return send_big(obj, 2, MPI_DOUBLE, 8, dest, TAG_RES, comm);
+  return cloq_mpi_send(obj, 2, MPI_DOUBLE, 8, dest, TAG_RES, comm);
 }
 
 static int qmodule_recv(cloq_qmodule *q, int src, MPI_Comm comm) {
   int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  CLOQ_CALL(recv_big(q->codes, no * ni, MPI_UINT8_T, 1, src, TAG_RES, comm));
-  CLOQ_CALL(recv_big(q->scales, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(recv_big(q->zeros, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(recv_big(q->A, r * ni, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(recv_big(q->B, no * r, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(q->codes, no * ni, MPI_UINT8_T, 1, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(q->scales, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(q->zeros, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(q->A, r * ni, MPI_FLOAT, 4, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(q->B, no * r, MPI_FLOAT, 4, src, TAG_RES, comm));
   double obj[2];
-  CLOQ_CALL(recv_big(obj, 2, MPI_DOUBLE, 8, src, TAG_RES, comm));
+  CLOQ_CALL(cloq_mpi_recv(obj, 2, MPI_DOUBLE, 8, src, TAG_RES, comm));
   q->objective = obj[0], q->objective_zero = obj[1];
   return CLOQ_OK;
 }
@@ -134,14 +111,15 @@ static int emit(sink *k, int m, int c, const cloq_qmodule *q) {
   const cloq_initctx *x = k->x;
   if (x->rank == k->owner) return owner_write(k, m, c, q);
   int ok = CLOQ_OK;
-  MPI_Send(&ok, 1, MPI_INT, k->owner, TAG_RES, x->comm);
+  CLOQ_MPI(MPI_Send(&ok, 1, MPI_INT, k->owner, TAG_RES, x->comm));
   return qmodule_send(q, k->owner, x->comm);
 }
 
-/* A unit computed on another rank stopped: tell the owner (one status int). */
+/* A unit computed on another rank stopped: tell the owner (one status int). A failure to tell
+ * is recorded; this rank's status is already a failure. */
 static void emit_failure(sink *k) {
   int bad = CLOQ_ERR;
-  MPI_Send(&bad, 1, MPI_INT, k->owner, TAG_RES, k->x->comm);
+  (void)CLOQ_MPI_RC(MPI_Send(&bad, 1, MPI_INT, k->owner, TAG_RES, k->x->comm));
 }
 
 /* The weight of module m: the owner's copy, or read from the checkpoint (into *own). */
@@ -183,16 +161,15 @@ static int dist_solve(void *ctx, const double *E, int64_t no, int64_t ni, const 
   if (!big(ip, d->x->size, min64(no, ni)))
     return cloq_dev_proj_solve(ip->dev, E, no, ni, f, r, V, lam, trace);
   int64_t hdr[HDR_N] = {CMD_SOLVE, no, ni, r, f != NULL, 0};
-  CLOQ_CHECK(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, d->root, d->x->comm) == MPI_SUCCESS,
-             "MPI_Bcast of a solve header failed");
+  CLOQ_MPI(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, d->root, d->x->comm));
   return cloq_pdist_proj_solve(d->x->comm, d->root, E, no, ni, f, f != NULL, r, ip->dist_nb, V,
                                lam, trace);
 }
 
 /* The owner: the unit is over, with status rc. */
-static void dist_done(const cloq_initctx *x, int root, int rc) {
+static int dist_done(const cloq_initctx *x, int root, int rc) {
   int64_t hdr[HDR_N] = {CMD_DONE, 0, 0, 0, 0, rc};
-  MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm);
+  return CLOQ_MPI_RC(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm));
 }
 
 /* The other ranks: take part in the owner's large solves until it says the unit is done.
@@ -201,8 +178,7 @@ static int dist_serve(const cloq_initctx *x, int root) {
   int own = CLOQ_OK;
   for (;;) {
     int64_t hdr[HDR_N];
-    CLOQ_CHECK(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm) == MPI_SUCCESS,
-               "MPI_Bcast of a solve header failed");
+    CLOQ_MPI(MPI_Bcast(hdr, HDR_N, MPI_INT64_T, root, x->comm));
     if (hdr[0] == CMD_DONE) return own != CLOQ_OK ? own : hdr[5] == CLOQ_OK ? CLOQ_OK : CLOQ_STOPPED;
     int r2 = cloq_pdist_proj_solve(x->comm, root, NULL, hdr[1], hdr[2], NULL, (int)hdr[4], hdr[3],
                                    x->ip->dist_nb, NULL, NULL, NULL);
@@ -282,8 +258,8 @@ static int do_unit_group(sink *k, int in, const double *H, int prior) {
   dist_ctx d = {.x = x, .root = k->owner};
   cloq_solver s = {.solve = dist_solve, .ctx = &d};
   int rc = prior == CLOQ_OK ? do_unit(k, in, H, s) : prior;
-  dist_done(x, k->owner, rc);
-  return rc;
+  int e = dist_done(x, k->owner, rc);
+  return rc != CLOQ_OK ? rc : e;
 }
 
 /* How many results a unit sends: modules x configs to do. */
@@ -325,7 +301,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
         }
     }
   }
-  if (group && cloq_any_failed(x->comm, rc)) {
+  if (group && cloq_mpi_any(x->comm, rc)) {
     rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
     goto out;
   }
@@ -339,7 +315,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
         int r2 = do_unit_group(&k, in, H[in], rc);
         if (rc == CLOQ_OK) rc = r2;
       }
-    if (cloq_any_failed(x->comm, rc)) {
+    if (cloq_mpi_any(x->comm, rc)) {
       rc = rc == CLOQ_OK ? CLOQ_STOPPED : rc;
       goto out;
     }
@@ -351,7 +327,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
       for (int in = 0; in < CLOQ_NIN; in++)
         if (unit_rank[in] >= 0 && unit_rank[in] != owner) {
           int64_t n = cloq_input_dim(cfg, in);
-          int r2 = send_big(H[in], n * n, MPI_DOUBLE, 8, unit_rank[in], TAG_H, x->comm);
+          int r2 = cloq_mpi_send(H[in], n * n, MPI_DOUBLE, 8, unit_rank[in], TAG_H, x->comm);
           if (rc == CLOQ_OK) rc = r2;
         }
       for (int in = 0; in < CLOQ_NIN && rc == CLOQ_OK; in++)
@@ -364,10 +340,11 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
           if (cloq_module_input[m] != in) continue;
           for (int c = 0; c < nconf; c++) {
             if (!todo[c]) continue;
-            int st;
-            MPI_Recv(&st, 1, MPI_INT, src, TAG_RES, x->comm, MPI_STATUS_IGNORE);
-            if (st != CLOQ_OK) {
-              if (rc == CLOQ_OK) rc = CLOQ_STOPPED; /* that rank reports its own error */
+            int st = CLOQ_ERR;
+            int e = CLOQ_MPI_RC(MPI_Recv(&st, 1, MPI_INT, src, TAG_RES, x->comm, MPI_STATUS_IGNORE));
+            if (e != CLOQ_OK || st != CLOQ_OK) {
+              /* that rank reports its own error; a failed receive is this rank's */
+              if (rc == CLOQ_OK) rc = e != CLOQ_OK ? e : CLOQ_STOPPED;
               done = nres;
               break;
             }
@@ -388,13 +365,9 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
         if (unit_rank[in] != x->rank) continue;
         int64_t n = cloq_input_dim(cfg, in);
         Hl[in] = cloq_calloc_checked(n * n, sizeof *Hl[in]);
-        if (!Hl[in]) {
-          /* the owner would block on its send: give up loudly */
-          CLOQ_FAIL("out of memory for a Gram matrix of block %lld", (long long)b);
-          fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-          MPI_Abort(x->comm, 1);
-        }
-        int r2 = recv_big(Hl[in], n * n, MPI_DOUBLE, 8, owner, TAG_H, x->comm);
+        if (!Hl[in]) /* the owner would block on its send: give up loudly */
+          cloq_mpi_abort(x->comm, "out of memory for a Gram matrix");
+        int r2 = cloq_mpi_recv(Hl[in], n * n, MPI_DOUBLE, 8, owner, TAG_H, x->comm);
         if (rc == CLOQ_OK) rc = r2;
       }
       for (int in = 0; in < CLOQ_NIN; in++) {

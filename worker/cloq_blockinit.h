@@ -35,9 +35,6 @@
 #include "cloq_store.h"
 #include "cloq_worker.h"
 
-/* Returned by a rank that stopped because another rank failed (it has no error of its own). */
-#define CLOQ_STOPPED 2
-
 typedef struct {
   MPI_Comm comm;
   int rank, size;

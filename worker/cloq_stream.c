@@ -8,38 +8,16 @@
 
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_mpi.h"
 #include "cloq_signal.h"
 
 enum { TAG_DATA = 11, TAG_END = 12 };
 
-static int reported;
-int cloq_error_reported(void) { return reported; }
-
-int cloq_agree(MPI_Comm comm, int rc) {
-  int me, first;
-  MPI_Comm_rank(comm, &me);
-  int mine = rc ? me : INT_MAX;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-  if (first == INT_MAX) return CLOQ_OK;
-  if (me == first && !reported) {
-    fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-    fflush(stderr);
-  }
-  reported = 1;
-  return CLOQ_ERR;
-}
-
-int cloq_any_failed(MPI_Comm comm, int rc) {
-  int bad = rc != CLOQ_OK, any;
-  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
-  return any;
-}
-
 int cloq_plan_make(MPI_Comm comm, int64_t n_layers, cloq_plan *p) {
   memset(p, 0, sizeof *p);
   p->comm = comm;
-  MPI_Comm_rank(comm, &p->rank);
-  MPI_Comm_size(comm, &p->size);
+  CLOQ_MPI(MPI_Comm_rank(comm, &p->rank));
+  CLOQ_MPI(MPI_Comm_size(comm, &p->size));
   p->n_layers = n_layers;
   CLOQ_ALLOC(p->first, p->size + 1, "plan");
   for (int r = 0; r <= p->size; r++) p->first[r] = n_layers * r / p->size;
@@ -85,7 +63,7 @@ typedef struct {
 
 static int sb_acquire(sendbufs *sb, size_t bytes, char **out) {
   int k = sb->k;
-  MPI_Wait(&sb->req[k], MPI_STATUS_IGNORE);
+  CLOQ_MPI(MPI_Wait(&sb->req[k], MPI_STATUS_IGNORE));
   if (sb->cap[k] < bytes) {
     free(sb->buf[k]);
     sb->buf[k] = malloc(bytes);
@@ -99,20 +77,20 @@ static int sb_acquire(sendbufs *sb, size_t bytes, char **out) {
 static int sb_send(sendbufs *sb, size_t bytes, int dest, MPI_Comm comm) {
   CLOQ_CHECK(bytes <= INT_MAX, "sample message of %zu bytes exceeds MPI's int count", bytes);
   int k = sb->k;
-  int e = MPI_Isend(sb->buf[k], (int)bytes, MPI_BYTE, dest, TAG_DATA, comm, &sb->req[k]);
-  CLOQ_CHECK(e == MPI_SUCCESS, "MPI_Isend to rank %d failed", dest);
+  CLOQ_MPI(MPI_Isend(sb->buf[k], (int)bytes, MPI_BYTE, dest, TAG_DATA, comm, &sb->req[k]));
   sb->k ^= 1;
   return CLOQ_OK;
 }
 
+/* Cleanup: a failure is recorded (the stream's status is decided elsewhere). */
 static void sb_finish(sendbufs *sb) {
-  MPI_Waitall(2, sb->req, MPI_STATUSES_IGNORE);
+  (void)CLOQ_MPI_RC(MPI_Waitall(2, sb->req, MPI_STATUSES_IGNORE));
   free(sb->buf[0]);
   free(sb->buf[1]);
 }
 
-static void send_end(int dest, int failed, MPI_Comm comm) {
-  if (dest >= 0) MPI_Send(&failed, 1, MPI_INT, dest, TAG_END, comm);
+static int send_end(int dest, int failed, MPI_Comm comm) {
+  return dest >= 0 ? CLOQ_MPI_RC(MPI_Send(&failed, 1, MPI_INT, dest, TAG_END, comm)) : CLOQ_OK;
 }
 
 /* Work on one sample held in msg: own blocks, then forward or consume. */
@@ -183,8 +161,8 @@ int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd,
       }
     }
     sb_finish(&sb);
-    send_end(p->next, rc != CLOQ_OK, p->comm);
-    return rc;
+    int e = send_end(p->next, rc != CLOQ_OK, p->comm);
+    return rc != CLOQ_OK ? rc : e;
   }
   /* relay: receive from prev, run own blocks, pass on */
   int upstream_failed = 0, sent_end = 0;
@@ -192,13 +170,20 @@ int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd,
   size_t owncap = 0;
   for (int64_t s = 0;; s++) {
     MPI_Status st;
-    MPI_Probe(p->prev, MPI_ANY_TAG, p->comm, &st);
-    if (st.MPI_TAG == TAG_END) {
-      MPI_Recv(&upstream_failed, 1, MPI_INT, p->prev, TAG_END, p->comm, MPI_STATUS_IGNORE);
+    int count = 0;
+    /* a failed receive leaves the link unusable: stop, and let the agreement end the others */
+    int e = CLOQ_MPI_RC(MPI_Probe(p->prev, MPI_ANY_TAG, p->comm, &st));
+    if (e == CLOQ_OK && st.MPI_TAG == TAG_END)
+      e = CLOQ_MPI_RC(
+          MPI_Recv(&upstream_failed, 1, MPI_INT, p->prev, TAG_END, p->comm, MPI_STATUS_IGNORE));
+    if (e != CLOQ_OK || st.MPI_TAG == TAG_END) {
+      if (e != CLOQ_OK) rc = e;
       break;
     }
-    int count;
-    MPI_Get_count(&st, MPI_BYTE, &count);
+    if ((e = CLOQ_MPI_RC(MPI_Get_count(&st, MPI_BYTE, &count))) != CLOQ_OK) {
+      rc = e;
+      break;
+    }
     /* A sample to pass on is received straight into a send buffer; one that is consumed here,
      * or drained after a failure, into a private buffer. */
     char *msg = NULL;
@@ -214,13 +199,13 @@ int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd,
       }
       msg = own;
     }
-    if (!msg) {
-      /* Not even a buffer to drain into: the upstream rank would block forever. */
-      CLOQ_FAIL("out of memory for a %d-byte stream buffer", count);
-      fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-      MPI_Abort(p->comm, 1);
+    if (!msg) /* not even a buffer to drain into: the upstream rank would block forever */
+      cloq_mpi_abort(p->comm, "out of memory for a stream buffer");
+    if ((e = CLOQ_MPI_RC(MPI_Recv(msg, count, MPI_BYTE, p->prev, TAG_DATA, p->comm,
+                                  MPI_STATUS_IGNORE))) != CLOQ_OK) {
+      rc = e;
+      break;
     }
-    MPI_Recv(msg, count, MPI_BYTE, p->prev, TAG_DATA, p->comm, MPI_STATUS_IGNORE);
     if (rc == CLOQ_OK) {
       int64_t t;
       memcpy(&t, msg, 8);
@@ -233,12 +218,15 @@ int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd,
     if (rc != CLOQ_OK && !sent_end) {
       sb_finish(&sb);
       sb = (sendbufs){.req = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}};
-      send_end(p->next, 1, p->comm);
+      (void)send_end(p->next, 1, p->comm); /* rc already says failed */
       sent_end = 1;
     }
   }
   sb_finish(&sb);
   free(own);
-  if (!sent_end) send_end(p->next, upstream_failed || rc != CLOQ_OK, p->comm);
+  if (!sent_end) {
+    int e = send_end(p->next, upstream_failed || rc != CLOQ_OK, p->comm);
+    if (rc == CLOQ_OK) rc = e;
+  }
   return rc;
 }

@@ -5,7 +5,7 @@
  * float32); an END message closes the stream and says whether an upstream rank failed. Sends are
  * non-blocking with two buffers, so rank k works on sample s while rank k+1 works on sample s-1.
  * A rank that fails stops forwarding, sends END(failed) downstream and drains its upstream, so no
- * rank is left blocked; the caller then agrees on the outcome collectively (cloq_agree).
+ * rank is left blocked; the caller then agrees on the outcome collectively (cloq_mpi_report).
  */
 #ifndef CLOQ_STREAM_H
 #define CLOQ_STREAM_H
@@ -41,7 +41,7 @@ typedef int (*cloq_sink_fn)(void *ctx, int64_t s, const float *x, const int32_t 
 
 /* Runs the stream on every rank of the chain (others return at once). Rank 0 embeds with
  * `embed` (vocab, dim) float32 and pulls nsamples samples from src. w may be NULL on rank 0 when
- * it owns no blocks. Returns this rank's status; not collective (see cloq_agree). */
+ * it owns no blocks. Returns this rank's status; not collective (see cloq_mpi_report). */
 int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t vocab,
                     const float *embed, int64_t nsamples, cloq_source_fn src, cloq_sink_fn sink,
                     void *ctx, int progress);
@@ -53,13 +53,5 @@ int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd,
                          int64_t vocab, const float *embed, int64_t nsamples, cloq_source_fn src,
                          cloq_sink_fn sink, void *ctx, int progress);
 
-/* Collective. Combines every rank's status: if any failed, the lowest failing rank prints its
- * recorded error line to stderr and every rank returns CLOQ_ERR. */
-int cloq_agree(MPI_Comm comm, int rc);
-/* Collective. Whether any rank's rc is not CLOQ_OK; unlike cloq_agree it prints nothing and
- * leaves each rank's own error recorded (for steps that stop together and report later). */
-int cloq_any_failed(MPI_Comm comm, int rc);
-/* Whether the current error was already printed by cloq_agree. */
-int cloq_error_reported(void);
 
 #endif
