@@ -3,7 +3,7 @@
 `cloq init --device cuda` against the GPU's own GEMM rate measured in the same run, and the
 total extrapolated to 32 blocks. Needs a GPU; run through scripts/gpu-check.sh (DEVELOPERS.md).
 
-  python3 bench/gpu7b.py --cloq build-gpu/driver/cloq --gemm-rate build-gpu/bench/cloq-gemm-rate
+  python3 bench/gpu7b.py --cloq build-gpu/cmd/cloq --gemm-rate build-gpu/bench/cloq-gemm-rate
 
 Nominal flop counts (stated, not measured):
   forward  per block: 2 T P + 4 S t^2 d   (P = 4 d^2 + 3 d h linear weights of the MHA block,
@@ -37,7 +37,7 @@ def sh(cmd, **kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cloq", default="build-gpu/driver/cloq")
+    ap.add_argument("--cloq", default="build-gpu/cmd/cloq")
     ap.add_argument("--gemm-rate", default="build-gpu/bench/cloq-gemm-rate")
     ap.add_argument("--work", default="/tmp/gpu7b")
     ap.add_argument("--out", default="bench/results")

@@ -1,6 +1,6 @@
 """Benchmark (i), issue 14: the projection form against the previous binary (the eig(H) + SVD
 form), side by side in one run. The previous commit is built by this script into its own folder
-(`git archive` of --prev, meson -Dcuda=disabled, `ninja driver/cloq`) under CLOQ_BENCH_DIR.
+(`git archive` of --prev, meson -Dcuda=disabled, `ninja cmd/cloq`, or driver/cloq before the move) under CLOQ_BENCH_DIR.
 
   python3 bench/proj.py [--prev REF] [--parts a,b,c,d,e,f]
 
@@ -37,13 +37,15 @@ KEYS = ["forward+gram", "eig / factor", "quant", "init", "write"]
 def build_prev(ref):
     sha = sh(["git", "-C", ROOT, "rev-parse", "--short", ref]).stdout.strip()
     d = os.path.join(WORK, f"prev-{sha}")
-    exe = os.path.join(d, "build", "driver", "cloq")
-    if not os.path.exists(exe):
+    # the binary is build/cmd/cloq since the commands moved to cmd/ (build/driver/cloq before)
+    exes = [os.path.join(d, "build", sub, "cloq") for sub in ("cmd", "driver")]
+    if not any(os.path.exists(e) for e in exes):
         os.makedirs(d, exist_ok=True)
         subprocess.run(f"git -C {ROOT} archive {sha} | tar -x -C {d}", shell=True, check=True)
         sh(["meson", "setup", os.path.join(d, "build"), d, "-Dcuda=disabled", "-Dtests=false"])
-        sh(["ninja", "-C", os.path.join(d, "build"), "driver/cloq"])
-    return sha, exe
+        sub = "cmd" if os.path.isdir(os.path.join(d, "cmd")) else "driver"
+        sh(["ninja", "-C", os.path.join(d, "build"), f"{sub}/cloq"])
+    return sha, next(e for e in exes if os.path.exists(e))
 
 
 def run(exe, args, np_=1, threads=1, tag=None):

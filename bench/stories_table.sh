@@ -13,7 +13,7 @@ CAL=$A/wikitext-2/wiki.valid.tokens
 TEST=$A/wikitext-2/wiki.test.raw
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-run() { scripts/mpirun.sh -np "$NP" build/driver/cloq "$@"; }
+run() { scripts/mpirun.sh -np "$NP" build/cmd/cloq "$@"; }
 ppl() { run eval --model "$M" --data "$TEST" "$@" | tail -1 | cut -d' ' -f2; }
 
 fp=$(ppl)

@@ -9,4 +9,4 @@ if [ ! -f build/build.ninja ]; then
   meson setup build "$@" >/dev/null
 fi
 ninja -C build >/dev/null
-echo "build: ok (build/driver/cloq)"
+echo "build: ok (build/cmd/cloq)"

@@ -19,7 +19,7 @@ CAL=$A/wikitext-2/wiki.valid.tokens
 TEST=$A/wikitext-2/wiki.test.raw
 OUT=demo-out
 mkdir -p "$OUT"
-run() { scripts/mpirun.sh -np "$NP" build/driver/cloq "$@"; }
+run() { scripts/mpirun.sh -np "$NP" build/cmd/cloq "$@"; }
 ppl() { run eval --model "$M" --data "$TEST" "$@" | tee -a "$OUT/log.txt" | tail -1 | cut -d' ' -f2; }
 
 echo "== cloq demo: stories260K, $NP MPI ranks, RTN group $GROUP, LoRA rank $RANK"

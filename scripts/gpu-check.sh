@@ -26,10 +26,10 @@ prepare() {
   export PATH=/usr/local/cuda/bin:$PATH
   bash scripts/build.sh
   meson configure build -Dcuda=enabled >/dev/null # fails here if nvcc is missing
-  ninja -C build driver/cloq tests/cuda_check bench/cloq-gemm-rate >/dev/null
+  ninja -C build cmd/cloq tests/cuda_check bench/cloq-gemm-rate >/dev/null
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/debs" "$CARRY/assets"
-  cp build/driver/cloq build/tests/cuda_check build/bench/cloq-gemm-rate "$CARRY/bin/"
+  cp build/cmd/cloq build/tests/cuda_check build/bench/cloq-gemm-rate "$CARRY/bin/"
   # the packages owning every library the binaries and Open MPI's plugins load, except the C and
   # C++ runtimes (the GPU machine's own are newer) and CUDA's (there already, matching its driver)
   local objs=("$CARRY"/bin/*)

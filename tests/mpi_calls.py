@@ -1,4 +1,4 @@
-"""Every MPI call in the program's sources (driver/, worker/, io/, linalg/, common/) is checked:
+"""Every MPI call in the program's sources (cmd/, driver/, worker/, io/, linalg/, common/) is checked:
 it stands inside CLOQ_MPI(...) or CLOQ_MPI_RC(...) (common/cloq_mpi.h), with three exceptions in
 common/cloq_mpi.c itself (MPI_Error_string inside the failure path, whose status it tests;
 MPI_Abort, which does not return; nothing else). main sets MPI_ERRORS_RETURN, so the checks can
@@ -11,7 +11,7 @@ import sys
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..")
 call = re.compile(r"\bMPI_[A-Z][A-Za-z_]*\s*\(")
 bad, n = [], 0
-for folder in ("driver", "worker", "io", "linalg", "common"):
+for folder in ("cmd", "driver", "worker", "io", "linalg", "common"):
     for name in sorted(os.listdir(os.path.join(root, folder))):
         if not name.endswith((".c", ".h", ".cu")):
             continue
@@ -37,9 +37,9 @@ print(f"{n} MPI calls in the program's sources")
 for w in bad:
     print(f"FAIL unchecked MPI call: {w}")
     ok = False
-main = open(os.path.join(root, "driver", "main.c"), encoding="utf-8").read()
+main = open(os.path.join(root, "cmd", "main.c"), encoding="utf-8").read()
 if "cloq_mpi_errors_return(MPI_COMM_WORLD)" not in main:
-    print("FAIL driver/main.c does not set MPI_ERRORS_RETURN (cloq_mpi_errors_return)")
+    print("FAIL cmd/main.c does not set MPI_ERRORS_RETURN (cloq_mpi_errors_return)")
     ok = False
 print("ok   every MPI call is checked" if ok else "some MPI calls are unchecked")
 sys.exit(0 if ok else 1)

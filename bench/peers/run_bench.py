@@ -5,7 +5,7 @@ Runs, for each thread count in --threads (default 2 and 1), --reps times each:
   - torch_cloq.py --threads T                 (plain PyTorch CLoQ, one Gram per module)
   - torch_cloq.py --threads T --share-grams   (same, one Gram per distinct input, as cloq)
   - peft_loftq.py --threads T --bits B        (PEFT LoftQ, data-free, for each B in --loftq-bits)
-  - build/driver/cloq init, if built: 1 rank with OPENBLAS_NUM_THREADS=T, and for T=2 also
+  - build/cmd/cloq init, if built: 1 rank with OPENBLAS_NUM_THREADS=T, and for T=2 also
     2 MPI ranks (scripts/mpirun.sh -np 2, one BLAS thread each: cloq's default)
 and prints a Markdown table of the best (minimum) of the runs: process wall time (everything, Python imports included),
 the peers' stage times, and peak RSS (cloq: /usr/bin/time's maximum resident set size, i.e. the

@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 
-CLOQ = os.environ.get("CLOQ_BIN", "build/driver/cloq")
+CLOQ = os.environ.get("CLOQ_BIN", "build/cmd/cloq")
 MPIRUN = os.environ.get("CLOQ_MPIRUN", "scripts/mpirun.sh")
 ASSETS = os.environ.get("CLOQ_ASSETS", os.path.join(os.path.dirname(__file__), "../../../shared/assets"))
 MODEL = os.path.join(ASSETS, "stories260K-hf")

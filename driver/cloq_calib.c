@@ -1,4 +1,4 @@
-/* cloq_samples: rank 0 reads the calibration or evaluation data and cuts it into samples. */
+/* cloq_calib: see cloq_calib.h. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cloq_driver.h"
+#include "cloq_calib.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 

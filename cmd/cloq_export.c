@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "cloq_clock.h"
-#include "cloq_driver.h"
+#include "cloq_calib.h"
 #include "cloq_err.h"
 #include "cloq_linalg.h"
 #include "cloq_modules.h"

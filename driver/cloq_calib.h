@@ -1,9 +1,8 @@
-/* cloq_driver: rank 0's side of a run (data, samples, progress) and the two commands.
- * The commands are collective over comm: every rank calls them with the same options. */
-#ifndef CLOQ_DRIVER_H
-#define CLOQ_DRIVER_H
+/* cloq_calib: rank 0 reads the calibration or evaluation data and cuts it into the samples it
+ * streams (calibration windows, evaluation windows or lines). Nothing here is collective. */
+#ifndef CLOQ_CALIB_H
+#define CLOQ_CALIB_H
 
-#include <mpi.h>
 #include <stdint.h>
 
 #include "cloq_cli.h"
@@ -34,8 +33,5 @@ void cloq_samples_free(cloq_samples *s);
 int cloq_find_tokenizer(const char *model, const char *tokenizer, char *path, size_t cap);
 /* The effective window length: --seqlen or min(2048, max_position_embeddings). */
 int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg);
-
-int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm);
-int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm);
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "cloq_backend.h"
 #include "cloq_cli.h"
-#include "cloq_driver.h"
+#include "cloq_cmd.h"
 #include "cloq_err.h"
 #include "cloq_mpi.h"
 #include "cloq_export.h"

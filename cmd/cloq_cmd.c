@@ -20,7 +20,8 @@
 #include <cblas.h>
 
 #include "cloq_blockinit.h"
-#include "cloq_driver.h"
+#include "cloq_calib.h"
+#include "cloq_cmd.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
 #include "cloq_mpi.h"

@@ -22,7 +22,7 @@
  * renamed into place only when complete.
  */
 #include "cloq_sample.h"
-#include "cloq_driver.h"
+#include "cloq_calib.h"
 
 #include <ctype.h>
 #include <errno.h>
