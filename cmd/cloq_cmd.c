@@ -776,37 +776,15 @@ fail:
   return CLOQ_ERR;
 }
 
-/* Every value of n finite, else an error naming the block, module and array. */
-static int check_finite_f(const float *v, int64_t n, int64_t b, int m, const char *what) {
-  for (int64_t i = 0; i < n; i++)
-    CLOQ_CHECK(isfinite(v[i]), "store: non-finite %s in block %lld %s", what, (long long)b,
-               cloq_module_name[m]);
-  return CLOQ_OK;
-}
-
-static int apply_module(run_ctx *c, cloq_store *s, const cloq_store_meta *meta, int64_t b,
-                        int m, cloq_qmodule *q) {
-  CLOQ_CALL(cloq_store_read_module(s, b, m, q));
-  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  CLOQ_CALL(check_finite_f(q->scales, no * ng, b, m, "scale"));
-  CLOQ_CALL(check_finite_f(q->zeros, no * ng, b, m, "zero"));
-  CLOQ_CALL(check_finite_f(q->A, r * ni, b, m, "LoRA factor"));
-  CLOQ_CALL(check_finite_f(q->B, no * r, b, m, "LoRA factor"));
-  float *W = cloq_worker_block(c->kl ? c->w2 : c->w, b)->w[m];
-  cloq_dequant(q->codes, q->scales, q->zeros, no, ni, meta->group_size, W);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, 1.0f, q->B,
-              (int)r, q->A, (int)ni, 1.0f, W, (int)ni);
-  return CLOQ_OK;
-}
-
 /* Replace this rank's block weights (of c->w2 when comparing with --kl) by the store's
- * effective weights. */
+ * effective weights (the store validates what it reads: codes, scales, zeros, factors). */
 static int apply_store(run_ctx *c, cloq_store *s, const cloq_store_meta *meta) {
   for (int64_t b = c->plan.b0; b < c->plan.b1; b++)
     for (int m = 0; m < CLOQ_NMOD; m++) {
       cloq_qmodule q;
       CLOQ_CALL(cloq_qmodule_alloc(&c->cfg, b, m, meta->group_size, meta->rank, &q));
-      int rc = apply_module(c, s, meta, b, m, &q);
+      int rc = cloq_store_read_module(s, b, m, &q);
+      if (rc == CLOQ_OK) cloq_worker_apply_qmodule(c->kl ? c->w2 : c->w, b, m, &q, meta->group_size);
       cloq_qmodule_free(&q);
       CLOQ_CALL(rc);
       if (m == CLOQ_NMOD - 1) CLOQ_CALL(cloq_worker_weights_changed(c->kl ? c->w2 : c->w, b));

@@ -66,18 +66,11 @@ typedef struct {
 } sink;
 
 /* Effective weight Q + B A into the owner's worker (sequential propagation). */
-static void apply_module(const cloq_initctx *x, int64_t b, int m, const cloq_qmodule *q) {
-  float *W = cloq_worker_block(x->w, b)->w[m];
-  cloq_dequant(q->codes, q->scales, q->zeros, q->n_out, q->n_in, x->ip->group_size, W);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)q->n_out, (int)q->n_in,
-              (int)q->rank, 1.0f, q->B, (int)q->rank, q->A, (int)q->n_in, 1.0f, W, (int)q->n_in);
-}
-
 static int owner_write(sink *k, int m, int c, const cloq_qmodule *q) {
   double t0 = cloq_now();
   CLOQ_CALL(cloq_store_block_write(k->bw[c], m, q));
   cloq_debug_kill_point("write", (long long)k->b, k->x->rank);
-  if (c == 0 && k->x->apply) apply_module(k->x, k->b, m, q);
+  if (c == 0 && k->x->apply) cloq_worker_apply_qmodule(k->x->w, k->b, m, q, k->x->ip->group_size);
   k->sec[CLOQ_ST_WRITE] += cloq_now() - t0;
   return CLOQ_OK;
 }
@@ -400,7 +393,7 @@ int cloq_block_apply_done(const cloq_initctx *x, int64_t b) {
     cloq_qmodule q;
     CLOQ_CALL(cloq_qmodule_alloc(x->cfg, b, m, x->ip->group_size, x->ip->ranks[0], &q));
     int rc = cloq_store_read_done(x->stores[0], b, m, &q);
-    if (rc == CLOQ_OK) apply_module(x, b, m, &q);
+    if (rc == CLOQ_OK) cloq_worker_apply_qmodule(x->w, b, m, &q, x->ip->group_size);
     cloq_qmodule_free(&q);
     CLOQ_CALL(rc);
   }

@@ -490,6 +490,14 @@ double *cloq_worker_gram(cloq_worker *w, int64_t b, int input) {
   return w->gram[(b - w->p.b0) * CLOQ_NIN + input];
 }
 
+void cloq_worker_apply_qmodule(cloq_worker *w, int64_t b, int m, const cloq_qmodule *q,
+                               int64_t group_size) {
+  float *W = cloq_worker_block(w, b)->w[m];
+  cloq_dequant(q->codes, q->scales, q->zeros, q->n_out, q->n_in, group_size, W);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)q->n_out, (int)q->n_in,
+              (int)q->rank, 1.0f, q->B, (int)q->rank, q->A, (int)q->n_in, 1.0f, W, (int)q->n_in);
+}
+
 int cloq_worker_weights_changed(cloq_worker *w, int64_t b) {
   CLOQ_CHECK(b >= w->p.b0 && b < w->p.b1, "block %lld is not owned here", (long long)b);
 #ifdef CLOQ_HAVE_CUDA

@@ -84,6 +84,11 @@ double cloq_worker_forward_seconds(const cloq_worker *w, int64_t b);
 /* Tells the worker that the host weights of owned block b were changed in place (sequential
  * propagation replaces W by Q + B A): a GPU copy is refreshed. */
 int cloq_worker_weights_changed(cloq_worker *w, int64_t b);
+/* Not collective. Replaces module m's weight of block b by the effective weight of a quantized
+ * module, dequant(codes, scales, zeros) + B A (float32, the one formula eval and sequential
+ * propagation use); call cloq_worker_weights_changed once the block's modules are all set. */
+void cloq_worker_apply_qmodule(cloq_worker *w, int64_t b, int m, const cloq_qmodule *q,
+                               int64_t group_size);
 /* Frees the Gram matrices of block b once initialized. */
 void cloq_worker_free_gram(cloq_worker *w, int64_t b);
 
