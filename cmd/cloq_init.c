@@ -1,186 +1,30 @@
-/* cloq_cmd: the `init` and `eval` commands. Both are collective over comm and proceed in phases;
- * after each phase every rank agrees on the outcome (cloq_mpi_report), so a failure on any rank ends
- * the run on all of them with one error line and no rank left waiting.
- *
- * init:  load (each rank its blocks) -> rank 0 draws calibration samples -> store layout
- *        (collective) -> calibration stream through the chain (Gram matrices in float64) ->
- *        each owner quantizes and initializes its blocks, writing independently -> finish.
- * eval:  load -> (store: replace owned weights by (codes - zeros) * scales + B A) -> stream ->
- *        the last rank applies the head and sums the NLL -> rank 0 prints `ppl`.
- */
+/* cloq_init: `cloq init` and `cloq sweep` (init is a sweep of one configuration), collective
+ * over comm, in phases; after each every rank agrees on the outcome (AGREE), so a failure on any
+ * rank ends the run on all of them with one error line and no rank left waiting:
+ *   load (each rank its blocks) -> rank 0 draws calibration samples -> store layout (collective)
+ *   -> calibration stream through the chain (Gram matrices in float64) -> each owner quantizes
+ *   and initializes its blocks, writing independently (or all ranks together, block by block, for
+ *   decompositions shared over ScaLAPACK and for sequential propagation) -> finish. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
 #include "cloq_blockinit.h"
-#include "cloq_calib.h"
 #include "cloq_cmd.h"
 #include "cloq_clock.h"
 #include "cloq_err.h"
-#include "cloq_mpi.h"
-#include "cloq_hash.h"
 #include "cloq_export.h"
+#include "cloq_hash.h"
 #include "cloq_linalg.h"
+#include "cloq_progress.h"
+#include "cloq_run.h"
 #include "cloq_signal.h"
 #include "cloq_store.h"
 #include "cloq_stream.h"
-
-enum { TAG_PROGRESS = 21, TAG_SEQ = 22 };
-
-
-
-typedef struct {
-  MPI_Comm comm;
-  int rank, size;
-  cloq_config cfg;
-  cloq_st *st;
-  cloq_plan plan;
-  float *embed;         /* rank 0: (vocab, dim) */
-  cloq_samples samples; /* rank 0 */
-  cloq_worker *w;       /* ranks in the chain that own blocks, or the last one */
-  /* eval sink state */
-  double nll;
-  int64_t count;
-  float *logits;
-  int64_t nlog;
-  /* eval --kl: w2 holds the quantized blocks; even samples run the full-precision model (w),
-   * odd ones the quantized model (w2) on the same tokens */
-  cloq_worker *w2;
-  int kl;
-  double nll_fp, kl_sum;
-  int64_t count_fp, kl_count;
-  float *lg_fp, *lg_q;  /* (max_t, vocab) logits of the current pair */
-} run_ctx;
-
-static void ctx_free(run_ctx *c) {
-  cloq_worker_destroy(&c->w);
-  cloq_worker_destroy(&c->w2);
-  free(c->lg_fp);
-  free(c->lg_q);
-  cloq_samples_free(&c->samples);
-  free(c->embed);
-  free(c->logits);
-  cloq_st_close(&c->st);
-  cloq_plan_free(&c->plan);
-}
-
-/* Phase 1 on every rank: config, checkpoint header, plan. */
-static int load_model(const cloq_opts *o, run_ctx *c) {
-  CLOQ_CALL(cloq_config_read(o->model, &c->cfg));
-  CLOQ_CALL(cloq_st_open(o->model, &c->st));
-  CLOQ_CALL(cloq_st_check_layers(c->st, c->cfg.n_layers));
-  CLOQ_CALL(cloq_plan_make(c->comm, c->cfg.n_layers, &c->plan));
-  return CLOQ_OK;
-}
-
-
-/* Phase 2 on rank 0: samples and the embedding table. */
-static int load_samples(const cloq_opts *o, run_ctx *c, int eval) {
-  if (c->rank != 0) return CLOQ_OK;
-  const int64_t max_pos = c->cfg.max_pos;
-  /* positions beyond the model's trained range (RoPE extrapolation) are refused, as sample does */
-  CLOQ_CHECK(o->seqlen <= max_pos, "--seqlen %lld exceeds the model's max_position_embeddings %lld",
-             (long long)o->seqlen, (long long)max_pos);
-  if (eval) CLOQ_CALL(cloq_samples_eval(o, &c->cfg, &c->samples));
-  else CLOQ_CALL(cloq_samples_calib(o, &c->cfg, &c->samples));
-  for (int64_t s = 0; s < c->samples.n; s++)
-    CLOQ_CHECK(c->samples.len[s] <= max_pos,
-               "%s line %lld has %lld tokens, more than the model's max_position_embeddings %lld",
-               eval ? o->data : o->calib, (long long)s + 1, (long long)c->samples.len[s],
-               (long long)max_pos);
-  /* until the sliding-window mask exists, a window shorter than a sequence would be ignored */
-  CLOQ_CHECK(!c->cfg.window || c->samples.max_t <= c->cfg.window,
-             "sequences of %lld tokens exceed the model's sliding_window %lld, which cloq does not "
-             "implement yet: use --seqlen (and lines) of at most %lld tokens",
-             (long long)c->samples.max_t, (long long)c->cfg.window, (long long)c->cfg.window);
-  int64_t n;
-  CLOQ_CALL(cloq_mul64(c->cfg.vocab_size, c->cfg.dim, &n));
-  CLOQ_ALLOC(c->embed, n, "embedding table");
-  int64_t shape[2] = {c->cfg.vocab_size, c->cfg.dim};
-  CLOQ_CALL(cloq_st_read_f32(c->st, "model.embed_tokens.weight", 2, shape, c->embed));
-  return CLOQ_OK;
-}
-
-/* Share rank 0's sample statistics: {n, max_t, total, seqlen}. Collective. */
-static int bcast_stats(run_ctx *c, int64_t v[4]) {
-  if (c->rank == 0) {
-    v[0] = c->samples.n;
-    v[1] = c->samples.max_t;
-    v[2] = c->samples.total;
-    v[3] = c->samples.seqlen;
-  }
-  CLOQ_MPI(MPI_Bcast(v, 4, MPI_INT64_T, 0, c->comm));
-  return CLOQ_OK;
-}
-
-static int source(void *ctx, int64_t s, const int32_t **ids, int64_t *t) {
-  run_ctx *c = ctx;
-  if (c->kl) s /= 2; /* each sample twice: full precision, then quantized */
-  *ids = c->samples.ids[s];
-  *t = c->samples.len[s];
-  return CLOQ_OK;
-}
-
-static int sink_nll(void *ctx, int64_t s, const float *x, const int32_t *ids, int64_t t) {
-  run_ctx *c = ctx;
-  if (!c->kl)
-    return cloq_worker_nll(c->w, x, ids, t, &c->nll, &c->count, s == 0 ? c->logits : NULL,
-                           c->nlog);
-  /* the head is not quantized: the full-precision worker's serves both models */
-  if (s % 2 == 0) return cloq_worker_nll(c->w, x, ids, t, &c->nll_fp, &c->count_fp, c->lg_fp, t);
-  CLOQ_CALL(cloq_worker_nll(c->w, x, ids, t, &c->nll, &c->count, c->lg_q, t));
-  if (s == 1 && c->logits)
-    memcpy(c->logits, c->lg_q, (size_t)((c->nlog < t ? c->nlog : t) * c->cfg.vocab_size) * sizeof(float));
-  /* KL(p_fp || p_q) at every predicting position, float64 log-softmax */
-  int64_t V = c->cfg.vocab_size;
-  for (int64_t i = 0; i + 1 < t; i++) {
-    const float *a = c->lg_fp + i * V, *b = c->lg_q + i * V;
-    double ma = a[0], mb = b[0], za = 0, zb = 0, dot = 0;
-    for (int64_t j = 1; j < V; j++) {
-      ma = a[j] > ma ? a[j] : ma;
-      mb = b[j] > mb ? b[j] : mb;
-    }
-    for (int64_t j = 0; j < V; j++) {
-      double ea = exp((double)a[j] - ma);
-      za += ea;
-      zb += exp((double)b[j] - mb);
-      dot += ea * (((double)a[j] - ma) - ((double)b[j] - mb));
-    }
-    /* sum_j p_j (la_j - lb_j) with la = a - ma - log za, lb = b - mb - log zb */
-    double kl = dot / za - log(za) + log(zb);
-    CLOQ_CHECK(isfinite(kl), "non-finite KL divergence at position %lld", (long long)i);
-    c->kl_sum += kl > 0 ? kl : 0.0; /* rounding can give -1e-17 for identical rows */
-    c->kl_count++;
-  }
-  return CLOQ_OK;
-}
-
-static const char *const stage_names[CLOQ_NST] = {"factor", "quant", "init", "write"};
-
-/* Progress record a block's owner sends rank 0: {block, ok, owner, forward s, stage s...}. */
-enum { PROG_N = 4 + CLOQ_NST };
-
-/* One line per finished block; `done` counts the blocks reported so far (this one included),
- * `total` the blocks this run initializes. The ETA assumes the remaining blocks take as long as
- * the average one so far since t_init (owners work concurrently, so this is the time until the
- * last report, not a sum). */
-static void print_progress(const double *v, int64_t n_layers, int64_t done, int64_t total,
-                           double t0, double t_init) {
-  double now = cloq_now();
-  printf("block %lld/%lld (rank %d): forward+gram %.3f s", (long long)v[0] + 1,
-         (long long)n_layers, (int)v[2], v[3]);
-  for (int i = 0; i < CLOQ_NST; i++) printf(", %s %.3f s", stage_names[i], v[4 + i]);
-  printf("  [%lld/%lld done, %.1f s, ETA %.1f s]\n", (long long)done, (long long)total,
-         now - t0, (now - t_init) / (double)done * (double)(total - done));
-  fflush(stdout);
-}
 
 /* What an init or sweep run shares between its phases. */
 typedef struct {
@@ -241,21 +85,6 @@ static int check_ranks(const cloq_opts *o, const cloq_config *cfg) {
     }
   }
   return CLOQ_OK;
-}
-
-/* Peak resident memory of every rank, printed by rank 0. Collective. */
-static void report_rss(MPI_Comm comm, int rank, int size) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  double mine = (double)ru.ru_maxrss / 1024.0, *all = rank == 0 ? calloc(size, sizeof *all) : NULL;
-  /* a failure loses only this line (recorded) */
-  int e = CLOQ_MPI_RC(MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, comm));
-  if (rank == 0 && all && e == CLOQ_OK) {
-    printf("peak RSS (MiB):");
-    for (int i = 0; i < size; i++) printf(" rank %d %.1f%s", i, all[i], i + 1 < size ? "," : "\n");
-    fflush(stdout);
-  }
-  free(all);
 }
 
 /* Whether this rank keeps its blocks' linears lazily (see --weights). auto: when the resident
@@ -376,7 +205,7 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
 /* Rank 0's side of the progress lines: blocks finished elsewhere arrive as messages. */
 static int progress_local(init_run *r, run_ctx *c, const double *v) {
   if (c->rank != 0) return CLOQ_MPI_RC(MPI_Send(v, PROG_N, MPI_DOUBLE, 0, TAG_PROGRESS, c->comm));
-  if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+  if (v[1] != 0) cloq_progress_print(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
   return CLOQ_OK;
 }
 
@@ -414,7 +243,7 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
       r2 = progress_relay(c, owner, v);
       if (rc == CLOQ_OK) rc = r2;
       if (c->rank == 0 && v[1] != 0)
-        print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+        cloq_progress_print(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
       if (cloq_mpi_any(c->comm, rc)) break;
     }
     return rc == CLOQ_STOPPED ? CLOQ_OK : rc;
@@ -445,7 +274,7 @@ static int init_blocks(init_run *r, run_ctx *c, cloq_initctx *x) {
         if (rc == CLOQ_OK) rc = e;
         break;
       }
-      if (v[1] != 0) print_progress(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+      if (v[1] != 0) cloq_progress_print(v, c->cfg.n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
     }
   }
   return rc;
@@ -543,7 +372,7 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
       int e = progress_relay(c, owner, v);
       if (rc == CLOQ_OK) rc = e;
       if (c->rank == 0 && v[1] != 0)
-        print_progress(v, cfg->n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
+        cloq_progress_print(v, cfg->n_layers, ++r->reported, r->ntodo, r->t0, r->t_init);
     }
   }
   for (int64_t s = 0; hs && s < nsamples; s++) free(hs[s]);
@@ -552,12 +381,6 @@ static int run_sequential(init_run *r, run_ctx *c, cloq_initctx *x, int64_t nsam
   free(len);
   return rc;
 }
-
-#define AGREE(expr)                                                                                \
-  do {                                                                                             \
-    if (cloq_mpi_report(c.comm, (expr)) != CLOQ_OK) goto fail;                                          \
-  } while (0)
-
 
 /* Output path of config (ib, ir): --out for init, DIR/b<bits>-r<rank>.h5 for a sweep. */
 static int config_path(const cloq_opts *o, int ib, int ir, char *buf, size_t cap) {
@@ -615,13 +438,13 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   for (int ib = 0; ib < o->nbits && rc == CLOQ_OK; ib++)
     for (int ir = 0; ir < o->nranks && rc == CLOQ_OK; ir++)
       rc = config_path(o, ib, ir, r.paths[ib * o->nranks + ir], sizeof r.paths[0]);
-  if (rc == CLOQ_OK) rc = load_model(o, &c);
+  if (rc == CLOQ_OK) rc = cloq_run_load_model(o, &c);
   if (rc == CLOQ_OK) rc = check_ranks(o, &c.cfg);
   AGREE(rc);
   r.group = c.size > 1 && (r.sequential || cloq_block_needs_group(&c.cfg, &r.ip, c.size));
-  AGREE(load_samples(o, &c, 0));
+  AGREE(cloq_run_load_samples(o, &c, 0));
   int64_t stats[4];
-  AGREE(bcast_stats(&c, stats));
+  AGREE(cloq_run_bcast_stats(&c, stats));
   if (c.rank == 0) {
     printf("cloq %s: %s: %lld blocks, d %lld, mlp %lld, heads %lld/%lld; %d rank(s)\n",
            o->cmd == CLOQ_CMD_SWEEP ? "sweep" : "init", o->model, (long long)c.cfg.n_layers,
@@ -638,7 +461,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     fflush(stdout);
   }
   if (o->dry_run) {
-    ctx_free(&c);
+    cloq_run_free(&c);
     return CLOQ_OK;
   }
   /* content digests, computed by rank 0 (it holds the samples): the checkpoint and the samples'
@@ -727,7 +550,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     AGREE(run_sequential(&r, &c, &x, stats[0], stats[1]));
   } else if (r.ntodo > 0) {
     double ts = cloq_now();
-    AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], source,
+    AGREE(cloq_stream_run(&c.plan, c.w, c.cfg.dim, c.cfg.vocab_size, c.embed, stats[0], cloq_run_source,
                           NULL, &c, 1));
     if (c.rank == 0) {
       printf("calibration pass: %.2f s\n", cloq_now() - ts);
@@ -761,117 +584,18 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
            "quantizations for %d configuration(s) of %lld blocks\n",
            (long long)(r.ntodo > 0), (long long)tot[0], (long long)tot[1],
            (long long)tot[2], r.nconf, (long long)r.ntodo);
-  report_rss(comm, c.rank, c.size);
+  cloq_run_report_rss(comm, c.rank, c.size);
   if (c.rank == 0) {
     if (r.nconf == 1) printf("wrote %s in %.2f s\n", o->out, cloq_now() - r.t0);
     else printf("wrote %d stores in %s in %.2f s\n", r.nconf, o->out, cloq_now() - r.t0);
   }
   free(r.todo);
-  ctx_free(&c);
+  cloq_run_free(&c);
   return CLOQ_OK;
 fail:
   for (int k = 0; k < r.nconf; k++) cloq_store_abandon(&r.stores[k]);
   free(r.todo);
-  ctx_free(&c);
+  cloq_run_free(&c);
   return CLOQ_ERR;
 }
 
-/* Replace this rank's block weights (of c->w2 when comparing with --kl) by the store's
- * effective weights (the store validates what it reads: codes, scales, zeros, factors). */
-static int apply_store(run_ctx *c, cloq_store *s, const cloq_store_meta *meta) {
-  for (int64_t b = c->plan.b0; b < c->plan.b1; b++)
-    for (int m = 0; m < CLOQ_NMOD; m++) {
-      cloq_qmodule q;
-      CLOQ_CALL(cloq_qmodule_alloc(&c->cfg, b, m, meta->group_size, meta->rank, &q));
-      int rc = cloq_store_read_module(s, b, m, &q);
-      if (rc == CLOQ_OK) cloq_worker_apply_qmodule(c->kl ? c->w2 : c->w, b, m, &q, meta->group_size);
-      cloq_qmodule_free(&q);
-      CLOQ_CALL(rc);
-      if (m == CLOQ_NMOD - 1) CLOQ_CALL(cloq_worker_weights_changed(c->kl ? c->w2 : c->w, b));
-    }
-  return CLOQ_OK;
-}
-
-static int dump_logits(const char *path, const float *lg, int64_t rows, int64_t vocab) {
-  FILE *f = fopen(path, "w");
-  CLOQ_CHECK(f, "cannot write %s", path);
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < vocab; j++)
-      fprintf(f, "%.9g%c", (double)lg[i * vocab + j], j + 1 == vocab ? '\n' : ' ');
-  CLOQ_CHECK(fclose(f) == 0, "writing %s failed", path);
-  return CLOQ_OK;
-}
-
-int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
-  run_ctx c = {.comm = comm, .kl = o->kl};
-  cloq_store *store = NULL;
-  CLOQ_MPI(MPI_Comm_rank(comm, &c.rank));
-  CLOQ_MPI(MPI_Comm_size(comm, &c.size));
-  double t0 = cloq_now();
-  AGREE(load_model(o, &c));
-  AGREE(load_samples(o, &c, 1));
-  int64_t stats[4];
-  AGREE(bcast_stats(&c, stats));
-  int rc = CLOQ_OK;
-  int has_w = c.plan.b1 > c.plan.b0 || c.rank == c.plan.last;
-  if (has_w) {
-    cloq_worker_params wp = {.b0 = c.plan.b0, .b1 = c.plan.b1, .head = c.rank == c.plan.last,
-                             .max_t = stats[1], .dev = o->dev};
-    rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w);
-    if (rc == CLOQ_OK && c.kl) {
-      wp.head = 0;
-      rc = cloq_worker_create(&c.cfg, c.st, &wp, &c.w2);
-    }
-  }
-  if (rc == CLOQ_OK && c.kl && c.rank == c.plan.last) {
-    int64_t n;
-    rc = cloq_mul64(stats[1], c.cfg.vocab_size, &n);
-    if (rc == CLOQ_OK && (!(c.lg_fp = cloq_calloc_checked(n, sizeof(float))) ||
-                          !(c.lg_q = cloq_calloc_checked(n, sizeof(float)))))
-      rc = CLOQ_FAIL("out of memory for two sequences' logits (%lld x %lld floats each)",
-                     (long long)stats[1], (long long)c.cfg.vocab_size);
-  }
-  if (rc == CLOQ_OK && c.rank == c.plan.last && o->dump_logits) {
-    c.nlog = 3;
-    c.logits = cloq_calloc_checked(c.nlog * c.cfg.vocab_size, sizeof(float));
-    if (!c.logits) rc = CLOQ_FAIL("out of memory for logits");
-  }
-  AGREE(rc);
-  cloq_store_meta meta;
-  if (o->store) {
-    AGREE(cloq_store_open(o->store, &c.cfg, &meta, &store));
-    AGREE(has_w ? apply_store(&c, store, &meta) : CLOQ_OK);
-    cloq_store_close(&store);
-  }
-  if (c.rank == 0) {
-    printf("cloq eval: %s%s%s: %lld sequences, %lld tokens (%s)\n", o->model,
-           o->store ? " + " : "", o->store ? o->store : "", (long long)stats[0],
-           (long long)stats[2], o->data);
-    fflush(stdout);
-  }
-  AGREE(cloq_stream_run_pair(&c.plan, c.w, c.w2, c.cfg.dim, c.cfg.vocab_size, c.embed,
-                             c.kl ? 2 * stats[0] : stats[0], source, sink_nll, &c, 0));
-  if (c.rank == c.plan.last && o->dump_logits)
-    rc = dump_logits(o->dump_logits, c.logits, c.nlog, c.cfg.vocab_size);
-  AGREE(rc);
-  double v[6] = {c.nll, (double)c.count, c.nll_fp, (double)c.count_fp, c.kl_sum,
-                 (double)c.kl_count}, tot[6];
-  /* only the last rank holds non-zero values: the sum is exact and rank-count independent */
-  AGREE(CLOQ_MPI_RC(MPI_Allreduce(v, tot, 6, MPI_DOUBLE, MPI_SUM, comm)));
-  if (c.rank == 0) {
-    double mean = tot[0] / tot[1];
-    printf("eval: %.0f predicted tokens, mean nll %.6f, %.2f s\n", tot[1], mean, cloq_now() - t0);
-    if (c.kl) {
-      printf("ppl_fp %.6f\n", exp(tot[2] / tot[3]));
-      printf("kl %.8f\n", tot[4] / tot[5]);
-    }
-    printf("ppl %.6f\n", exp(mean));
-    fflush(stdout);
-  }
-  ctx_free(&c);
-  return CLOQ_OK;
-fail:
-  cloq_store_close(&store);
-  ctx_free(&c);
-  return CLOQ_ERR;
-}
