@@ -3,9 +3,13 @@
  *
  * How it is written: each output folder is a list of tensors planned up front (name, dtype,
  * shape, and where the values come from: a model tensor, a store module, or a packing of one),
- * cut into shards of at most --shard-size MiB, and produced shard by shard, so memory holds one
- * shard and one store module at a time whatever the model's size. A store module is read once
- * and cached while the tensors made from it (a dequantized weight, or GPTQ's four) are produced.
+ * then handed to io/hf_folder.c, which cuts it into shards of at most --shard-size MiB and asks
+ * for the values shard by shard, so memory holds one shard and one store module at a time
+ * whatever the model's size. A store module is read once and cached while the tensors made from
+ * it (a dequantized weight, or GPTQ's four) are produced. The formats themselves live in io/:
+ * hf_folder (shards, config.json, tokenizer files), gptq_pack (GPTQ's packing and layout) and
+ * peft_adapter (PEFT's names, lora_B scaling, adapter_config.json). This file decides what goes
+ * where, owns DIR's atomic replacement, and prints.
  *
  * Atomicity: everything goes into DIR.partial/ (marked by a file .cloq-export-partial, so that a
  * later run may delete a stale one and nothing else); cloq_export.json, the provenance, is written
@@ -13,10 +17,11 @@
  * to DIR.old only once the new one is complete, and deleted after the rename. --force never
  * deletes a folder that is not an export (no cloq_export.json) and is not empty.
  *
- * Numbers are validated where they leave the store: non-finite or non-positive scales, zero points
- * that are not integers in [0, 2^bits - 1], codes above 2^bits - 1 and non-finite LoRA factors
- * stop the export with a message naming block, module and array; a value that does not fit the
- * output dtype (float16 overflow, a scale that rounds to 0 in float16) names the tensor.
+ * Numbers are validated where they leave the store (cloq_store_read_module): non-finite or
+ * non-positive scales, zero points that are not integers in [0, 2^bits - 1], codes above
+ * 2^bits - 1 and non-finite LoRA factors stop the export with a message naming block, module and
+ * array; a value that does not fit the output dtype (float16 overflow, a scale that rounds to 0 in
+ * float16) names the tensor.
  */
 #include "cloq_export.h"
 
@@ -27,7 +32,6 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +44,16 @@
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 #include "cloq_store.h"
+#include "gptq_pack.h"
+#include "hf_folder.h"
+#include "peft_adapter.h"
 
 #define DEFAULT_SHARD_MIB 4096.0
 #define PARTIAL_MARK ".cloq-export-partial" /* in DIR.partial/ while it is being written */
 #define DONE_FILE "cloq_export.json"        /* provenance; written last: an export is complete */
 #define EXPORT_FORMAT "cloq-export"
 #define EXPORT_FORMAT_VERSION 1
-#define GPTQ_WORD_BITS 32 /* qweight/qzeros words; widths are padded to multiples of 32 values */
-#define PATH_CAP 4096
+#define PATH_CAP CLOQ_HF_PATH_CAP
 
 /* Where a tensor's values come from. */
 enum {
@@ -62,15 +68,18 @@ enum {
 };
 
 typedef struct {
-  char name[224];
-  char from[160];
-  cloq_dtype dtype;
-  int ndim;
-  int64_t shape[4];
+  char from[224]; /* a model tensor's name, as wide as cloq_hf_tensor.name */
   int src;
   int64_t block;
   int module;
-} ex_tensor;
+} ex_src;
+
+/* A folder's tensors: t[i] (name, dtype, shape) is made from s[i]. */
+typedef struct {
+  cloq_hf_tensor *t;
+  ex_src *s;
+  int64_t n, cap;
+} plan;
 
 typedef struct {
   const cloq_export_opts *o;
@@ -89,6 +98,7 @@ typedef struct {
   cloq_qmodule q;
   int64_t qb;
   int qm;
+  const plan *cur;        /* the plan being written */
   float *scratch;         /* (largest tensor) float32 values before conversion */
   uint8_t *zcol;          /* (widest out, padded) zero points of one group */
   int64_t scratch_n, zcol_n;
@@ -98,25 +108,9 @@ typedef struct {
   int64_t zero0_groups, groups_total;
   double scale_rel_max;
   int64_t pad_in, pad_from; /* a width that was padded (for the warning), 0: none */
-  int n_written_dirs;
-  const char *dirs_written[3];
 } ex_ctx;
 
 /* ---- small helpers -------------------------------------------------------------------------- */
-
-static const char *dtype_word(cloq_dtype d) { /* as config.json's torch_dtype */
-  return d == CLOQ_DT_F16 ? "float16" : d == CLOQ_DT_BF16 ? "bfloat16" : "float32";
-}
-
-static size_t dtype_bytes(cloq_dtype d) {
-  return d == CLOQ_DT_F32 || d == CLOQ_DT_I32 ? 4 : 2;
-}
-
-static int join(char *buf, size_t cap, const char *a, const char *b) {
-  int n = snprintf(buf, cap, "%s/%s", a, b);
-  CLOQ_CHECK(n > 0 && (size_t)n < cap, "path too long: %s/%s", a, b);
-  return CLOQ_OK;
-}
 
 static int exists(const char *p) {
   struct stat sb;
@@ -151,39 +145,6 @@ static int dir_empty(const char *d) {
     if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
   closedir(h);
   return empty;
-}
-
-static int copy_file(const char *src, const char *dst) {
-  FILE *in = fopen(src, "rb");
-  CLOQ_CHECK(in, "cannot read %s: %s", src, strerror(errno));
-  FILE *out = fopen(dst, "wb");
-  if (!out) {
-    fclose(in);
-    return CLOQ_FAIL("cannot create %s: %s", dst, strerror(errno));
-  }
-  char buf[1 << 16];
-  size_t n;
-  int bad = 0;
-  while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0) bad = fwrite(buf, 1, n, out) != n;
-  bad |= ferror(in);
-  fclose(in);
-  bad |= fclose(out) != 0;
-  CLOQ_CHECK(!bad, "copying %s to %s failed", src, dst);
-  return CLOQ_OK;
-}
-
-static int write_json(json_t *root, const char *dir, const char *file) {
-  char p[PATH_CAP];
-  CLOQ_CALL(join(p, sizeof p, dir, file));
-  int e = json_dump_file(root, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  CLOQ_CHECK(e == 0, "cannot write %s", p);
-  return CLOQ_OK;
-}
-
-/* A number as JSON: an integer when it is one (lora_alpha 16, not 16.0). */
-static json_t *json_num(double v) {
-  if (v == rint(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
-  return json_real(v);
 }
 
 /* `parent/leaf` with parent resolved to an absolute path (leaf need not exist yet). */
@@ -235,198 +196,72 @@ static int store_model(const char *path, char *buf, size_t cap) {
 
 /* ---- numbers out of the store ---------------------------------------------------------------- */
 
-static int check_module(const ex_ctx *c, int64_t b, int m) {
-  const cloq_qmodule *q = &c->q;
-  const char *mn = cloq_module_name[m];
-  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  int maxq = (1 << c->meta.bits) - 1;
-  for (int64_t i = 0; i < no * ng; i++) {
-    CLOQ_CHECK(isfinite(q->scales[i]) && q->scales[i] > 0,
-               "store: block %lld %s: scale %g at (%lld, %lld) is not a positive finite number",
-               (long long)b, mn, (double)q->scales[i], (long long)(i / ng), (long long)(i % ng));
-    float z = q->zeros[i];
-    CLOQ_CHECK(z == rintf(z) && z >= 0 && z <= (float)maxq,
-               "store: block %lld %s: zero point %g at (%lld, %lld) is not an integer in [0, %d]",
-               (long long)b, mn, (double)z, (long long)(i / ng), (long long)(i % ng), maxq);
-  }
-  for (int64_t i = 0; i < no * ni; i++)
-    CLOQ_CHECK(q->codes[i] <= maxq, "store: block %lld %s: code %d at flat index %lld exceeds %d",
-               (long long)b, mn, (int)q->codes[i], (long long)i, maxq);
-  for (int64_t i = 0; i < r * ni; i++)
-    CLOQ_CHECK(isfinite(q->A[i]), "store: block %lld %s: non-finite lora_A at flat index %lld",
-               (long long)b, mn, (long long)i);
-  for (int64_t i = 0; i < no * r; i++)
-    CLOQ_CHECK(isfinite(q->B[i]), "store: block %lld %s: non-finite lora_B at flat index %lld",
-               (long long)b, mn, (long long)i);
-  return CLOQ_OK;
-}
-
 /* Module m of block b into c->q (kept until another one is asked for). */
 static int get_module(ex_ctx *c, int64_t b, int m) {
   if (c->qb == b && c->qm == m) return CLOQ_OK;
   cloq_qmodule_free(&c->q);
   c->qb = -1;
   CLOQ_CALL(cloq_qmodule_alloc(&c->cfg, b, m, c->meta.group_size, c->meta.rank, &c->q));
-  CLOQ_CALL(cloq_store_read_module(c->store, b, m, &c->q));
-  CLOQ_CALL(check_module(c, b, m));
+  CLOQ_CALL(cloq_store_read_module(c->store, b, m, &c->q)); /* validated there (see the top) */
   c->qb = b;
   c->qm = m;
   return CLOQ_OK;
 }
 
-/* float32 values to dtype dt (dst may equal x for F32); a value that overflows dt names the
- * tensor. */
-static int from_f32(const float *x, int64_t n, cloq_dtype dt, void *dst, const char *name) {
-  if (dt == CLOQ_DT_F32) {
-    if (dst != (const void *)x) memcpy(dst, x, (size_t)n * sizeof *x);
-    return CLOQ_OK;
-  }
-  uint16_t *h = dst;
-  for (int64_t i = 0; i < n; i++) {
-    h[i] = dt == CLOQ_DT_F16 ? cloq_f32_to_f16(x[i]) : cloq_f32_to_bf16(x[i]);
-    float back = dt == CLOQ_DT_F16 ? cloq_f16_to_f32(h[i]) : cloq_bf16_to_f32(h[i]);
-    CLOQ_CHECK(isfinite(back), "tensor %s: value %g at flat index %lld does not fit %s", name,
-               (double)x[i], (long long)i, dtype_word(dt));
-  }
-  return CLOQ_OK;
-}
-
-/* ---- GPTQ packing ---------------------------------------------------------------------------
- * AutoGPTQ's pack() (qlinear_cuda_old.py) puts 32 / bits values per int32 word for bits 2, 4, 8,
- * value j of a word at bit bits * j; for 3 bits it packs 32 values into 3 words, 10 values per
- * word with value 10 split over words 0/1 (its low 2 bits at bits 30-31 of word 0, its top bit at
- * bit 0 of word 1) and value 21 over words 1/2 (low bit at bit 31, top 2 bits at bits 0-1). Both
- * are one little-endian bit stream: value i occupies bits [bits*i, bits*i + bits) of the
- * concatenated words, which is what gptq_pack writes (the test unpacks with AutoGPTQ's own
- * 3-bit shifts, independently). v[0..n) hold values < 2^bits; the stream is zero past n. */
-static void gptq_pack(const uint8_t *v, int64_t n, int bits, uint32_t *w, int64_t nwords,
-                      int64_t wstride) {
-  for (int64_t k = 0; k < nwords; k++) w[k * wstride] = 0;
-  for (int64_t i = 0; i < n; i++) {
-    uint64_t p = (uint64_t)i * (uint64_t)bits;
-    int64_t k = (int64_t)(p / GPTQ_WORD_BITS);
-    unsigned off = (unsigned)(p % GPTQ_WORD_BITS);
-    uint32_t x = v[i];
-    w[k * wstride] |= x << off;
-    if (off + (unsigned)bits > GPTQ_WORD_BITS) w[(k + 1) * wstride] |= x >> (GPTQ_WORD_BITS - off);
-  }
-}
-
-static int64_t pad32(int64_t n) { return (n + GPTQ_WORD_BITS - 1) / GPTQ_WORD_BITS * GPTQ_WORD_BITS; }
-
 /* ---- producing one tensor ------------------------------------------------------------------- */
 
-static int produce(ex_ctx *c, const ex_tensor *t, void *buf) {
-  int64_t n = 1;
-  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+static int produce(ex_ctx *c, const cloq_hf_tensor *t, const ex_src *s, void *buf) {
+  int64_t n = cloq_hf_numel(t);
   float *f = t->dtype == CLOQ_DT_F32 ? (float *)buf : c->scratch;
-  switch (t->src) {
+  if (s->src != SRC_MODEL && s->src != SRC_GIDX) CLOQ_CALL(get_module(c, s->block, s->module));
+  switch (s->src) {
   case SRC_MODEL:
-    CLOQ_CALL(cloq_st_read_f32(c->st, t->from, t->ndim, t->shape, f));
-    return from_f32(f, n, t->dtype, buf, t->name);
+    CLOQ_CALL(cloq_st_read_f32(c->st, s->from, t->ndim, t->shape, f));
+    return cloq_hf_from_f32(f, n, t->dtype, buf, t->name);
   case SRC_Q:
-    CLOQ_CALL(get_module(c, t->block, t->module));
     cloq_dequant(c->q.codes, c->q.scales, c->q.zeros, c->q.n_out, c->q.n_in, c->meta.group_size,
                  f);
-    return from_f32(f, n, t->dtype, buf, t->name);
+    return cloq_hf_from_f32(f, n, t->dtype, buf, t->name);
   case SRC_LORA_A:
-    CLOQ_CALL(get_module(c, t->block, t->module));
     memcpy(buf, c->q.A, (size_t)n * sizeof(float));
     return CLOQ_OK;
-  case SRC_LORA_B: {
-    CLOQ_CALL(get_module(c, t->block, t->module));
-    /* scaling = alpha / r in PEFT: B' = B * (r / alpha) keeps scaling * B' A = B A */
-    double k = (double)c->meta.rank / c->lora_alpha;
-    float *out = buf;
-    for (int64_t i = 0; i < n; i++) {
-      out[i] = k == 1.0 ? c->q.B[i] : (float)((double)c->q.B[i] * k);
-      CLOQ_CHECK(isfinite(out[i]),
-                 "%s: entry %lld, %g x rank / lora_alpha = %g, does not fit in float32 (use a "
-                 "larger --lora-alpha)", t->name, (long long)i, (double)c->q.B[i],
-                 (double)c->q.B[i] * k);
-    }
+  case SRC_LORA_B:
+    return cloq_peft_lora_b(c->q.B, n, c->meta.rank, c->lora_alpha, buf, t->name);
+  case SRC_QWEIGHT:
+    cloq_gptq_qweight(&c->q, c->meta.bits, buf, t->shape[0]);
     return CLOQ_OK;
-  }
-  case SRC_QWEIGHT: {
-    CLOQ_CALL(get_module(c, t->block, t->module));
-    int64_t no = c->q.n_out, ni = c->q.n_in, rows = t->shape[0];
-    for (int64_t o = 0; o < no; o++)
-      gptq_pack(c->q.codes + o * ni, ni, c->meta.bits, (uint32_t *)buf + o, rows, no);
+  case SRC_QZEROS:
+    c->zero0_groups += cloq_gptq_qzeros(&c->q, c->meta.bits, c->zcol, buf, t->shape[1]);
+    c->groups_total += c->q.n_out * c->q.n_groups;
     return CLOQ_OK;
-  }
-  case SRC_QZEROS: {
-    CLOQ_CALL(get_module(c, t->block, t->module));
-    int64_t no = c->q.n_out, ng = c->q.n_groups, words = t->shape[1];
-    uint8_t mask = (uint8_t)((1 << c->meta.bits) - 1);
-    for (int64_t g = 0; g < ng; g++) {
-      for (int64_t o = 0; o < no; o++) {
-        int z = (int)c->q.zeros[o * ng + g];
-        /* v1 stores zero - 1; zero 0 gives -1, kept to its low `bits` bits (2^bits - 1) so that
-         * the word's other fields stay intact (AutoGPTQ's pack ORs all 32 bits of -1 in) */
-        c->zcol[o] = (uint8_t)((z - 1) & mask);
-        c->zero0_groups += z == 0;
-      }
-      gptq_pack(c->zcol, no, c->meta.bits, (uint32_t *)buf + g * words, words, 1);
-    }
-    c->groups_total += no * ng;
+  case SRC_SCALES:
+    return cloq_gptq_scales(&c->q, buf, t->name, &c->scale_rel_max);
+  case SRC_GIDX:
+    cloq_gptq_gidx(n, c->meta.group_size, buf);
     return CLOQ_OK;
-  }
-  case SRC_SCALES: {
-    CLOQ_CALL(get_module(c, t->block, t->module));
-    int64_t no = c->q.n_out, ng = c->q.n_groups;
-    uint16_t *h = buf;
-    for (int64_t g = 0; g < ng; g++)
-      for (int64_t o = 0; o < no; o++) {
-        float s = c->q.scales[o * ng + g];
-        uint16_t v = cloq_f32_to_f16(s);
-        float back = cloq_f16_to_f32(v);
-        CLOQ_CHECK(isfinite(back) && back > 0,
-                   "tensor %s: scale %g (row %lld, group %lld) is %s in float16", t->name,
-                   (double)s, (long long)o, (long long)g, back > 0 ? "infinite" : "0");
-        double rel = fabs((double)back - (double)s) / (double)s;
-        if (rel > c->scale_rel_max) c->scale_rel_max = rel;
-        h[g * no + o] = v;
-      }
-    return CLOQ_OK;
-  }
-  case SRC_GIDX: {
-    int32_t *gi = buf;
-    int64_t gs = c->meta.group_size;
-    for (int64_t j = 0; j < n; j++) gi[j] = (int32_t)(gs > 0 ? j / gs : 0);
-    return CLOQ_OK;
-  }
   default:
     return CLOQ_FAIL("internal: tensor %s has no source", t->name);
   }
 }
 
+/* cloq_hf_produce_fn over c->cur. */
+static int produce_cb(void *ctx, int64_t i, void *buf) {
+  ex_ctx *c = ctx;
+  return produce(c, &c->cur->t[i], &c->cur->s[i], buf);
+}
+
 /* ---- plans ---------------------------------------------------------------------------------- */
 
-typedef struct {
-  ex_tensor *t;
-  int64_t n, cap;
-} plan;
-
-static int add(plan *p, int src, cloq_dtype dt, int64_t d0, int64_t d1, int64_t b, int m,
-               const char *from, const char *fmt, ...) __attribute__((format(printf, 9, 10)));
-
-static int add(plan *p, int src, cloq_dtype dt, int64_t d0, int64_t d1, int64_t b, int m,
-               const char *from, const char *fmt, ...) {
+/* Appends tensor t, made from source src of (block b, module m) or model tensor `from`. */
+static int add(plan *p, const cloq_hf_tensor *t, int src, int64_t b, int m, const char *from) {
   CLOQ_CHECK(p->n < p->cap, "internal: tensor plan overflow");
-  ex_tensor *t = &p->t[p->n++];
-  memset(t, 0, sizeof *t);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(t->name, sizeof t->name, fmt, ap);
-  va_end(ap);
-  if (from) snprintf(t->from, sizeof t->from, "%s", from);
-  t->src = src;
-  t->dtype = dt;
-  t->ndim = d1 > 0 ? 2 : 1;
-  t->shape[0] = d0;
-  t->shape[1] = d1 > 0 ? d1 : 0;
-  t->block = b;
-  t->module = m;
+  p->t[p->n] = *t;
+  ex_src *s = &p->s[p->n++];
+  memset(s, 0, sizeof *s);
+  if (from) snprintf(s->from, sizeof s->from, "%s", from);
+  s->src = src;
+  s->block = b;
+  s->module = m;
   return CLOQ_OK;
 }
 
@@ -434,12 +269,20 @@ static int plan_alloc(plan *p, int64_t cap) {
   p->n = 0;
   p->cap = cap;
   CLOQ_ALLOC(p->t, cap, "tensor plan");
+  CLOQ_ALLOC(p->s, cap, "tensor plan");
   return CLOQ_OK;
+}
+
+static void plan_free(plan *p) {
+  free(p->t);
+  free(p->s);
 }
 
 /* A model tensor under its own name. */
 static int add_model(plan *p, cloq_dtype dt, int64_t d0, int64_t d1, const char *name) {
-  return add(p, SRC_MODEL, dt, d0, d1, -1, -1, name, "%s", name);
+  cloq_hf_tensor t;
+  cloq_hf_tensor_set(&t, dt, d0, d1, "%s", name);
+  return add(p, &t, SRC_MODEL, -1, -1, name);
 }
 
 enum { LIN_BASE, LIN_GPTQ };
@@ -461,29 +304,20 @@ static int plan_model(ex_ctx *c, int lin, cloq_dtype dt, plan *p) {
       }
       int64_t no, ni;
       cloq_module_shape(cfg, m, &no, &ni);
-      snprintf(nm, sizeof nm, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
-      const char *mn = cloq_module_name[m];
+      snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)b, cloq_module_name[m]);
+      cloq_hf_tensor t[4];
       if (lin == LIN_BASE) {
-        if (c->store)
-          CLOQ_CALL(add(p, SRC_Q, dt, no, ni, b, m, NULL, "%s", nm));
-        else
-          CLOQ_CALL(add_model(p, dt, no, ni, nm));
+        cloq_hf_tensor_set(&t[0], dt, no, ni, "%s.weight", nm);
+        CLOQ_CALL(c->store ? add(p, &t[0], SRC_Q, b, m, NULL)
+                           : add(p, &t[0], SRC_MODEL, -1, -1, t[0].name));
         continue;
       }
-      int bits = c->meta.bits;
-      int64_t ng = c->meta.group_size > 0 ? (ni + c->meta.group_size - 1) / c->meta.group_size : 1;
-      if ((ni % GPTQ_WORD_BITS || no % GPTQ_WORD_BITS) && !c->pad_in) {
-        c->pad_from = ni % GPTQ_WORD_BITS ? ni : no;
-        c->pad_in = pad32(c->pad_from);
+      if ((ni % CLOQ_GPTQ_WORD_BITS || no % CLOQ_GPTQ_WORD_BITS) && !c->pad_in) {
+        c->pad_from = ni % CLOQ_GPTQ_WORD_BITS ? ni : no;
+        c->pad_in = cloq_gptq_pad32(c->pad_from);
       }
-      CLOQ_CALL(add(p, SRC_QWEIGHT, CLOQ_DT_I32, pad32(ni) / GPTQ_WORD_BITS * bits, no, b, m, NULL,
-                    "model.layers.%lld.%s.qweight", (long long)b, mn));
-      CLOQ_CALL(add(p, SRC_QZEROS, CLOQ_DT_I32, ng, pad32(no) / GPTQ_WORD_BITS * bits, b, m, NULL,
-                    "model.layers.%lld.%s.qzeros", (long long)b, mn));
-      CLOQ_CALL(add(p, SRC_SCALES, CLOQ_DT_F16, ng, no, b, m, NULL, "model.layers.%lld.%s.scales",
-                    (long long)b, mn));
-      CLOQ_CALL(add(p, SRC_GIDX, CLOQ_DT_I32, ni, 0, b, m, NULL, "model.layers.%lld.%s.g_idx",
-                    (long long)b, mn));
+      cloq_gptq_tensors(nm, no, ni, c->meta.bits, c->meta.group_size, t);
+      for (int k = 0; k < 4; k++) CLOQ_CALL(add(p, &t[k], SRC_QWEIGHT + k, b, m, NULL));
     }
   }
   CLOQ_CALL(add_model(p, dt, cfg->dim, 0, "model.norm.weight"));
@@ -494,37 +328,30 @@ static int plan_model(ex_ctx *c, int lin, cloq_dtype dt, plan *p) {
 /* PEFT's adapter: lora_A (r, in) and lora_B (out, r) of every linear. */
 static int plan_adapter(ex_ctx *c, plan *p) {
   const cloq_config *cfg = &c->cfg;
-  int64_t r = c->meta.rank;
   CLOQ_CALL(plan_alloc(p, cfg->n_layers * 2 * CLOQ_NMOD));
   for (int64_t b = 0; b < cfg->n_layers; b++)
     for (int m = 0; m < CLOQ_NMOD; m++) {
       int64_t no, ni;
       cloq_module_shape(cfg, m, &no, &ni);
-      const char *mn = cloq_module_name[m];
-      CLOQ_CALL(add(p, SRC_LORA_A, CLOQ_DT_F32, r, ni, b, m, NULL,
-                    "base_model.model.model.layers.%lld.%s.lora_A.weight", (long long)b, mn));
-      CLOQ_CALL(add(p, SRC_LORA_B, CLOQ_DT_F32, no, r, b, m, NULL,
-                    "base_model.model.model.layers.%lld.%s.lora_B.weight", (long long)b, mn));
+      char nm[160];
+      snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)b, cloq_module_name[m]);
+      cloq_hf_tensor t[2];
+      cloq_peft_tensors(nm, no, ni, c->meta.rank, t);
+      for (int k = 0; k < 2; k++) CLOQ_CALL(add(p, &t[k], SRC_LORA_A + k, b, m, NULL));
     }
   return CLOQ_OK;
 }
 
-/* ---- sharded safetensors ---------------------------------------------------------------------- */
-
-static int64_t numel_of(const ex_tensor *t) {
-  int64_t n = 1;
-  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-  return n;
-}
+/* ---- writing a plan ------------------------------------------------------------------------- */
 
 /* Makes room for the largest float32 staging buffer and zero-point column the plan needs. */
 static int ensure_scratch(ex_ctx *c, const plan *p) {
   int64_t need = 0, zneed = 0;
   for (int64_t i = 0; i < p->n; i++) {
-    if (numel_of(&p->t[i]) > need) need = numel_of(&p->t[i]);
+    if (cloq_hf_numel(&p->t[i]) > need) need = cloq_hf_numel(&p->t[i]);
     /* qzeros (n_groups, out_pad * bits / 32): one group's zero points are out_pad values */
-    if (p->t[i].src == SRC_QZEROS && p->t[i].shape[1] / c->meta.bits * GPTQ_WORD_BITS > zneed)
-      zneed = p->t[i].shape[1] / c->meta.bits * GPTQ_WORD_BITS;
+    if (p->s[i].src == SRC_QZEROS && p->t[i].shape[1] / c->meta.bits * CLOQ_GPTQ_WORD_BITS > zneed)
+      zneed = p->t[i].shape[1] / c->meta.bits * CLOQ_GPTQ_WORD_BITS;
   }
   if (need > c->scratch_n) {
     free(c->scratch);
@@ -543,188 +370,35 @@ static int ensure_scratch(ex_ctx *c, const plan *p) {
   return CLOQ_OK;
 }
 
-/* Produces shard [i0, i1) of p and writes it to dir/file. */
-static int write_shard(ex_ctx *c, const plan *p, int64_t i0, int64_t i1, const char *dir,
-                       const char *file) {
-  int k = (int)(i1 - i0);
-  const char **names = calloc((size_t)k, sizeof *names);
-  cloq_dtype *dts = calloc((size_t)k, sizeof *dts);
-  int *nd = calloc((size_t)k, sizeof *nd);
-  int64_t(*shp)[4] = calloc((size_t)k, sizeof *shp);
-  void **data = calloc((size_t)k, sizeof *data);
-  int rc = names && dts && nd && shp && data ? CLOQ_OK : CLOQ_FAIL("out of memory (shard table)");
-  for (int j = 0; j < k && rc == CLOQ_OK; j++) {
-    const ex_tensor *t = &p->t[i0 + j];
-    names[j] = t->name;
-    dts[j] = t->dtype;
-    nd[j] = t->ndim;
-    memcpy(shp[j], t->shape, sizeof shp[j]);
-    data[j] = cloq_calloc_checked(numel_of(t), dtype_bytes(t->dtype));
-    if (!data[j])
-      rc = CLOQ_FAIL("out of memory for tensor %s (%lld elements)", t->name,
-                     (long long)numel_of(t));
-    else
-      rc = produce(c, t, data[j]);
-  }
-  char path[PATH_CAP];
-  if (rc == CLOQ_OK) rc = join(path, sizeof path, dir, file);
-  if (rc == CLOQ_OK)
-    rc = cloq_st_write(path, k, names, dts, nd, (const int64_t(*)[4])shp,
-                       (const void *const *)data);
-  for (int j = 0; data && j < k; j++) free(data[j]);
-  free(names), free(dts), free(nd), free(shp), free(data);
-  return rc;
-}
-
 /* Writes plan p into dir: one file `single` when it fits one shard (or when single_only), else
- * model-0000i-of-0000n.safetensors and model.safetensors.index.json. `what` labels progress. */
+ * --shard-size shards and their index (cloq_hf_write_shards). `what` labels progress. */
 static int write_plan(ex_ctx *c, const plan *p, const char *dir, const char *single,
                       int single_only, const char *what) {
   CLOQ_CALL(ensure_scratch(c, p));
-  double lim = c->o->shard_mib * 1048576.0;
-  int64_t limit = single_only || lim >= 9e18 ? INT64_MAX : lim < 1 ? 1 : (int64_t)lim;
-  /* greedy: a shard closes when the next tensor would push it past the limit */
-  int64_t nsh = 0, cur = 0, total = 0;
-  int64_t *first;
-  CLOQ_ALLOC(first, p->n + 1, "shard table");
-  for (int64_t i = 0; i < p->n; i++) {
-    int64_t b = numel_of(&p->t[i]) * (int64_t)dtype_bytes(p->t[i].dtype);
-    if (i == 0 || (cur > 0 && b > limit - cur)) {
-      first[nsh++] = i;
-      cur = 0;
-    }
-    cur += b;
-    total += b;
-  }
-  first[nsh] = p->n;
-  int rc = CLOQ_OK;
-  json_t *wmap = nsh > 1 ? json_object() : NULL;
-  double t0 = cloq_now();
-  for (int64_t s = 0; s < nsh && rc == CLOQ_OK; s++) {
-    char file[96];
-    if (nsh == 1)
-      snprintf(file, sizeof file, "%s", single);
-    else
-      snprintf(file, sizeof file, "model-%05lld-of-%05lld.safetensors", (long long)s + 1,
-               (long long)nsh);
-    rc = write_shard(c, p, first[s], first[s + 1], dir, file);
-    for (int64_t i = first[s]; wmap && rc == CLOQ_OK && i < first[s + 1]; i++)
-      if (json_object_set_new(wmap, p->t[i].name, json_string(file)))
-        rc = CLOQ_FAIL("out of memory (shard index)");
-    if (rc == CLOQ_OK && nsh > 1) {
-      double el = cloq_now() - t0;
-      printf("  %s: %s (%lld tensors), %.1f s, ETA %.0f s\n", what, file,
-             (long long)(first[s + 1] - first[s]), el, el / (double)(s + 1) * (double)(nsh - s - 1));
-      fflush(stdout);
-    }
-  }
-  if (rc == CLOQ_OK && wmap) {
-    json_t *idx = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total,
-                            "weight_map", wmap);
-    rc = idx ? write_json(idx, dir, "model.safetensors.index.json")
-             : CLOQ_FAIL("out of memory (shard index)");
-    json_decref(idx);
-  }
-  json_decref(wmap);
-  free(first);
-  if (rc == CLOQ_OK) {
-    printf("  %s: %lld tensors, %.2f MB in %lld file%s, %.2f s\n", what, (long long)p->n,
-           (double)total / 1e6, (long long)nsh, nsh > 1 ? "s" : "", cloq_now() - t0);
-    fflush(stdout);
-  }
+  c->cur = p;
+  int rc = cloq_hf_write_shards(dir, p->t, p->n, single, single_only ? 0 : c->o->shard_mib,
+                                produce_cb, c, what);
+  c->cur = NULL;
   return rc;
 }
 
-/* ---- config, tokenizer ------------------------------------------------------------------------ */
+/* ---- config, tokenizer ----------------------------------------------------------------------- */
 
-/* The tokenizer's end-of-sequence id, from tokenizer_config.json in dir ("eos_token", a string or
- * {"content": ...}) looked up among the pieces; -1 when unknown. */
-static int64_t eos_from_dir(const ex_ctx *c, const char *dir) {
-  char p[PATH_CAP];
-  if (!c->tok || join(p, sizeof p, dir, "tokenizer_config.json") != CLOQ_OK) return -1;
-  json_t *root = json_load_file(p, 0, NULL);
-  if (!root) return -1;
-  json_t *e = json_object_get(root, "eos_token");
-  if (json_is_object(e)) e = json_object_get(e, "content");
-  int64_t id = -1;
-  const char *s = json_string_value(e);
-  for (int64_t i = 0; s && id < 0 && i < cloq_tok_size(c->tok); i++) {
-    const char *pc = cloq_tok_piece(c->tok, (int32_t)i);
-    if (pc && !strcmp(pc, s)) id = i;
-  }
-  json_decref(root);
-  return id;
-}
-
-/* config.json in dir: the model's own (a folder with config.json) or one generated from the
- * model's shape; torch_dtype/dtype set to dtype, any quantization_config replaced by quant
- * (stolen; NULL: none). */
+/* config.json (and generation_config.json) in dir, from the model folder or the model's shape. */
 static int write_config(ex_ctx *c, const char *dir, cloq_dtype dtype, json_t *quant) {
-  char src[PATH_CAP];
-  json_t *root = NULL;
-  int rc = CLOQ_OK;
-  if (c->model_is_dir && join(src, sizeof src, c->model, "config.json") == CLOQ_OK &&
-      access(src, R_OK) == 0) {
-    json_error_t err;
-    root = json_load_file(src, 0, &err);
-    if (!root || !json_is_object(root))
-      rc = CLOQ_FAIL("%s: line %d: %s", src, err.line, root ? "not an object" : err.text);
-  } else {
-    const cloq_config *g = &c->cfg;
-    root = json_pack("{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:n, s:s,"
-                     " s:b, s:b, s:b, s:I}",
-                     "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
-                     (json_int_t)g->dim, "intermediate_size", (json_int_t)g->hidden_dim,
-                     "num_hidden_layers", (json_int_t)g->n_layers, "num_attention_heads",
-                     (json_int_t)g->n_heads, "num_key_value_heads", (json_int_t)g->n_kv_heads,
-                     "head_dim", (json_int_t)g->head_dim, "vocab_size", (json_int_t)g->vocab_size,
-                     "max_position_embeddings", (json_int_t)g->max_pos, "rms_norm_eps",
-                     g->norm_eps, "rope_theta", g->rope_theta, "rope_scaling", "hidden_act",
-                     "silu", "tie_word_embeddings", g->tied ? 1 : 0, "attention_bias", 0,
-                     "mlp_bias", 0, "bos_token_id", (json_int_t)g->bos_id);
-    if (!root) rc = CLOQ_FAIL("out of memory (config.json)");
-    int64_t eos = eos_from_dir(c, dir);
-    if (root && eos >= 0) json_object_set_new(root, "eos_token_id", json_integer(eos));
-  }
-  if (rc == CLOQ_OK) {
-    json_object_set_new(root, "torch_dtype", json_string(dtype_word(dtype))); /* transformers 4 */
-    json_object_set_new(root, "dtype", json_string(dtype_word(dtype)));       /* transformers 5 */
-    json_object_del(root, "quantization_config");
-    if (quant) json_object_set(root, "quantization_config", quant);
-    rc = write_json(root, dir, "config.json");
-  }
-  json_decref(root);
-  json_decref(quant);
-  if (rc == CLOQ_OK && c->model_is_dir && join(src, sizeof src, c->model,
-                                               "generation_config.json") == CLOQ_OK &&
-      access(src, R_OK) == 0) {
-    char dst[PATH_CAP];
-    CLOQ_CALL(join(dst, sizeof dst, dir, "generation_config.json"));
-    rc = copy_file(src, dst);
-  }
-  return rc;
+  return cloq_hf_write_config(dir, c->model_is_dir ? c->model : NULL, &c->cfg, c->tok, dtype,
+                              quant);
 }
-
-static const char *const hf_tok_files[] = {"tokenizer.json", "tokenizer_config.json",
-                                           "special_tokens_map.json", "tokenizer.model"};
-#define N_TOK_FILES (int)(sizeof hf_tok_files / sizeof hf_tok_files[0])
 
 /* Tokenizer files in dir (shown to the user as DIR/label): copied from a model folder that has
  * tokenizer.json (and no --tokenizer was given), else written by cloq_tok_write_hf from the
  * tokenizer cloq uses. A tokenizer that cannot be found, read or written is a warning, not a
  * failure: the weights are still usable. */
 static int write_tokenizer(ex_ctx *c, const char *dir, const char *label) {
-  char src[PATH_CAP], dst[PATH_CAP];
   if (!c->o->tokenizer && c->model_is_dir) {
-    CLOQ_CALL(join(src, sizeof src, c->model, "tokenizer.json"));
-    if (access(src, R_OK) == 0) {
-      for (int i = 0; i < N_TOK_FILES; i++) {
-        CLOQ_CALL(join(src, sizeof src, c->model, hf_tok_files[i]));
-        CLOQ_CALL(join(dst, sizeof dst, dir, hf_tok_files[i]));
-        if (access(src, R_OK) == 0) CLOQ_CALL(copy_file(src, dst));
-      }
-      return CLOQ_OK;
-    }
+    int copied;
+    CLOQ_CALL(cloq_hf_copy_tokenizer(c->model, dir, &copied));
+    if (copied) return CLOQ_OK;
   }
   if (!c->tok_tried) {
     c->tok_tried = 1;
@@ -741,20 +415,18 @@ static int write_tokenizer(ex_ctx *c, const char *dir, const char *label) {
     }
   }
   if (!c->tok) return CLOQ_OK;
-  if (cloq_tok_write_hf(c->tok, dir) != CLOQ_OK) {
+  if (cloq_hf_write_tokenizer(c->tok, dir) != CLOQ_OK) {
     cloq_warn("export: %s/%s: tokenizer not written (%s); copy the model's tokenizer files there "
               "by hand", c->out, label, cloq_err_msg());
     cloq_err_clear();
-    for (int i = 0; i < N_TOK_FILES; i++)
-      if (join(dst, sizeof dst, dir, hf_tok_files[i]) == CLOQ_OK) remove(dst);
   }
   return CLOQ_OK;
 }
 
-/* ---- the three folders ------------------------------------------------------------------------ */
+/* ---- the three folders ----------------------------------------------------------------------- */
 
 static int mkdir_in(const char *parent, const char *name, char *path, size_t cap) {
-  CLOQ_CALL(join(path, cap, parent, name));
+  CLOQ_CALL(cloq_hf_join(path, cap, parent, name));
   CLOQ_CHECK(mkdir(path, 0777) == 0, "cannot create %s: %s", path, strerror(errno));
   return CLOQ_OK;
 }
@@ -765,7 +437,7 @@ static int export_base(ex_ctx *c) {
   plan p = {0};
   int rc = plan_model(c, LIN_BASE, c->o->dtype, &p);
   if (rc == CLOQ_OK) rc = write_plan(c, &p, dir, "model.safetensors", 0, "base");
-  free(p.t);
+  plan_free(&p);
   CLOQ_CALL(rc);
   CLOQ_CALL(write_tokenizer(c, dir, "base"));
   return write_config(c, dir, c->o->dtype, NULL);
@@ -777,7 +449,7 @@ static int export_adapter(ex_ctx *c) {
   plan p = {0};
   int rc = plan_adapter(c, &p);
   if (rc == CLOQ_OK) rc = write_plan(c, &p, dir, "adapter_model.safetensors", 1, "adapter");
-  free(p.t);
+  plan_free(&p);
   CLOQ_CALL(rc);
   /* the quantized base: this export's base/, else the model (with a warning: the adapter was
    * computed for Q, not for the full-precision W) */
@@ -789,27 +461,7 @@ static int export_adapter(ex_ctx *c) {
               "model %s, but the LoRA factors belong to the quantized base; export "
               "--format safetensors,peft to get both", base);
   }
-  json_t *cfg = json_pack(
-      "{s:s, s:s, s:s, s:n, s:b, s:I, s:o, s:[sssssss], s:f, s:b, s:s, s:b, s:n, s:b, s:n, s:n,"
-      " s:{}, s:{}, s:b}",
-      "peft_type", "LORA", "task_type", "CAUSAL_LM", "base_model_name_or_path", base, "revision",
-      "inference_mode", 0, "r", (json_int_t)c->meta.rank, "lora_alpha", json_num(c->lora_alpha),
-      "target_modules", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-      "down_proj", "lora_dropout", 0.0, "fan_in_fan_out", 0, "bias", "none", "use_rslora", 0,
-      "modules_to_save", "init_lora_weights", 1, "layers_to_transform", "layers_pattern",
-      "rank_pattern", "alpha_pattern", "use_dora", 0);
-  CLOQ_CHECK(cfg, "out of memory (adapter_config.json)");
-  rc = write_json(cfg, dir, "adapter_config.json");
-  json_decref(cfg);
-  return rc;
-}
-
-static json_t *gptq_quant_config(const ex_ctx *c) {
-  return json_pack("{s:i, s:I, s:f, s:b, s:b, s:b, s:b, s:n, s:s, s:s, s:s}", "bits",
-                   c->meta.bits, "group_size", (json_int_t)c->meta.group_size, "damp_percent",
-                   c->meta.damp, "desc_act", 0, "static_groups", 0, "sym", 0, "true_sequential",
-                   1, "model_name_or_path", "model_file_base_name", "model", "quant_method",
-                   "gptq", "checkpoint_format", "gptq");
+  return cloq_peft_write_config(dir, base, c->meta.rank, c->lora_alpha);
 }
 
 static int export_gptq(ex_ctx *c) {
@@ -823,12 +475,12 @@ static int export_gptq(ex_ctx *c) {
               "may refuse this checkpoint (docs/export.md)",
               (long long)c->pad_from, (long long)c->pad_in);
   if (rc == CLOQ_OK) rc = write_plan(c, &p, dir, "model.safetensors", 0, "gptq");
-  free(p.t);
+  plan_free(&p);
   CLOQ_CALL(rc);
   CLOQ_CALL(write_tokenizer(c, dir, "gptq"));
-  json_t *qc = gptq_quant_config(c);
+  json_t *qc = cloq_gptq_quant_config(c->meta.bits, c->meta.group_size, c->meta.damp);
   CLOQ_CHECK(qc, "out of memory (quantize_config.json)");
-  rc = write_json(qc, dir, "quantize_config.json");
+  rc = cloq_hf_write_json(qc, dir, "quantize_config.json");
   if (rc != CLOQ_OK) {
     json_decref(qc);
     return rc;
@@ -854,7 +506,7 @@ static int write_provenance(ex_ctx *c) {
   json_t *root = json_pack("{s:s, s:i, s:s, s:s, s:o, s:s}", "format", EXPORT_FORMAT,
                            "format_version", EXPORT_FORMAT_VERSION, "tool_version",
                            "cloq " CLOQ_VERSION, "model", c->model, "formats", fm, "dtype",
-                           dtype_word(o->dtype));
+                           cloq_hf_dtype_name(o->dtype));
   CLOQ_CHECK(root, "out of memory (cloq_export.json)");
   if (c->store) {
     const cloq_store_meta *m = &c->meta;
@@ -868,19 +520,19 @@ static int write_provenance(ex_ctx *c) {
         (json_int_t)m->act_order);
     if (s) json_object_set_new(root, "store", s);
     if (o->formats & CLOQ_EXPORT_PEFT)
-      json_object_set_new(root, "lora_alpha", json_num(c->lora_alpha));
+      json_object_set_new(root, "lora_alpha", cloq_hf_json_num(c->lora_alpha));
     if (o->formats & CLOQ_EXPORT_GPTQ) {
       json_object_set_new(root, "gptq_zero_point_0_groups", json_integer(c->zero0_groups));
       json_object_set_new(root, "gptq_groups", json_integer(c->groups_total));
       json_object_set_new(root, "gptq_scale_f16_max_rel_rounding", json_real(c->scale_rel_max));
     }
   }
-  int rc = write_json(root, c->partial, DONE_FILE);
+  int rc = cloq_hf_write_json(root, c->partial, DONE_FILE);
   json_decref(root);
   return rc;
 }
 
-/* ---- the run ----------------------------------------------------------------------------------- */
+/* ---- the run --------------------------------------------------------------------------------- */
 
 /* Checks DIR and prepares DIR.partial (a stale one of ours is deleted). */
 static int prepare_out(ex_ctx *c) {
@@ -898,7 +550,7 @@ static int prepare_out(ex_ctx *c) {
   if (exists(c->out)) {
     CLOQ_CHECK(is_dir(c->out), "%s exists and is not a folder", c->out);
     CLOQ_CHECK(o->force, "%s exists (use --force to replace it)", c->out);
-    CLOQ_CALL(join(p, sizeof p, c->out, DONE_FILE));
+    CLOQ_CALL(cloq_hf_join(p, sizeof p, c->out, DONE_FILE));
     CLOQ_CHECK(access(p, F_OK) == 0 || dir_empty(c->out),
                "%s exists and is not a cloq export (no %s): not replacing it, even with --force",
                c->out, DONE_FILE);
@@ -907,18 +559,18 @@ static int prepare_out(ex_ctx *c) {
   const char *mark[2] = {PARTIAL_MARK, DONE_FILE};
   for (int i = 0; i < 2; i++) {
     if (!exists(stale[i])) continue;
-    CLOQ_CALL(join(p, sizeof p, stale[i], mark[i]));
+    CLOQ_CALL(cloq_hf_join(p, sizeof p, stale[i], mark[i]));
     CLOQ_CHECK(is_dir(stale[i]) && access(p, F_OK) == 0,
                "%s exists and was not left by cloq export: remove it or choose another --out",
                stale[i]);
     CLOQ_CALL(rm_rf(stale[i]));
   }
   CLOQ_CHECK(mkdir(c->partial, 0777) == 0, "cannot create %s: %s", c->partial, strerror(errno));
-  CLOQ_CALL(join(p, sizeof p, c->partial, PARTIAL_MARK));
+  CLOQ_CALL(cloq_hf_join(p, sizeof p, c->partial, PARTIAL_MARK));
   FILE *f = fopen(p, "w");
   CLOQ_CHECK(f && fclose(f) == 0, "cannot create %s", p);
   CLOQ_CALL(abs_path(c->out, p, sizeof p));
-  CLOQ_CALL(join(c->base_abs, sizeof c->base_abs, p, "base"));
+  CLOQ_CALL(cloq_hf_join(c->base_abs, sizeof c->base_abs, p, "base"));
   return CLOQ_OK;
 }
 
@@ -935,7 +587,7 @@ static int swap_in(ex_ctx *c) {
     return CLOQ_FAIL("cannot rename %s to %s: %s", c->partial, c->out, strerror(err));
   }
   /* the marker goes only now: until the rename, a failure must still find DIR.partial ours */
-  CLOQ_CALL(join(p, sizeof p, c->out, PARTIAL_MARK));
+  CLOQ_CALL(cloq_hf_join(p, sizeof p, c->out, PARTIAL_MARK));
   CLOQ_CHECK(remove(p) == 0, "cannot remove %s: %s", p, strerror(errno));
   if (had_old) CLOQ_CALL(rm_rf(c->old));
   return CLOQ_OK;
@@ -1013,7 +665,7 @@ static int export_all(ex_ctx *c) {
   if (o->formats & CLOQ_EXPORT_PEFT) strcat(what, ", adapter");
   if (o->formats & CLOQ_EXPORT_GPTQ) strcat(what, ", gptq");
   printf("cloq export: %s%s%s -> %s (%s), base in %s\n", c->model, c->store ? " + " : "",
-         c->store ? o->store : "", c->out, what + 2, dtype_word(o->dtype));
+         c->store ? o->store : "", c->out, what + 2, cloq_hf_dtype_name(o->dtype));
   if (c->store)
     printf("  store: %d bits, group size %lld, rank %lld, init %s, quantizer %s; lora_alpha %g "
            "(PEFT scaling %g)\n",
@@ -1038,7 +690,7 @@ int cloq_export_run(const cloq_export_opts *o) {
   /* a failure leaves nothing at DIR.partial (and DIR as it was) */
   if (rc != CLOQ_OK && c.partial[0] && exists(c.partial)) {
     char p[PATH_CAP];
-    if (join(p, sizeof p, c.partial, PARTIAL_MARK) == CLOQ_OK && access(p, F_OK) == 0)
+    if (cloq_hf_join(p, sizeof p, c.partial, PARTIAL_MARK) == CLOQ_OK && access(p, F_OK) == 0)
       rm_rf(c.partial);
   }
   if (rc == CLOQ_OK) {

@@ -50,6 +50,7 @@
 #include "cloq_half_fast.h"
 #include "cloq_io.h"
 #include "cloq_linalg.h"
+#include "hf_folder.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and is written from memory: a little-endian host is required"
@@ -739,7 +740,9 @@ static int write_small(const synth_opts *o, const char *file, int is_config) {
   if (!f) {
     rc = CLOQ_FAIL("%s: cannot create: %s", tmp, strerror(errno));
   } else if (is_config) {
-    static const char *const tdt[] = {"float32", "float16", "bfloat16"};
+    /* Not cloq_hf_write_config (io/hf_folder.c): that one goes through jansson, which writes
+     * arrays over several lines and rms_norm_eps as 1.0000000000000001e-5, and the bytes of this
+     * file are part of synth's output (the same settings give the same files). */
     fprintf(f,
             "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
             "  \"hidden_size\": %lld,\n  \"intermediate_size\": %lld,\n"
@@ -754,8 +757,9 @@ static int write_small(const synth_opts *o, const char *file, int is_config) {
             "\"outlier_cols\": %.10g, \"outlier_scale\": %.10g}\n}\n",
             (long long)o->dim, (long long)o->mlp, (long long)o->layers, (long long)o->heads,
             (long long)o->kv_heads, (long long)o->head_dim, (long long)o->vocab,
-            (long long)o->max_pos, tdt[o->dtype], CLOQ_VERSION, o->like ? o->like : "",
-            (unsigned long long)o->seed, o->outlier_frac, o->outlier_scale);
+            (long long)o->max_pos, cloq_hf_dtype_name(o->dtype), CLOQ_VERSION,
+            o->like ? o->like : "", (unsigned long long)o->seed, o->outlier_frac,
+            o->outlier_scale);
   } else {
     /* Zipf-like ids: rank r = floor(V' ^ u) - 1 with u uniform gives P(r) ~ 1 / ((r + 1.5) ln V')
      * (Zipf with s = 1, as word frequencies), over the ordinary ids 3.. (0-2 are unk/bos/eos). */
