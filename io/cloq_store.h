@@ -102,7 +102,7 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
 /* Not collective. Module m's objective and zero-init objective (attributes only). */
 int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, double *obj_zero);
-/* Accepts NULL. */
+/* Not collective. Accepts NULL. */
 void cloq_store_close(cloq_store **s);
 
 #endif

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
   meson setup build "$@" >/dev/null
 fi
-ninja -C build >/dev/null
+ninja -C build >/dev/null || { ninja -C build | grep -v "^\[" | head -40; exit 1; }
 echo "build: ok (build/cmd/cloq)"

@@ -75,24 +75,31 @@ static int owner_write(sink *k, int m, int c, const cloq_qmodule *q) {
   return CLOQ_OK;
 }
 
-static int qmodule_send(const cloq_qmodule *q, int dest, MPI_Comm comm) {
+/* A module on the wire: its five arrays (pointer, element count, MPI type, element size). */
+typedef struct {
+  void *p[5];
+  int64_t n[5];
+} wire;
+
+static wire wire_of(const cloq_qmodule *q) {
   int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  CLOQ_CALL(cloq_mpi_send(q->codes, no * ni, MPI_UINT8_T, 1, dest, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_send(q->scales, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_send(q->zeros, no * ng, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_send(q->A, r * ni, MPI_FLOAT, 4, dest, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_send(q->B, no * r, MPI_FLOAT, 4, dest, TAG_RES, comm));
+  return (wire){{q->codes, q->scales, q->zeros, q->A, q->B}, {no * ni, no * ng, no * ng, r * ni, no * r}};
+}
+
+static int qmodule_send(const cloq_qmodule *q, int dest, MPI_Comm comm) {
+  wire w = wire_of(q);
+  for (int d = 0; d < 5; d++)
+    CLOQ_CALL(cloq_mpi_send(w.p[d], w.n[d], d ? MPI_FLOAT : MPI_UINT8_T, d ? 4 : 1, dest, TAG_RES,
+                            comm));
   double obj[2] = {q->objective, q->objective_zero};
   return cloq_mpi_send(obj, 2, MPI_DOUBLE, 8, dest, TAG_RES, comm);
 }
 
 static int qmodule_recv(cloq_qmodule *q, int src, MPI_Comm comm) {
-  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  CLOQ_CALL(cloq_mpi_recv(q->codes, no * ni, MPI_UINT8_T, 1, src, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_recv(q->scales, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_recv(q->zeros, no * ng, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_recv(q->A, r * ni, MPI_FLOAT, 4, src, TAG_RES, comm));
-  CLOQ_CALL(cloq_mpi_recv(q->B, no * r, MPI_FLOAT, 4, src, TAG_RES, comm));
+  wire w = wire_of(q);
+  for (int d = 0; d < 5; d++)
+    CLOQ_CALL(cloq_mpi_recv(w.p[d], w.n[d], d ? MPI_FLOAT : MPI_UINT8_T, d ? 4 : 1, src, TAG_RES,
+                            comm));
   double obj[2];
   CLOQ_CALL(cloq_mpi_recv(obj, 2, MPI_DOUBLE, 8, src, TAG_RES, comm));
   q->objective = obj[0], q->objective_zero = obj[1];

@@ -46,18 +46,19 @@ typedef struct {
   int apply;               /* replace the owner's weights of b by Q + B A of config 0 */
 } cloq_initctx;
 
-/* Whether some matrix of this model reaches the ScaLAPACK threshold (with more than one rank),
- * which makes every block a group block. */
+/* Not collective (the same answer on every rank). Whether some matrix of this model reaches the
+ * ScaLAPACK threshold (with more than one rank), which makes every block a group block. */
 int cloq_block_needs_group(const cloq_config *cfg, const cloq_init_params *ip, int size);
 
-/* Initializes block b (owned by `owner`) for the configs c with todo[c] != 0 (same on every
- * rank), committing one block file per such config. group: see above. On the owner the Gram
+/* Collective over the ranks taking part: every rank with group, else the owner and the ranks it
+ * sends units to. Initializes block b (owned by `owner`) for the configs c with todo[c] != 0 (same
+ * on every rank), committing one block file per such config. group: see above. On the owner the Gram
  * matrices of b are freed afterwards. Returns CLOQ_OK, CLOQ_ERR (this rank's error is recorded)
  * or CLOQ_STOPPED. sec: this rank's seconds per stage. */
 int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, const uint8_t *todo,
                     double sec[CLOQ_NST]);
 
-/* Work done by this rank so far: factorizations of damped Gram matrices, partial eigensolves
+/* Not collective. Work done by this rank so far: factorizations of damped Gram matrices, partial eigensolves
  * (top-r problems: counted once, on the owner, when they ran on ScaLAPACK) and quantizations. */
 void cloq_block_counts(int64_t counts[3]);
 

@@ -30,7 +30,7 @@ int cloq_stream_run(const cloq_plan *p, cloq_worker *w, int64_t dim, int64_t voc
                     const float *embed, int64_t nsamples, cloq_source_fn src, cloq_sink_fn sink,
                     void *ctx, int progress);
 
-/* The same with two workers: even samples run through w, odd ones through w_odd (each rank's two
+/* Likewise not collective. The same with two workers: even samples run through w, odd ones through w_odd (each rank's two
  * workers own the same blocks), e.g. the full-precision and the quantized model on the same
  * tokens, one after the other. */
 int cloq_stream_run_pair(const cloq_plan *p, cloq_worker *w, cloq_worker *w_odd, int64_t dim,

@@ -86,13 +86,20 @@ out = os.path.join(d, "term2.h5")
 long = ["--calib", WIKI_VALID, "--bits", "3", "--group-size", "32", "--rank", "8", "--nsamples", "1000",
         "--seqlen", "256", "--seed", "3"]
 env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-proc = subprocess.Popen([MPIRUN, "-np", "2", CLOQ, "init", "--model", MODEL, "--out", out] + long,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-# signal at the first progress line of the stream (10% of the samples): well before the end
-for line in proc.stdout:
-    if line.startswith("stream:"):
-        break
-t0 = time.time()
+
+
+def start_streaming(out):
+    """A 2-rank init under the launcher, returned at the first progress line of its stream (10% of
+    the samples: well before the end)."""
+    proc = subprocess.Popen([MPIRUN, "-np", "2", CLOQ, "init", "--model", MODEL, "--out", out] + long,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("stream:"):
+            break
+    return proc, time.time()
+
+
+proc, t0 = start_streaming(out)
 pids = subprocess.run(["pgrep", "-f", f"{CLOQ} init --model {MODEL} --out {out}"], capture_output=True,
                       text=True).stdout.split()
 for pid in pids:
@@ -112,12 +119,7 @@ check(p.returncode == 0, "external SIGTERM: the re-run succeeds", 0, p.stderr.st
 # SIGTERM to the launcher (scripts/mpirun.sh, as a user's kill or timeout would): mpirun alone would
 # exit 1 whatever the ranks return; the launcher passes the signal on and exits 128 + 15
 out = os.path.join(d, "term3.h5")
-proc = subprocess.Popen([MPIRUN, "-np", "2", CLOQ, "init", "--model", MODEL, "--out", out] + long,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-for line in proc.stdout:
-    if line.startswith("stream:"):
-        break
-t0 = time.time()
+proc, t0 = start_streaming(out)
 proc.send_signal(signal.SIGTERM)
 outs, errs = proc.communicate(timeout=120)
 took = time.time() - t0
