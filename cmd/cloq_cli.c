@@ -280,6 +280,17 @@ int cloq_args_next(cloq_args *s, const char **f) {
   return 1;
 }
 
+int cloq_args_help_force(cloq_args *s, int *help, int *force) {
+  if (!strcmp(s->flag, "--help") || !strcmp(s->flag, "-h")) {
+    *help = 1;
+    s->i = s->argc; /* nothing after --help matters */
+    return 1;
+  }
+  if (!cloq_args_switch(s, "--force")) return 0;
+  *force = 1;
+  return 1;
+}
+
 int cloq_args_switch(cloq_args *s, const char *name) {
   if (strcmp(s->flag, name)) return 0;
   if (s->inl) s->why = 2;
@@ -341,14 +352,8 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   cloq_args_begin(&sc, argc, argv, 2, c);
   const char *f;
   while (cloq_args_next(&sc, &f)) {
-    if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-      o->help = 1;
-      return CLOQ_OK;
-    }
-    if (cloq_args_switch(&sc, "--force")) { /* init, sweep: the store; eval: --dump-logits */
-      o->force = 1;
-      continue;
-    }
+    /* --force: init, sweep: the store; eval: --dump-logits */
+    if (cloq_args_help_force(&sc, &o->help, &o->force)) continue;
     if (cloq_args_switch(&sc, "--dry-run") && init) {
       o->dry_run = 1;
       continue;
@@ -443,6 +448,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       return cloq_args_unknown(&sc);
   }
   CLOQ_CALL(sc.rc);
+  if (o->help) return CLOQ_OK;
   CLOQ_CHECK(!strcmp(o->device, "cpu") || !strcmp(o->device, "cuda") || !strcmp(o->device, "auto"),
              "CLOQ_DEVICE: '%s' is not one of cpu, cuda, auto", o->device);
   CLOQ_CHECK(o->model, "--model is required");

@@ -96,6 +96,9 @@ typedef struct {
 void cloq_args_begin(cloq_args *s, int argc, char **argv, int first, const char *cmd);
 /* 1: *f is the next flag; 0: no more, or an error (s->rc). */
 int cloq_args_next(cloq_args *s, const char **f);
+/* The switches every command has: --help / -h (sets *help and ends the scan; the caller then
+ * returns with the usage) and --force (sets *force). 1 when the current flag was one of them. */
+int cloq_args_help_force(cloq_args *s, int *help, int *force);
 /* The current flag is the switch `name` (no value). */
 int cloq_args_switch(cloq_args *s, const char *name);
 /* The current flag's value, whether or not a branch will take it (NULL when there is none). */

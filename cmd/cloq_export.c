@@ -765,14 +765,7 @@ static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
   cloq_args_begin(&sc, argc, argv, 1, "export");
   const char *f;
   while (cloq_args_next(&sc, &f)) {
-    if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-      *help = 1;
-      return CLOQ_OK;
-    }
-    if (cloq_args_switch(&sc, "--force")) {
-      o->force = 1;
-      continue;
-    }
+    if (cloq_args_help_force(&sc, help, &o->force)) continue;
     const char *a = cloq_args_peek(&sc);
     if (cloq_args_is(&sc, "--store")) o->store = a;
     else if (cloq_args_is(&sc, "--out")) o->out = a;
@@ -790,6 +783,7 @@ static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
       return cloq_args_unknown(&sc);
   }
   CLOQ_CALL(sc.rc);
+  if (*help) return CLOQ_OK;
   CLOQ_CHECK(o->out, "--out is required");
   return CLOQ_OK;
 }

@@ -129,14 +129,7 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
   cloq_args_begin(&sc, argc, argv, 1, "synth");
   const char *f;
   while (cloq_args_next(&sc, &f)) {
-    if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-      o->help = 1;
-      return CLOQ_OK;
-    }
-    if (cloq_args_switch(&sc, "--force")) {
-      o->force = 1;
-      continue;
-    }
+    if (cloq_args_help_force(&sc, &o->help, &o->force)) continue;
     const char *a = cloq_args_peek(&sc);
     int64_t v;
     if (cloq_args_is(&sc, "--out")) o->out = a;
@@ -172,6 +165,7 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
       return cloq_args_unknown(&sc);
   }
   CLOQ_CALL(sc.rc);
+  if (o->help) return CLOQ_OK;
   CLOQ_CHECK(o->out, "--out is required");
   return CLOQ_OK;
 }
