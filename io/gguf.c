@@ -70,9 +70,10 @@ static const struct {
   const char *name;
   uint32_t block, size;
 } ggml_types[] = {
-    {GGML_F32, "F32", 1, 4},       {GGML_F16, "F16", 1, 2},       {GGML_Q4_0, "Q4_0", 32, 18},
-    {GGML_Q4_1, "Q4_1", 32, 20},   {GGML_Q5_0, "Q5_0", 32, 22},   {GGML_Q5_1, "Q5_1", 32, 24},
-    {GGML_Q8_0, "Q8_0", 32, 34},   {GGML_Q8_1, "Q8_1", 32, 36},   {GGML_Q2_K, "Q2_K", 256, 84},
+    {GGML_F32, "F32", 1, 4},       {GGML_F16, "F16", 1, 2},       {GGML_Q4_0, "Q4_0", 32, sizeof(block_q4_0)},
+    {GGML_Q4_1, "Q4_1", 32, sizeof(block_q4_1)},   {GGML_Q5_0, "Q5_0", 32, sizeof(block_q5_0)},
+    {GGML_Q5_1, "Q5_1", 32, sizeof(block_q5_1)},
+    {GGML_Q8_0, "Q8_0", 32, sizeof(block_q8_0)},   {GGML_Q8_1, "Q8_1", 32, 36},   {GGML_Q2_K, "Q2_K", 256, 84},
     {GGML_Q3_K, "Q3_K", 256, 110}, {GGML_Q4_K, "Q4_K", 256, 144}, {GGML_Q5_K, "Q5_K", 256, 176},
     {GGML_Q6_K, "Q6_K", 256, 210}, {GGML_Q8_K, "Q8_K", 256, 292}, {GGML_I8, "I8", 1, 1},
     {GGML_I16, "I16", 1, 2},       {GGML_I32, "I32", 1, 4},       {GGML_I64, "I64", 1, 8},
@@ -522,57 +523,62 @@ void cloq_gguf_dequant(int type, const unsigned char *src, int64_t n, float *out
     return;
   default: break;
   }
-  for (int64_t b = 0; b < n / 32; b++, out += 32) {
+  /* each block is copied out of the file's bytes (a tensor need not be aligned for ggml_half) */
+#define BLOCK(T) \
+  T blk;         \
+  memcpy(&blk, src + (size_t)b * sizeof blk, sizeof blk)
+  for (int64_t b = 0; b < n / GGML_QK; b++, out += GGML_QK) {
     switch (type) {
     case GGML_Q8_0: {
-      const unsigned char *p = src + 34 * b;
-      float d = f16le(p);
-      for (int j = 0; j < 32; j++) out[j] = (float)(int8_t)p[2 + j] * d;
+      BLOCK(block_q8_0);
+      float d = cloq_f16_to_f32(blk.d);
+      for (int j = 0; j < GGML_QK; j++) out[j] = (float)blk.qs[j] * d;
       break;
     }
     case GGML_Q4_0: {
-      const unsigned char *p = src + 18 * b;
-      float d = f16le(p);
-      for (int j = 0; j < 16; j++) {
-        out[j] = (float)((p[2 + j] & 0x0F) - 8) * d;
-        out[j + 16] = (float)((p[2 + j] >> 4) - 8) * d;
+      BLOCK(block_q4_0);
+      float d = cloq_f16_to_f32(blk.d);
+      for (int j = 0; j < GGML_QK / 2; j++) {
+        out[j] = (float)((blk.qs[j] & 0x0F) - 8) * d;
+        out[j + 16] = (float)((blk.qs[j] >> 4) - 8) * d;
       }
       break;
     }
     case GGML_Q4_1: {
-      const unsigned char *p = src + 20 * b;
-      float d = f16le(p), m = f16le(p + 2);
-      for (int j = 0; j < 16; j++) {
-        out[j] = (float)(p[4 + j] & 0x0F) * d + m;
-        out[j + 16] = (float)(p[4 + j] >> 4) * d + m;
+      BLOCK(block_q4_1);
+      float d = cloq_f16_to_f32(blk.d), m = cloq_f16_to_f32(blk.m);
+      for (int j = 0; j < GGML_QK / 2; j++) {
+        out[j] = (float)(blk.qs[j] & 0x0F) * d + m;
+        out[j + 16] = (float)(blk.qs[j] >> 4) * d + m;
       }
       break;
     }
     case GGML_Q5_0: {
-      const unsigned char *p = src + 22 * b;
-      float d = f16le(p);
-      uint32_t qh = (uint32_t)le(p + 2, 4);
-      for (int j = 0; j < 16; j++) {
+      BLOCK(block_q5_0);
+      float d = cloq_f16_to_f32(blk.d);
+      uint32_t qh = (uint32_t)le(blk.qh, 4);
+      for (int j = 0; j < GGML_QK / 2; j++) {
         int xh0 = (int)(((qh >> j) << 4) & 0x10), xh1 = (int)((qh >> (j + 12)) & 0x10);
-        out[j] = (float)(((p[6 + j] & 0x0F) | xh0) - 16) * d;
-        out[j + 16] = (float)(((p[6 + j] >> 4) | xh1) - 16) * d;
+        out[j] = (float)(((blk.qs[j] & 0x0F) | xh0) - 16) * d;
+        out[j + 16] = (float)(((blk.qs[j] >> 4) | xh1) - 16) * d;
       }
       break;
     }
     case GGML_Q5_1: {
-      const unsigned char *p = src + 24 * b;
-      float d = f16le(p), m = f16le(p + 2);
-      uint32_t qh = (uint32_t)le(p + 4, 4);
-      for (int j = 0; j < 16; j++) {
+      BLOCK(block_q5_1);
+      float d = cloq_f16_to_f32(blk.d), m = cloq_f16_to_f32(blk.m);
+      uint32_t qh = (uint32_t)le(blk.qh, 4);
+      for (int j = 0; j < GGML_QK / 2; j++) {
         int xh0 = (int)(((qh >> j) << 4) & 0x10), xh1 = (int)((qh >> (j + 12)) & 0x10);
-        out[j] = (float)((p[8 + j] & 0x0F) | xh0) * d + m;
-        out[j + 16] = (float)((p[8 + j] >> 4) | xh1) * d + m;
+        out[j] = (float)((blk.qs[j] & 0x0F) | xh0) * d + m;
+        out[j + 16] = (float)((blk.qs[j] >> 4) | xh1) * d + m;
       }
       break;
     }
     default: return; /* callers check cloq_ggml_can_dequant */
     }
   }
+#undef BLOCK
 }
 
 /* ---- model hyperparameters -------------------------------------------------------------------- */

@@ -23,6 +23,26 @@ enum {
   GGML_F64 = 28, GGML_BF16 = 30
 };
 
+/* The block layouts of the quantized types cloq dequantizes, as ggml defines them (ggml-common.h):
+ * 32 values a block, an IEEE half scale d (and minimum m), the low 4 bits of each value in nibbles
+ * (value j in the low nibble of qs[j], value j + 16 in the high one) and, for Q5, the fifth bits in
+ * qh. Little-endian on disk, as on every host cloq builds for. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the GGUF reader assumes a little-endian host"
+#endif
+enum { GGML_QK = 32 };
+typedef uint16_t ggml_half;
+typedef struct { ggml_half d; int8_t qs[GGML_QK]; } block_q8_0;
+typedef struct { ggml_half d; uint8_t qs[GGML_QK / 2]; } block_q4_0;
+typedef struct { ggml_half d, m; uint8_t qs[GGML_QK / 2]; } block_q4_1;
+typedef struct { ggml_half d; uint8_t qh[4]; uint8_t qs[GGML_QK / 2]; } block_q5_0;
+typedef struct { ggml_half d, m; uint8_t qh[4]; uint8_t qs[GGML_QK / 2]; } block_q5_1;
+_Static_assert(sizeof(block_q8_0) == 34, "wrong q8_0 block size/padding");
+_Static_assert(sizeof(block_q4_0) == 18, "wrong q4_0 block size/padding");
+_Static_assert(sizeof(block_q4_1) == 20, "wrong q4_1 block size/padding");
+_Static_assert(sizeof(block_q5_0) == 22, "wrong q5_0 block size/padding");
+_Static_assert(sizeof(block_q5_1) == 24, "wrong q5_1 block size/padding");
+
 /* One metadata value. Scalars are widened into i/u/f; strings point into the file (not
  * NUL-terminated: use len); arrays hold n elements of elem_type, either scalars at `raw` (packed,
  * little-endian) or, for strings and nested arrays, the parsed items in `items`. */
