@@ -119,7 +119,7 @@ const char *cloq_tok_decode(const cloq_tok *t, int32_t prev, int32_t id, size_t 
  * exposed so that tests can tell which path they exercise. */
 int cloq_tok_splits_at_spaces(const cloq_tok *t);
 
-/* ---- tokenizers beyond llama2.c (io/bpe.c) -----------------------------------------------------
+/* ---- tokenizers beyond llama2.c (io/bpe_*.c) -----------------------------------------------------
  * cloq_tok_load also accepts a Hugging Face tokenizer.json (the file starts with '{') and a GGUF
  * file (magic "GGUF": its tokenizer.ggml.* metadata, through cloq_gguf_tok_load). Kinds:
  *   CLOQ_TOK_LLAMA2C  the llama2.c tokenizer above (merge by score, pieces hold ' ').

@@ -1,7 +1,7 @@
-/* tok_internal.h: what io/tokenizer.c and io/bpe.c share about a tokenizer (not public API).
+/* tok_internal.h: what io/tokenizer.c and io/bpe_*.c share about a tokenizer (not public API).
  *
  * One struct serves the three kinds. tokenizer.c owns the llama2.c reader, the piece index and the
- * merge core (a lazy-deletion heap over a linked list of symbols); bpe.c owns everything that the
+ * merge core (a lazy-deletion heap over a linked list of symbols); bpe_*.c own everything that the
  * Hugging Face and GGUF vocabularies add: tokenizer.json, added tokens, normalization, the PCRE2
  * pre-tokenizers, byte-level mapping, merge ranks, and writing tokenizer.json back.
  */

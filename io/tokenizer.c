@@ -23,10 +23,10 @@
  * duplicate pieces resolve to the lowest id (run.c's qsort/bsearch picks an unspecified one).
  * Pieces are compared as C strings, as run.c does (a piece is its bytes up to the first NUL).
  *
- * The same heap serves the other kinds (io/bpe.c): SentencePiece by score over the text spans of
+ * The same heap serves the other kinds (io/bpe_*.c): SentencePiece by score over the text spans of
  * the symbols (TOK_MERGE_SPANS, as llama.cpp), and Hugging Face BPE by merge rank over id pairs
  * (TOK_MERGE_RANKS); only the price of a pair changes. This file also dispatches cloq_tok_load
- * on the file's first bytes: "GGUF" (io/gguf.c), '{' (tokenizer.json, io/bpe.c), else llama2.c.
+ * on the file's first bytes: "GGUF" (io/gguf.c), '{' (tokenizer.json, io/bpe_*.c), else llama2.c.
  */
 #include <stdio.h>
 #include <stdlib.h>

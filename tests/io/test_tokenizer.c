@@ -2,7 +2,7 @@
  * against a literal port of llama2.c run.c `encode` (the quadratic merge loop, kept here as the
  * reference), on WikiText-2, on random bytes (invalid UTF-8 included), and on a vocabulary with
  * spaces inside pieces, which forces the global (non-chunked) merge path. Then the byte-level BPE
- * and SentencePiece kinds (io/bpe.c) on small hand-made vocabularies: merge rank and score order,
+ * and SentencePiece kinds (io/bpe_*.c) on small hand-made vocabularies: merge rank and score order,
  * leftmost ties, byte fallback, added tokens, the pre-tokenizer regexes, tokenizer.json errors and
  * cloq_tok_write_hf read back. tests/e2e/test_tokenizers.py compares with `tokenizers` itself.
  */
@@ -586,13 +586,13 @@ static void test_tok_load_errors(void **state) {
   free(dir);
 }
 
-/* ---- tokenizers beyond llama2.c (io/bpe.c) ----------------------------------------------------
+/* ---- tokenizers beyond llama2.c (io/bpe_*.c) ----------------------------------------------------
  * Small hand-made vocabularies; every expected id list below was also checked against the
  * Hugging Face `tokenizers` library (0.23) when it was written. */
 
 #define SPACE_MARK "\xe2\x96\x81" /* U+2581 */
 
-/* GPT-2 bytes_to_unicode as the Python reference writes it (independent of io/bpe.c): the byte
+/* GPT-2 bytes_to_unicode as the Python reference writes it (independent of io/bpe_*.c): the byte
  * b is the character out[b] (UTF-8). */
 static void bytes_to_unicode(char out[256][4]) {
   int cs[256], is_printable[256] = {0}, n = 0;
