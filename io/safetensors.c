@@ -347,7 +347,7 @@ static int open_index(cloq_st *st, const char *ipath) {
   for (size_t i = 0; i < nfiles && rc == CLOQ_OK; i++)
     if (i == 0 || strcmp(files[i], files[i - 1])) rc = add_shard(st, files[i]);
   if (rc != CLOQ_OK) goto done;
-  qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name);
+  if (st->n > 1) qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name); /* NULL when empty */
   for (int64_t i = 1; i < st->n && rc == CLOQ_OK; i++)
     if (!strcmp(st->t[i].name, st->t[i - 1].name))
       rc = CLOQ_FAIL("tensor %s is in two shards: %s and %s", st->t[i].name,
@@ -501,7 +501,8 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
     rc = CLOQ_FAIL("out of memory");
   } else if (file_exists(spath)) { /* the single file wins, as in transformers */
     rc = add_shard(st, "model.safetensors");
-    if (rc == CLOQ_OK) qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name);
+    if (rc == CLOQ_OK && st->n > 1) /* st->t is NULL when the header names no tensor */
+      qsort(st->t, (size_t)st->n, sizeof *st->t, cmp_entry_name);
   } else if (file_exists(ipath)) {
     rc = open_index(st, ipath);
   } else {

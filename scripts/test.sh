@@ -3,7 +3,8 @@
 # test twice: in the release build (build/), then in an AddressSanitizer + UndefinedBehavior-
 # Sanitizer build (build-asan/, leak checking on). Unit tests of each module, end-to-end runs at
 # 1, 2, 3 and more ranks against independent goldens; the Slurm job templates on a one-node
-# cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s (suite 'fuzz',
+# cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s and on the
+# safetensors, config.json, tokenizer.json and token-file readers for 30 s each (suite 'fuzz',
 # release pass only, its own clang + ASan/UBSan build). Ends with the line `N passed, N failed`;
 # exit status 0 only if all passed. Set CLOQ_SKIP_ASAN=1 to run the release build only.
 # The release build compiles and links the CUDA backend when nvcc is present (-Dcuda=auto); the

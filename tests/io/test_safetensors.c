@@ -474,12 +474,40 @@ static void test_st_read_errors(void **state) {
   free(dir);
 }
 
+/* A header that names no tensor (only __metadata__) opens as an empty model, and an index whose
+ * shard holds none fails naming the tensor (found by fuzz_safetensors: both sorted a NULL array,
+ * which UBSan reports). */
+static void test_st_no_tensors(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  write_raw(dir, "{\"__metadata__\": {\"format\": \"pt\"}}", NULL, 0);
+  cloq_st *st;
+  CHECK_OK(cloq_st_open(dir, &st));
+  assert_false(cloq_st_has(st, "a"));
+  cloq_tensor t;
+  EXPECT_FAIL(cloq_st_find(st, "a", &t), "tensor a not found");
+  cloq_st_close(&st);
+  char *p = join_path(dir, "model.safetensors"), *q = join_path(dir, "s1.safetensors");
+  assert_int_equal(rename(p, q), 0);
+  free(p);
+  free(q);
+  p = join_path(dir, "model.safetensors.index.json");
+  const char *index = "{\"weight_map\": {\"a\": \"s1.safetensors\"}}";
+  write_bytes(p, index, strlen(index));
+  free(p);
+  EXPECT_FAIL(cloq_st_open(dir, &st),
+              "tensor a is mapped to s1.safetensors, which does not contain it");
+  assert_null(st);
+  rm_dir(dir);
+  free(dir);
+}
+
 int run_safetensors_tests(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_st_stories_names),   cmocka_unit_test(test_st_read_matches_file),
       cmocka_unit_test(test_st_write_roundtrip), cmocka_unit_test(test_st_sharded),
       cmocka_unit_test(test_st_truncated),       cmocka_unit_test(test_st_corrupt_headers),
-      cmocka_unit_test(test_st_read_errors),
+      cmocka_unit_test(test_st_read_errors),     cmocka_unit_test(test_st_no_tensors),
   };
   return cmocka_run_group_tests_name("io/safetensors", tests, NULL, NULL);
 }
