@@ -83,8 +83,9 @@ typedef struct {
 
 typedef struct {
   const cloq_export_opts *o;
-  cloq_config cfg;
-  cloq_st *st;
+  cloq_model *mdl;        /* the model, recognized and read once */
+  cloq_config cfg;        /* mdl->cfg */
+  cloq_st *st;            /* mdl->st */
   cloq_store *store;      /* NULL: no store (full-precision conversion) */
   cloq_store_meta meta;
   char model[PATH_CAP];   /* the model as given or recorded */
@@ -402,11 +403,7 @@ static int write_tokenizer(ex_ctx *c, const char *dir, const char *label) {
   }
   if (!c->tok_tried) {
     c->tok_tried = 1;
-    char tp[PATH_CAP];
-    int rc = c->o->tokenizer || c->model_is_dir
-                 ? cloq_find_tokenizer(c->model, c->o->tokenizer, tp, sizeof tp)
-                 : (snprintf(tp, sizeof tp, "%s", c->model), CLOQ_OK); /* GGUF: the file itself */
-    if (rc == CLOQ_OK) rc = cloq_tok_load(tp, c->cfg.vocab_size, &c->tok);
+    int rc = cloq_model_tokenizer(c->mdl, c->o->tokenizer, &c->tok);
     if (rc != CLOQ_OK) {
       cloq_warn("export: no tokenizer exported (%s); copy the model's tokenizer files into the "
                 "exported folders by hand", cloq_err_msg());
@@ -604,17 +601,9 @@ static int load_inputs(ex_ctx *c) {
   CLOQ_CHECK(exists(c->model), "model %s%s does not exist%s", c->model,
              o->model ? "" : " (recorded in the store)", o->model ? "" : "; give --model");
   c->model_is_dir = is_dir(c->model);
-  if (!c->model_is_dir && cloq_is_gguf(c->model)) {
-    cloq_gguf *g = NULL;
-    int rc = cloq_gguf_open(c->model, &g);
-    if (rc == CLOQ_OK) rc = cloq_gguf_config(g, &c->cfg);
-    cloq_gguf_close(&g);
-    CLOQ_CALL(rc);
-  } else {
-    CLOQ_CALL(cloq_config_read(c->model, &c->cfg));
-  }
-  CLOQ_CALL(cloq_st_open(c->model, &c->st));
-  CLOQ_CALL(cloq_st_check_layers(c->st, c->cfg.n_layers));
+  CLOQ_CALL(cloq_model_open(c->model, &c->mdl));
+  c->cfg = c->mdl->cfg;
+  c->st = c->mdl->st;
   if (o->store) {
     CLOQ_CALL(cloq_store_open(o->store, &c->cfg, &c->meta, &c->store));
     int b = c->meta.bits;
@@ -631,7 +620,8 @@ static void ctx_free(ex_ctx *c) {
   free(c->zcol);
   cloq_tok_free(&c->tok);
   cloq_store_close(&c->store);
-  cloq_st_close(&c->st);
+  cloq_model_close(&c->mdl);
+  c->st = NULL;
 }
 
 void cloq_export_default_opts(cloq_export_opts *o) {

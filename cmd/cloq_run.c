@@ -16,15 +16,16 @@ void cloq_run_free(run_ctx *c) {
   cloq_samples_free(&c->samples);
   free(c->embed);
   free(c->logits);
-  cloq_st_close(&c->st);
+  cloq_model_close(&c->model);
+  c->st = NULL;
   cloq_plan_free(&c->plan);
 }
 
 /* Phase 1 on every rank: config, checkpoint header, plan. */
 int cloq_run_load_model(const cloq_opts *o, run_ctx *c) {
-  CLOQ_CALL(cloq_config_read(o->model, &c->cfg));
-  CLOQ_CALL(cloq_st_open(o->model, &c->st));
-  CLOQ_CALL(cloq_st_check_layers(c->st, c->cfg.n_layers));
+  CLOQ_CALL(cloq_model_open(o->model, &c->model));
+  c->cfg = c->model->cfg;
+  c->st = c->model->st;
   CLOQ_CALL(cloq_plan_make(c->comm, c->cfg.n_layers, &c->plan));
   return CLOQ_OK;
 }
@@ -36,8 +37,8 @@ int cloq_run_load_samples(const cloq_opts *o, run_ctx *c, int eval) {
   /* positions beyond the model's trained range (RoPE extrapolation) are refused, as sample does */
   CLOQ_CHECK(o->seqlen <= max_pos, "--seqlen %lld exceeds the model's max_position_embeddings %lld",
              (long long)o->seqlen, (long long)max_pos);
-  if (eval) CLOQ_CALL(cloq_samples_eval(o, &c->cfg, &c->samples));
-  else CLOQ_CALL(cloq_samples_calib(o, &c->cfg, &c->samples));
+  if (eval) CLOQ_CALL(cloq_samples_eval(o, c->model, &c->samples));
+  else CLOQ_CALL(cloq_samples_calib(o, c->model, &c->samples));
   for (int64_t s = 0; s < c->samples.n; s++)
     CLOQ_CHECK(c->samples.len[s] <= max_pos,
                "%s line %lld has %lld tokens, more than the model's max_position_embeddings %lld",

@@ -20,8 +20,9 @@ enum { TAG_PROGRESS = 21, TAG_SEQ = 22 };
 typedef struct {
   MPI_Comm comm;
   int rank, size;
-  cloq_config cfg;
-  cloq_st *st;
+  cloq_model *model;    /* config and checkpoint, recognized and read once */
+  cloq_config cfg;      /* model->cfg */
+  cloq_st *st;          /* model->st (owned by model) */
   cloq_plan plan;
   float *embed;         /* rank 0: (vocab, dim) */
   cloq_samples samples; /* rank 0 */

@@ -235,8 +235,9 @@ static int dump_logits(const char *path, const float *lg, int64_t rows, int64_t 
 /* ---- the run --------------------------------------------------------------------------------- */
 
 typedef struct {
+  cloq_model *model;
   cloq_config cfg;
-  cloq_st *st;
+  cloq_st *st; /* model->st */
   cloq_tok *tok;
   cloq_worker *w;
   float *embed;  /* (vocab, dim) */
@@ -263,7 +264,7 @@ static void ctx_free(sample_ctx *c) {
   free(c->db.kept);
   cloq_worker_destroy(&c->w);
   cloq_tok_free(&c->tok);
-  cloq_st_close(&c->st);
+  cloq_model_close(&c->model);
 }
 
 static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
@@ -272,7 +273,9 @@ static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
     CLOQ_CHECK(!S_ISDIR(sb.st_mode), "--out %s is a folder", o->out);
     CLOQ_CHECK(o->force, "%s exists (use --force to replace it)", o->out);
   }
-  CLOQ_CALL(cloq_config_read(o->model, &c->cfg));
+  CLOQ_CALL(cloq_model_open(o->model, &c->model));
+  c->cfg = c->model->cfg;
+  c->st = c->model->st;
   const cloq_config *cfg = &c->cfg;
   int64_t T = o->length > 0 ? o->length : cfg->max_pos < DEFAULT_LENGTH ? cfg->max_pos
                                                                         : DEFAULT_LENGTH;
@@ -286,13 +289,7 @@ static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
   CLOQ_CHECK(V <= INT32_MAX, "vocab_size %lld does not fit token ids", (long long)V);
   CLOQ_CHECK(cfg->bos_id >= 0 && cfg->bos_id < V, "bos_token_id %lld is not below vocab_size %lld",
              (long long)cfg->bos_id, (long long)V);
-  if (o->text) {
-    char tp[4096];
-    CLOQ_CALL(cloq_find_tokenizer(o->model, o->tokenizer, tp, sizeof tp));
-    CLOQ_CALL(cloq_tok_load(tp, V, &c->tok));
-  }
-  CLOQ_CALL(cloq_st_open(o->model, &c->st));
-  CLOQ_CALL(cloq_st_check_layers(c->st, cfg->n_layers));
+  if (o->text) CLOQ_CALL(cloq_model_tokenizer(c->model, o->tokenizer, &c->tok));
   int64_t ne, nd;
   CLOQ_CALL(cloq_mul64(V, D, &ne));
   CLOQ_ALLOC(c->embed, ne, "embedding table");

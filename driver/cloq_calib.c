@@ -1,10 +1,7 @@
 /* cloq_calib: see cloq_calib.h. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cloq_calib.h"
 #include "cloq_err.h"
@@ -15,44 +12,10 @@ int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg) {
   return cfg->max_pos < 2048 ? cfg->max_pos : 2048;
 }
 
-int cloq_find_tokenizer(const char *model, const char *tokenizer, char *path, size_t cap) {
-  if (tokenizer) {
-    snprintf(path, cap, "%s", tokenizer);
-    return CLOQ_OK;
-  }
-  /* a GGUF model carries its tokenizer; a folder: tokenizer.json, then llama2.c files */
-  struct stat sb;
-  if (stat(model, &sb) == 0 && S_ISREG(sb.st_mode)) {
-    snprintf(path, cap, "%s", model);
-    return CLOQ_OK;
-  }
-  snprintf(path, cap, "%s/tokenizer.json", model);
-  if (access(path, R_OK) == 0) return CLOQ_OK;
-  snprintf(path, cap, "%s/tokenizer.bin", model);
-  if (access(path, R_OK) == 0) return CLOQ_OK;
-  DIR *d = opendir(model);
-  CLOQ_CHECK(d, "cannot open model folder %s", model);
-  struct dirent *e;
-  char best[256] = "";
-  while ((e = readdir(d))) {
-    size_t n = strlen(e->d_name);
-    if (n > 7 && n < sizeof best && !strncmp(e->d_name, "tok", 3) &&
-        !strcmp(e->d_name + n - 4, ".bin") && (!best[0] || strcmp(e->d_name, best) < 0))
-      snprintf(best, sizeof best, "%s", e->d_name);
-  }
-  closedir(d);
-  CLOQ_CHECK(best[0], "no tokenizer found in %s (give --tokenizer FILE: tokenizer.json, a GGUF "
-             "file or a llama2.c tokenizer)", model);
-  snprintf(path, cap, "%s/%s", model, best);
-  return CLOQ_OK;
-}
-
-static int tokenize_file(const cloq_opts *o, const cloq_config *cfg, const char *file,
+static int tokenize_file(const cloq_opts *o, const cloq_model *m, const char *file,
                          cloq_samples *out) {
-  char tp[2048];
-  CLOQ_CALL(cloq_find_tokenizer(o->model, o->tokenizer, tp, sizeof tp));
   cloq_tok *tok = NULL;
-  CLOQ_CALL(cloq_tok_load(tp, cfg->vocab_size, &tok));
+  CLOQ_CALL(cloq_model_tokenizer(m, o->tokenizer, &tok));
   char *text = NULL;
   size_t len = 0;
   int rc = cloq_read_file(file, &text, &len);
@@ -99,13 +62,14 @@ static int from_token_file(const char *file, const cloq_config *cfg, int64_t lim
   return CLOQ_OK;
 }
 
-int cloq_samples_calib(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out) {
+int cloq_samples_calib(const cloq_opts *o, const cloq_model *m, cloq_samples *out) {
+  const cloq_config *cfg = &m->cfg;
   memset(out, 0, sizeof *out);
   if (!strcmp(o->calib_format, "tokens"))
     return from_token_file(o->calib, cfg, o->nsamples, 1, out);
   int64_t L = cloq_default_seqlen(o, cfg);
   out->seqlen = L;
-  CLOQ_CALL(tokenize_file(o, cfg, o->calib, out));
+  CLOQ_CALL(tokenize_file(o, m, o->calib, out));
   CLOQ_CHECK(out->ntokens >= L,
              "calibration text %s has %lld tokens, fewer than --seqlen %lld: too short",
              o->calib, (long long)out->ntokens, (long long)L);
@@ -124,13 +88,14 @@ int cloq_samples_calib(const cloq_opts *o, const cloq_config *cfg, cloq_samples 
   return CLOQ_OK;
 }
 
-int cloq_samples_eval(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out) {
+int cloq_samples_eval(const cloq_opts *o, const cloq_model *m, cloq_samples *out) {
+  const cloq_config *cfg = &m->cfg;
   memset(out, 0, sizeof *out);
   if (!strcmp(o->data_format, "tokens")) return from_token_file(o->data, cfg, o->limit, 2, out);
   int64_t L = cloq_default_seqlen(o, cfg);
   CLOQ_CHECK(L >= 2, "--seqlen must be at least 2 for evaluation");
   out->seqlen = L;
-  CLOQ_CALL(tokenize_file(o, cfg, o->data, out));
+  CLOQ_CALL(tokenize_file(o, m, o->data, out));
   int64_t nw = out->ntokens / L;
   CLOQ_CHECK(nw >= 1, "evaluation text %s has %lld tokens, fewer than one window of %lld",
              o->data, (long long)out->ntokens, (long long)L);

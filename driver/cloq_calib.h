@@ -7,6 +7,7 @@
 
 #include "cloq_cli.h"
 #include "cloq_io.h"
+#include "model.h"
 
 /* The samples rank 0 streams: views into `tokens` (text) or the token file's lines. */
 typedef struct {
@@ -23,14 +24,11 @@ typedef struct {
 
 /* Not collective (rank 0). Calibration windows: text is tokenized with BOS and nsamples windows
  * of seqlen tokens are drawn with the seed; a token file gives its first nsamples lines. */
-int cloq_samples_calib(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out);
+int cloq_samples_calib(const cloq_opts *o, const cloq_model *m, cloq_samples *out);
 /* Not collective (rank 0). Evaluation: text follows the GPTQ protocol (BOS + whole text,
  * non-overlapping windows of seqlen); a token file gives one sequence per line. */
-int cloq_samples_eval(const cloq_opts *o, const cloq_config *cfg, cloq_samples *out);
+int cloq_samples_eval(const cloq_opts *o, const cloq_model *m, cloq_samples *out);
 void cloq_samples_free(cloq_samples *s);
-/* The llama2.c tokenizer to use: `tokenizer` when given, else MODEL/tokenizer.bin, else the first
- * MODEL/tok*.bin (by name). */
-int cloq_find_tokenizer(const char *model, const char *tokenizer, char *path, size_t cap);
 /* The effective window length: --seqlen or min(2048, max_position_embeddings). */
 int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg);
 

@@ -26,7 +26,8 @@ typedef struct {
   int64_t window;       /* sliding_window (0: none; null or absent) */
 } cloq_config;
 
-/* Reads and validates DIR/config.json (or, when model_dir is a GGUF file, its llama.* metadata): positive sizes, n_heads % n_kv_heads == 0, head_dim even,
+/* Reads and validates DIR/config.json (a folder; cloq_model_open recognizes a GGUF file and reads
+ * its metadata with cloq_gguf_config): positive sizes, n_heads % n_kv_heads == 0, head_dim even,
  * model_type "llama" (or "mistral"), hidden_act "silu", no attention/mlp bias, rope_scaling null.
  * Anything unsupported is an error naming the key. */
 int cloq_config_read(const char *model_dir, cloq_config *cfg);
@@ -53,13 +54,20 @@ typedef struct {
 } cloq_tensor;
 
 typedef struct cloq_st cloq_st; /* opaque: every tensor of a model, over one or more shards */
+typedef struct cloq_gguf cloq_gguf; /* a parsed GGUF file (see below) */
 
-/* Opens DIR/model.safetensors, or the shards listed by DIR/model.safetensors.index.json.
+/* Opens DIR/model.safetensors, or the shards listed by DIR/model.safetensors.index.json (a
+ * folder only: cloq_model_open recognizes a model's format).
  * Each file is memory-mapped read-only (pages are touched only when a tensor is read) and its
  * header validated in full: header length within the file, JSON well-formed, every entry with a
  * known dtype ("F32", "F16", "BF16"; others are an error naming the dtype and tensor), shape,
  * data_offsets inside the data area and consistent with shape*dtype size. */
 int cloq_st_open(const char *model_dir, cloq_st **out);
+/* The checkpoint of a GGUF model already parsed (*g, taken over: closed with the checkpoint, or
+ * on failure; *g is set to NULL), its tensors under Hugging Face names; cfg is the model's config
+ * (cloq_gguf_config). cloq_st_gguf gives the parsed file back (NULL for safetensors). */
+int cloq_st_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_st **out);
+const cloq_gguf *cloq_st_gguf(const cloq_st *st);
 void cloq_st_close(cloq_st **st); /* accepts NULL and *st == NULL */
 /* Error when a tensor model.layers.K.* has K >= n_layers (a config with fewer layers than the
  * checkpoint). */

@@ -175,17 +175,6 @@ int cloq_config_check(cloq_config *c, const char *path) {
 
 int cloq_config_read(const char *model_dir, cloq_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  struct stat sb;
-  if (stat(model_dir, &sb) == 0 && S_ISREG(sb.st_mode)) {
-    CLOQ_CHECK(cloq_is_gguf(model_dir), "%s is a file but not a GGUF model (no GGUF magic): give "
-               "a GGUF file or a Hugging Face model folder", model_dir);
-    cloq_gguf *g = NULL;
-    CLOQ_CALL(cloq_gguf_open(model_dir, &g));
-    int grc = cloq_gguf_config(g, cfg);
-    cloq_gguf_close(&g);
-    if (grc != CLOQ_OK) memset(cfg, 0, sizeof *cfg);
-    return grc;
-  }
   size_t plen = strlen(model_dir) + sizeof "/config.json";
   char *path = malloc(plen);
   if (!path) return CLOQ_FAIL("out of memory");

@@ -408,10 +408,8 @@ static cloq_dtype gguf_dtype(int type) {
   }
 }
 
-static int open_gguf(cloq_st *st, const char *path) {
-  CLOQ_CALL(cloq_gguf_open(path, &st->gguf));
-  cloq_config cfg;
-  CLOQ_CALL(cloq_gguf_config(st->gguf, &cfg));
+static int open_gguf(cloq_st *st, const char *path, const cloq_config *cfgp) {
+  const cloq_config cfg = *cfgp;
   int64_t n = cloq_gguf_n_tensors(st->gguf);
   st->t = calloc((size_t)(n ? n : 1), sizeof *st->t);
   CLOQ_CHECK(st->t, "out of memory");
@@ -486,15 +484,6 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
   int rc = CLOQ_OK;
   char *ipath = NULL, *spath = NULL;
   st->dir = strdup(model_dir);
-  if (st->dir && cloq_is_gguf(model_dir)) {
-    rc = open_gguf(st, model_dir);
-    if (rc != CLOQ_OK) {
-      cloq_st_close(&st);
-      return rc;
-    }
-    *out = st;
-    return CLOQ_OK;
-  }
   ipath = path_join(model_dir, "model.safetensors.index.json");
   spath = path_join(model_dir, "model.safetensors");
   if (!st->dir || !ipath || !spath) {
@@ -561,6 +550,27 @@ int cloq_st_check_layers(const cloq_st *st, int64_t n_layers) {
              st->dir, seen, (long long)top, (long long)n_layers);
   return CLOQ_OK;
 }
+
+int cloq_st_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_st **out) {
+  *out = NULL;
+  cloq_st *st = calloc(1, sizeof *st);
+  if (!st) {
+    cloq_gguf_close(g);
+    return CLOQ_FAIL("out of memory");
+  }
+  st->gguf = *g; /* owned from here on, freed with st */
+  *g = NULL;
+  st->dir = strdup(path);
+  int rc = st->dir ? open_gguf(st, path, cfg) : CLOQ_FAIL("out of memory");
+  if (rc != CLOQ_OK) {
+    cloq_st_close(&st);
+    return rc;
+  }
+  *out = st;
+  return CLOQ_OK;
+}
+
+const cloq_gguf *cloq_st_gguf(const cloq_st *st) { return st->gguf; }
 
 void cloq_st_close(cloq_st **pst) {
   if (!pst || !*pst) return;

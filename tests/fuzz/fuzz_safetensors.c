@@ -158,7 +158,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   cloq_st *st = NULL;
-  int rc = cloq_st_open(model, &st);
+  int rc;
+  if (np == 0) { /* GGUF: parsed once, its config, then its tensors (as cloq_model_open does) */
+    cloq_gguf *g = NULL;
+    cloq_config cfg;
+    rc = cloq_gguf_open(model, &g);
+    if (rc == CLOQ_OK) rc = cloq_gguf_config(g, &cfg);
+    if (rc == CLOQ_OK) rc = cloq_st_from_gguf(&g, model, &cfg, &st);
+    cloq_gguf_close(&g);
+  } else {
+    rc = cloq_st_open(model, &st);
+  }
   fuzz_report("cloq_st_open", rc);
   if (rc == CLOQ_OK) {
     for (int i = np == 1 ? 0 : 1; i < np; i++) /* the shards (not the index) */
