@@ -85,7 +85,7 @@ typedef struct {
   const cloq_export_opts *o;
   cloq_model *mdl;        /* the model, recognized and read once */
   cloq_config cfg;        /* mdl->cfg */
-  cloq_st *st;            /* mdl->st */
+  cloq_ckpt *st;            /* mdl->st */
   cloq_store *store;      /* NULL: no store (full-precision conversion) */
   cloq_store_meta meta;
   char model[PATH_CAP];   /* the model as given or recorded */
@@ -217,7 +217,7 @@ static int produce(ex_ctx *c, const cloq_hf_tensor *t, const ex_src *s, void *bu
   if (s->src != SRC_MODEL && s->src != SRC_GIDX) CLOQ_CALL(get_module(c, s->block, s->module));
   switch (s->src) {
   case SRC_MODEL:
-    CLOQ_CALL(cloq_st_read_f32(c->st, s->from, t->ndim, t->shape, f));
+    CLOQ_CALL(cloq_ckpt_read_f32(c->st, s->from, t->ndim, t->shape, f));
     return cloq_hf_from_f32(f, n, t->dtype, buf, t->name);
   case SRC_Q:
     cloq_dequant(c->q.codes, c->q.scales, c->q.zeros, c->q.n_out, c->q.n_in, c->meta.group_size,

@@ -164,7 +164,7 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
   /* the Gram matrices are always accumulated (objectives, GPTQ, MagR): widening buffer */
   double act = T * (3 * d + 3 * qd + 2 * H) * 4 + T * T * 4 + T * (d > H ? d : H) * 8;
   double stream = 2 * (T * d * 4 + T * 4 + 8);
-  /* the checkpoint's pages are dropped once a tensor is converted (cloq_st_read_f32) */
+  /* the checkpoint's pages are dropped once a tensor is converted (cloq_ckpt_read_f32) */
   const double esz = 0.0;
   /* MPI, HDF5, OpenBLAS: measured at stories260K; a build with the CUDA backend also maps and
    * relocates cuBLAS/cuSOLVER at load, 250 MiB of RSS measured here, GPU or not */
@@ -475,7 +475,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     }
     snprintf(calib_digest, sizeof calib_digest, "%016llx", (unsigned long long)h);
     snprintf(model_digest, sizeof model_digest, "%016llx",
-             (unsigned long long)cloq_st_digest(c.st));
+             (unsigned long long)cloq_ckpt_digest(c.st));
   }
   /* every block file records them too */
   AGREE(CLOQ_MPI_RC(MPI_Bcast(model_digest, sizeof model_digest, MPI_CHAR, 0, comm)));

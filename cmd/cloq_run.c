@@ -53,7 +53,7 @@ int cloq_run_load_samples(const cloq_opts *o, run_ctx *c, int eval) {
   CLOQ_CALL(cloq_mul64(c->cfg.vocab_size, c->cfg.dim, &n));
   CLOQ_ALLOC(c->embed, n, "embedding table");
   int64_t shape[2] = {c->cfg.vocab_size, c->cfg.dim};
-  CLOQ_CALL(cloq_st_read_f32(c->st, "model.embed_tokens.weight", 2, shape, c->embed));
+  CLOQ_CALL(cloq_ckpt_read_f32(c->st, "model.embed_tokens.weight", 2, shape, c->embed));
   return CLOQ_OK;
 }
 

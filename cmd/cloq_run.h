@@ -22,7 +22,7 @@ typedef struct {
   int rank, size;
   cloq_model *model;    /* config and checkpoint, recognized and read once */
   cloq_config cfg;      /* model->cfg */
-  cloq_st *st;          /* model->st (owned by model) */
+  cloq_ckpt *st;          /* model->st (owned by model) */
   cloq_plan plan;
   float *embed;         /* rank 0: (vocab, dim) */
   cloq_samples samples; /* rank 0 */

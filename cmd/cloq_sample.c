@@ -237,7 +237,7 @@ static int dump_logits(const char *path, const float *lg, int64_t rows, int64_t 
 typedef struct {
   cloq_model *model;
   cloq_config cfg;
-  cloq_st *st; /* model->st */
+  cloq_ckpt *st; /* model->st */
   cloq_tok *tok;
   cloq_worker *w;
   float *embed;  /* (vocab, dim) */
@@ -294,7 +294,7 @@ static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
   CLOQ_CALL(cloq_mul64(V, D, &ne));
   CLOQ_ALLOC(c->embed, ne, "embedding table");
   int64_t shape[2] = {V, D};
-  CLOQ_CALL(cloq_st_read_f32(c->st, "model.embed_tokens.weight", 2, shape, c->embed));
+  CLOQ_CALL(cloq_ckpt_read_f32(c->st, "model.embed_tokens.weight", 2, shape, c->embed));
   cloq_worker_params wp = {.b0 = 0, .b1 = cfg->n_layers, .head = 1, .max_t = T, .kv_cache = 1};
   CLOQ_CALL(cloq_worker_create(cfg, c->st, &wp, &c->w));
   CLOQ_ALLOC(c->logits, V, "logits");

@@ -37,7 +37,7 @@ int cloq_config_check(cloq_config *cfg, const char *path);
 
 /* ---- safetensors ------------------------------------------------------------------------------ */
 /* I32 only for writing (GPTQ exports). The GGUF block types appear only in tensors of a GGUF model
- * and are dequantized by cloq_st_read_f32. */
+ * and are dequantized by cloq_ckpt_read_f32. */
 typedef enum {
   CLOQ_DT_F32 = 0, CLOQ_DT_F16 = 1, CLOQ_DT_BF16 = 2, CLOQ_DT_I32 = 3,
   CLOQ_DT_Q4_0 = 16, CLOQ_DT_Q4_1 = 17, CLOQ_DT_Q5_0 = 18, CLOQ_DT_Q5_1 = 19, CLOQ_DT_Q8_0 = 20
@@ -53,7 +53,9 @@ typedef struct {
   const char *file;     /* the shard it lives in */
 } cloq_tensor;
 
-typedef struct cloq_st cloq_st; /* opaque: every tensor of a model, over one or more shards */
+/* A checkpoint: every tensor of a model, from safetensors (one file or shards) or a GGUF file,
+ * under Hugging Face names (cloq_ckpt_*; cloq_st_write below writes safetensors). Opaque. */
+typedef struct cloq_ckpt cloq_ckpt;
 typedef struct cloq_gguf cloq_gguf; /* a parsed GGUF file (see below) */
 
 /* Opens DIR/model.safetensors, or the shards listed by DIR/model.safetensors.index.json (a
@@ -62,28 +64,28 @@ typedef struct cloq_gguf cloq_gguf; /* a parsed GGUF file (see below) */
  * header validated in full: header length within the file, JSON well-formed, every entry with a
  * known dtype ("F32", "F16", "BF16"; others are an error naming the dtype and tensor), shape,
  * data_offsets inside the data area and consistent with shape*dtype size. */
-int cloq_st_open(const char *model_dir, cloq_st **out);
+int cloq_ckpt_open(const char *model_dir, cloq_ckpt **out);
 /* The checkpoint of a GGUF model already parsed (*g, taken over: closed with the checkpoint, or
  * on failure; *g is set to NULL), its tensors under Hugging Face names; cfg is the model's config
- * (cloq_gguf_config). cloq_st_gguf gives the parsed file back (NULL for safetensors). */
-int cloq_st_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_st **out);
-const cloq_gguf *cloq_st_gguf(const cloq_st *st);
-void cloq_st_close(cloq_st **st); /* accepts NULL and *st == NULL */
+ * (cloq_gguf_config). cloq_ckpt_gguf gives the parsed file back (NULL for safetensors). */
+int cloq_ckpt_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_ckpt **out);
+const cloq_gguf *cloq_ckpt_gguf(const cloq_ckpt *st);
+void cloq_ckpt_close(cloq_ckpt **st); /* accepts NULL and *st == NULL */
 /* Error when a tensor model.layers.K.* has K >= n_layers (a config with fewer layers than the
  * checkpoint). */
-int cloq_st_check_layers(const cloq_st *st, int64_t n_layers);
+int cloq_ckpt_check_layers(const cloq_ckpt *st, int64_t n_layers);
 /* A digest of the checkpoint's content (names, dtypes, shapes, bytes; large tensors sampled, see
  * safetensors.c), recorded by init so that a resume notices another model. */
-uint64_t cloq_st_digest(const cloq_st *st);
+uint64_t cloq_ckpt_digest(const cloq_ckpt *st);
 
 /* Looks a tensor up; error "tensor NAME not found in DIR" when absent. */
-int cloq_st_find(const cloq_st *st, const char *name, cloq_tensor *t);
-int cloq_st_has(const cloq_st *st, const char *name);
+int cloq_ckpt_find(const cloq_ckpt *st, const char *name, cloq_tensor *t);
+int cloq_ckpt_has(const cloq_ckpt *st, const char *name);
 
 /* Reads tensor NAME converted to float32 into out (numel floats). Checks that its shape equals
  * (shape[0..ndim-1]) (error names tensor, expected and found shapes) and that every value is
  * finite (error names the tensor and the first bad index). */
-int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_t *shape,
+int cloq_ckpt_read_f32(const cloq_ckpt *st, const char *name, int ndim, const int64_t *shape,
                      float *out);
 
 /* Writes a single-file safetensors checkpoint. data[i] holds numel(shape_i) values of dtypes[i]

@@ -53,7 +53,7 @@ typedef struct {
   int64_t magr_iters;
   int64_t loftq_iters;     /* loftq: alternations T */
   /* content digests (16 hex digits; empty in stores written before they existed): the model's
-   * (cloq_st_digest) and the calibration samples' token ids */
+   * (cloq_ckpt_digest) and the calibration samples' token ids */
   char model_digest[24];
   char calib_digest[24];
 } cloq_store_meta;

@@ -1,7 +1,7 @@
 /* half.c: IEEE binary16 (F16) and bfloat16 (BF16) <-> float32 conversions.
  *
  * Checkpoints store weights as F16 or BF16; everything downstream works in float32, so these
- * conversions sit at the module boundary (cloq_st_read_f32) and in the writer used by tests. They
+ * conversions sit at the module boundary (cloq_ckpt_read_f32) and in the writer used by tests. They
  * work on bit patterns rather than on compiler half types so that the results do not depend on
  * the target (no _Float16 / F16C), round to nearest even like numpy and torch, keep NaN a NaN
  * (quiet, sign and leading payload kept) and overflow to infinity.

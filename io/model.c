@@ -27,13 +27,13 @@ int cloq_model_open(const char *path, cloq_model **out) {
                      "Hugging Face model folder", path);
     else rc = cloq_gguf_open(path, &g);
     if (rc == CLOQ_OK) rc = cloq_gguf_config(g, &m->cfg);
-    if (rc == CLOQ_OK) rc = cloq_st_from_gguf(&g, path, &m->cfg, &m->st);
+    if (rc == CLOQ_OK) rc = cloq_ckpt_from_gguf(&g, path, &m->cfg, &m->st);
     cloq_gguf_close(&g);
   } else {
     rc = cloq_config_read(path, &m->cfg);
-    if (rc == CLOQ_OK) rc = cloq_st_open(path, &m->st);
+    if (rc == CLOQ_OK) rc = cloq_ckpt_open(path, &m->st);
   }
-  if (rc == CLOQ_OK) rc = cloq_st_check_layers(m->st, m->cfg.n_layers);
+  if (rc == CLOQ_OK) rc = cloq_ckpt_check_layers(m->st, m->cfg.n_layers);
   if (rc != CLOQ_OK) {
     cloq_model_close(&m);
     return rc;
@@ -44,7 +44,7 @@ int cloq_model_open(const char *path, cloq_model **out) {
 
 void cloq_model_close(cloq_model **pm) {
   if (!pm || !*pm) return;
-  cloq_st_close(&(*pm)->st);
+  cloq_ckpt_close(&(*pm)->st);
   free((*pm)->path);
   free(*pm);
   *pm = NULL;
@@ -84,7 +84,7 @@ int cloq_model_tokenizer_path(const char *model, const char *override, char *pat
 
 int cloq_model_tokenizer(const cloq_model *m, const char *override, cloq_tok **out) {
   *out = NULL;
-  if (!override && m->is_gguf) return cloq_gguf_tok(cloq_st_gguf(m->st), m->cfg.vocab_size, out);
+  if (!override && m->is_gguf) return cloq_gguf_tok(cloq_ckpt_gguf(m->st), m->cfg.vocab_size, out);
   char path[4096];
   CLOQ_CALL(cloq_model_tokenizer_path(m->path, override, path, sizeof path));
   return cloq_tok_load(path, m->cfg.vocab_size, out);

@@ -14,7 +14,7 @@ typedef struct {
   char *path;
   int is_gguf;            /* path is a GGUF file; else a folder */
   cloq_config cfg;        /* validated */
-  cloq_st *st;            /* the checkpoint, checked against cfg's layer count */
+  cloq_ckpt *st;            /* the checkpoint, checked against cfg's layer count */
 } cloq_model;
 
 /* Opens the model at path: a GGUF file (by its magic) or a Hugging Face folder. An error names

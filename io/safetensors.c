@@ -56,7 +56,7 @@ typedef struct {
   int rope_heads;
 } st_entry;
 
-struct cloq_st {
+struct cloq_ckpt {
   char *dir;
   cloq_gguf *gguf; /* a GGUF model: tensors under Hugging Face names (open_gguf) */
   int nshards;
@@ -110,7 +110,7 @@ static int file_exists(const char *path) {
 
 /* ---- header parsing --------------------------------------------------------------------------- */
 
-static int parse_entry(cloq_st *st, int si, const char *name, json_t *e) {
+static int parse_entry(cloq_ckpt *st, int si, const char *name, json_t *e) {
   const st_shard *sh = &st->shards[si];
   const char *path = sh->path;
   CLOQ_CHECK(json_is_object(e), "%s: tensor %s: header entry is not a JSON object", path, name);
@@ -194,7 +194,7 @@ static int cmp_begin(const void *a, const void *b) {
 }
 
 /* Two tensors sharing bytes means a corrupt header (the format forbids it). */
-static int check_overlap(const cloq_st *st, int64_t first, const char *path) {
+static int check_overlap(const cloq_ckpt *st, int64_t first, const char *path) {
   int64_t k = st->n - first;
   if (k < 2) return CLOQ_OK;
   st_entry **v = malloc((size_t)k * sizeof *v);
@@ -212,7 +212,7 @@ static int check_overlap(const cloq_st *st, int64_t first, const char *path) {
   return rc;
 }
 
-static int parse_header(cloq_st *st, int si) {
+static int parse_header(cloq_ckpt *st, int si) {
   st_shard *sh = &st->shards[si];
   const char *path = sh->path;
   uint64_t hlen = 0;
@@ -250,7 +250,7 @@ static int parse_header(cloq_st *st, int si) {
 }
 
 /* Maps shard si (path already set) and parses its header. */
-static int open_shard(cloq_st *st, int si) {
+static int open_shard(cloq_ckpt *st, int si) {
   st_shard *sh = &st->shards[si];
   const char *path = sh->path;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -284,7 +284,7 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int add_shard(cloq_st *st, const char *file) {
+static int add_shard(cloq_ckpt *st, const char *file) {
   st_shard *g = realloc(st->shards, (size_t)(st->nshards + 1) * sizeof *g);
   CLOQ_CHECK(g, "out of memory");
   st->shards = g;
@@ -295,7 +295,7 @@ static int add_shard(cloq_st *st, const char *file) {
   return open_shard(st, st->nshards - 1);
 }
 
-static const st_entry *lookup(const cloq_st *st, const char *name) {
+static const st_entry *lookup(const cloq_ckpt *st, const char *name) {
   int64_t lo = 0, hi = st->n;
   while (lo < hi) {
     int64_t mid = lo + (hi - lo) / 2;
@@ -311,7 +311,7 @@ static const st_entry *lookup(const cloq_st *st, const char *name) {
 
 /* Sharded form: the weight map names the files; every file is opened once, and every mapping
  * must point at a file that really holds the tensor (a stale index is a broken download). */
-static int open_index(cloq_st *st, const char *ipath) {
+static int open_index(cloq_ckpt *st, const char *ipath) {
   json_error_t jerr;
   json_t *root = json_load_file(ipath, JSON_REJECT_DUPLICATES, &jerr);
   CLOQ_CHECK(root, "%s: not valid JSON: %s (line %d, column %d)", ipath, jerr.text, jerr.line,
@@ -408,7 +408,7 @@ static cloq_dtype gguf_dtype(int type) {
   }
 }
 
-static int open_gguf(cloq_st *st, const char *path, const cloq_config *cfgp) {
+static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
   const cloq_config cfg = *cfgp;
   int64_t n = cloq_gguf_n_tensors(st->gguf);
   st->t = calloc((size_t)(n ? n : 1), sizeof *st->t);
@@ -434,7 +434,7 @@ static int open_gguf(cloq_st *st, const char *path, const cloq_config *cfgp) {
     }
     e->name = strdup(hf ? hf : gt->name);
     CLOQ_CHECK(e->name, "out of memory");
-    st->n++; /* counted now, so that cloq_st_close frees the name if a check below fails */
+    st->n++; /* counted now, so that cloq_ckpt_close frees the name if a check below fails */
     e->gt = gt;
     e->dtype = gguf_dtype(gt->type);
     e->ndim = gt->n_dims;
@@ -458,7 +458,7 @@ static int open_gguf(cloq_st *st, const char *path, const cloq_config *cfgp) {
 }
 
 /* GGUF: dequantize row by row (undoing the rotary row order of q/k) into out. */
-static int read_gguf(const cloq_st *st, const st_entry *e, float *out) {
+static int read_gguf(const cloq_ckpt *st, const st_entry *e, float *out) {
   const cloq_gguf_tensor *gt = e->gt;
   CLOQ_CHECK(cloq_ggml_can_dequant(gt->type),
              "%s: tensor %s has type %s; cloq reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and "
@@ -477,9 +477,9 @@ static int read_gguf(const cloq_st *st, const st_entry *e, float *out) {
   return CLOQ_OK;
 }
 
-int cloq_st_open(const char *model_dir, cloq_st **out) {
+int cloq_ckpt_open(const char *model_dir, cloq_ckpt **out) {
   *out = NULL;
-  cloq_st *st = calloc(1, sizeof *st);
+  cloq_ckpt *st = calloc(1, sizeof *st);
   CLOQ_CHECK(st, "out of memory");
   int rc = CLOQ_OK;
   char *ipath = NULL, *spath = NULL;
@@ -501,7 +501,7 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
   free(ipath);
   free(spath);
   if (rc != CLOQ_OK) {
-    cloq_st_close(&st);
+    cloq_ckpt_close(&st);
     return rc;
   }
   *out = st;
@@ -510,8 +510,8 @@ int cloq_st_open(const char *model_dir, cloq_st **out) {
 
 /* Every tensor's name, dtype and shape, and its bytes: all of them for a tensor of up to 256 KiB,
  * else 64 slices of 4 KiB spread evenly over it (a whole 13B checkpoint costs ~90 MiB of reads). */
-static void fill(const cloq_st *st, const st_entry *e, cloq_tensor *t);
-uint64_t cloq_st_digest(const cloq_st *st) {
+static void fill(const cloq_ckpt *st, const st_entry *e, cloq_tensor *t);
+uint64_t cloq_ckpt_digest(const cloq_ckpt *st) {
   enum { SLICE = 4096, NSLICE = 64 };
   uint64_t h = CLOQ_HASH_INIT;
   for (int64_t i = 0; i < st->n; i++) {
@@ -534,7 +534,7 @@ uint64_t cloq_st_digest(const cloq_st *st) {
 }
 
 /* A checkpoint with blocks beyond the config's num_hidden_layers would be cut short silently. */
-int cloq_st_check_layers(const cloq_st *st, int64_t n_layers) {
+int cloq_ckpt_check_layers(const cloq_ckpt *st, int64_t n_layers) {
   int64_t top = -1;
   const char *seen = NULL;
   for (int64_t i = 0; i < st->n; i++) {
@@ -551,9 +551,9 @@ int cloq_st_check_layers(const cloq_st *st, int64_t n_layers) {
   return CLOQ_OK;
 }
 
-int cloq_st_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_st **out) {
+int cloq_ckpt_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, cloq_ckpt **out) {
   *out = NULL;
-  cloq_st *st = calloc(1, sizeof *st);
+  cloq_ckpt *st = calloc(1, sizeof *st);
   if (!st) {
     cloq_gguf_close(g);
     return CLOQ_FAIL("out of memory");
@@ -563,18 +563,18 @@ int cloq_st_from_gguf(cloq_gguf **g, const char *path, const cloq_config *cfg, c
   st->dir = strdup(path);
   int rc = st->dir ? open_gguf(st, path, cfg) : CLOQ_FAIL("out of memory");
   if (rc != CLOQ_OK) {
-    cloq_st_close(&st);
+    cloq_ckpt_close(&st);
     return rc;
   }
   *out = st;
   return CLOQ_OK;
 }
 
-const cloq_gguf *cloq_st_gguf(const cloq_st *st) { return st->gguf; }
+const cloq_gguf *cloq_ckpt_gguf(const cloq_ckpt *st) { return st->gguf; }
 
-void cloq_st_close(cloq_st **pst) {
+void cloq_ckpt_close(cloq_ckpt **pst) {
   if (!pst || !*pst) return;
-  cloq_st *st = *pst;
+  cloq_ckpt *st = *pst;
   for (int i = 0; i < st->nshards; i++) {
     if (st->shards[i].base) munmap((void *)st->shards[i].base, st->shards[i].size);
     free(st->shards[i].path);
@@ -588,7 +588,7 @@ void cloq_st_close(cloq_st **pst) {
   *pst = NULL;
 }
 
-static void fill(const cloq_st *st, const st_entry *e, cloq_tensor *t) {
+static void fill(const cloq_ckpt *st, const st_entry *e, cloq_tensor *t) {
   t->name = e->name;
   t->dtype = e->dtype;
   t->ndim = e->ndim;
@@ -604,16 +604,16 @@ static void fill(const cloq_st *st, const st_entry *e, cloq_tensor *t) {
   t->file = sh->path;
 }
 
-int cloq_st_find(const cloq_st *st, const char *name, cloq_tensor *t) {
+int cloq_ckpt_find(const cloq_ckpt *st, const char *name, cloq_tensor *t) {
   const st_entry *e = lookup(st, name);
   CLOQ_CHECK(e, "tensor %s not found in %s", name, st->dir);
   fill(st, e, t);
   return CLOQ_OK;
 }
 
-int cloq_st_has(const cloq_st *st, const char *name) { return lookup(st, name) != NULL; }
+int cloq_ckpt_has(const cloq_ckpt *st, const char *name) { return lookup(st, name) != NULL; }
 
-int cloq_st_read_f32(const cloq_st *st, const char *name, int ndim, const int64_t *shape,
+int cloq_ckpt_read_f32(const cloq_ckpt *st, const char *name, int ndim, const int64_t *shape,
                      float *out) {
   const st_entry *ent = lookup(st, name);
   CLOQ_CHECK(ent, "tensor %s not found in %s", name, st->dir);

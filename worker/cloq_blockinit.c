@@ -136,7 +136,7 @@ static int module_weight(const cloq_initctx *x, int64_t b, int m, const float **
   char name[256];
   snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
   int64_t shape[2] = {no, ni};
-  CLOQ_CALL(cloq_st_read_f32(x->st, name, 2, shape, *own));
+  CLOQ_CALL(cloq_ckpt_read_f32(x->st, name, 2, shape, *own));
   *W = *own;
   return CLOQ_OK;
 }

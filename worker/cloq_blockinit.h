@@ -39,7 +39,7 @@ typedef struct {
   MPI_Comm comm;
   int rank, size;
   const cloq_config *cfg;
-  const cloq_st *st;       /* the checkpoint (units computed away from the owner read W here) */
+  const cloq_ckpt *st;       /* the checkpoint (units computed away from the owner read W here) */
   cloq_worker *w;          /* this rank's worker, NULL when it owns no block */
   const cloq_init_params *ip;
   cloq_store **stores;     /* nbits * nranks stores being written (used on owners) */

@@ -30,7 +30,7 @@ struct cloq_worker {
   cloq_worker_params p;
   int64_t nb;          /* owned block count */
   cloq_block *blocks;  /* nb; with lazy weights only the norms are resident */
-  const cloq_st *st;   /* lazy weights: read from here */
+  const cloq_ckpt *st;   /* lazy weights: read from here */
   float *lazy_w[CLOQ_NMOD]; /* lazy weights: the linears of block lazy_b, float32 */
   int64_t lazy_b;
   double **gram;       /* nb * CLOQ_NIN matrices, NULL when not accumulated */
@@ -63,17 +63,17 @@ struct cloq_worker {
 #endif
 };
 
-static int load_tensor(const cloq_st *st, const char *name, int ndim, int64_t d0, int64_t d1,
+static int load_tensor(const cloq_ckpt *st, const char *name, int ndim, int64_t d0, int64_t d1,
                        float **out) {
   int64_t shape[2] = {d0, d1};
   int64_t n = ndim == 1 ? d0 : 0;
   if (ndim == 2) CLOQ_CALL(cloq_mul64(d0, d1, &n));
   CLOQ_ALLOC(*out, n, name);
-  CLOQ_CALL(cloq_st_read_f32(st, name, ndim, shape, *out));
+  CLOQ_CALL(cloq_ckpt_read_f32(st, name, ndim, shape, *out));
   return CLOQ_OK;
 }
 
-int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_worker_params *p,
+int cloq_worker_create(const cloq_config *cfg, const cloq_ckpt *st, const cloq_worker_params *p,
                        cloq_worker **out) {
   *out = NULL;
   CLOQ_CHECK(p->b0 >= 0 && p->b1 >= p->b0 && p->b1 <= cfg->n_layers, "bad block range [%lld, %lld)",
@@ -117,7 +117,7 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_wor
   }
   if (p->head) {
     CLOQ_CALL(load_tensor(st, "model.norm.weight", 1, cfg->dim, 0, &w->final_norm));
-    const char *hn = (!cfg->tied && cloq_st_has(st, "lm_head.weight")) ? "lm_head.weight"
+    const char *hn = (!cfg->tied && cloq_ckpt_has(st, "lm_head.weight")) ? "lm_head.weight"
                                                                        : "model.embed_tokens.weight";
     CLOQ_CHECK(cfg->tied || strcmp(hn, "lm_head.weight") == 0,
                "config says tie_word_embeddings=false but lm_head.weight is missing");
@@ -292,7 +292,7 @@ static int lazy_load(cloq_worker *w, int64_t bi) {
     cloq_module_shape(&w->cfg, m, &shape[0], &shape[1]);
     snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
     w->lazy_b = -1;
-    CLOQ_CALL(cloq_st_read_f32(w->st, name, 2, shape, w->lazy_w[m]));
+    CLOQ_CALL(cloq_ckpt_read_f32(w->st, name, 2, shape, w->lazy_w[m]));
   }
   w->lazy_b = b;
   return CLOQ_OK;

@@ -42,7 +42,7 @@ typedef struct {
 /* Loads the owned blocks' weights from the checkpoint as float32 (checking shapes and that every
  * value is finite; the error names the tensor). Touches only those tensors (plus model.norm and
  * the head when params->head). */
-int cloq_worker_create(const cloq_config *cfg, const cloq_st *st, const cloq_worker_params *p,
+int cloq_worker_create(const cloq_config *cfg, const cloq_ckpt *st, const cloq_worker_params *p,
                        cloq_worker **out);
 void cloq_worker_destroy(cloq_worker **w);
 

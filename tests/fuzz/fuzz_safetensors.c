@@ -1,6 +1,6 @@
 /* fuzz_safetensors.c: libFuzzer target for the checkpoint reader (io/safetensors.c): a single
  * model.safetensors, the sharded form (model.safetensors.index.json and its shards), and a GGUF
- * file opened as a model. cloq_st_open takes only a folder, so each input is written into a
+ * file opened as a model. cloq_ckpt_open takes only a folder, so each input is written into a
  * scratch folder (tests/fuzz/fuzz_util.h):
  *   - input starting with "GGUF": the file model.gguf, opened as the model path;
  *   - else split at SHARD_SEP: one part is model.safetensors; two or more parts are the index
@@ -45,9 +45,9 @@ static json_t *parse_header(const part *p, uint64_t *hlen) {
 }
 
 /* Reads tensor name and compares it with the bytes of the file it lives in (parts[0..np)). */
-static void check_tensor(const cloq_st *st, const char *name, part *parts, int np) {
+static void check_tensor(const cloq_ckpt *st, const char *name, part *parts, int np) {
   cloq_tensor t;
-  int frc = cloq_st_find(st, name, &t);
+  int frc = cloq_ckpt_find(st, name, &t);
   fuzz_report(name, frc);
   if (frc != CLOQ_OK) return;
   if (t.ndim < 0 || t.ndim > 4 || t.numel < 0) abort();
@@ -55,9 +55,9 @@ static void check_tensor(const cloq_st *st, const char *name, part *parts, int n
   float *out = malloc((size_t)(t.numel ? t.numel : 1) * sizeof *out);
   if (!out) return;
   /* a rank that differs: a shape mismatch, reported before anything is read */
-  if (cloq_st_read_f32(st, name, t.ndim == 4 ? 3 : t.ndim + 1, t.shape, out) == CLOQ_OK) abort();
+  if (cloq_ckpt_read_f32(st, name, t.ndim == 4 ? 3 : t.ndim + 1, t.shape, out) == CLOQ_OK) abort();
   fuzz_report("  read with another rank", CLOQ_ERR);
-  int rrc = cloq_st_read_f32(st, name, t.ndim, t.shape, out), ok = rrc == CLOQ_OK;
+  int rrc = cloq_ckpt_read_f32(st, name, t.ndim, t.shape, out), ok = rrc == CLOQ_OK;
   fuzz_report("  read", rrc);
   /* the oracle: safetensors files only (a GGUF model's tensors are dequantized) */
   const part *p = NULL;
@@ -101,7 +101,7 @@ static void check_tensor(const cloq_st *st, const char *name, part *parts, int n
 }
 
 /* The Hugging Face names of a small Llama (what a GGUF model's tensors are renamed to). */
-static void check_llama_names(const cloq_st *st, part *parts, int np) {
+static void check_llama_names(const cloq_ckpt *st, part *parts, int np) {
   static const char *const top[] = {"model.embed_tokens.weight", "model.norm.weight",
                                     "lm_head.weight"};
   static const char *const mods[] = {
@@ -157,19 +157,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     snprintf(model, sizeof model, "%s", fuzz_dir());
   }
 
-  cloq_st *st = NULL;
+  cloq_ckpt *st = NULL;
   int rc;
   if (np == 0) { /* GGUF: parsed once, its config, then its tensors (as cloq_model_open does) */
     cloq_gguf *g = NULL;
     cloq_config cfg;
     rc = cloq_gguf_open(model, &g);
     if (rc == CLOQ_OK) rc = cloq_gguf_config(g, &cfg);
-    if (rc == CLOQ_OK) rc = cloq_st_from_gguf(&g, model, &cfg, &st);
+    if (rc == CLOQ_OK) rc = cloq_ckpt_from_gguf(&g, model, &cfg, &st);
     cloq_gguf_close(&g);
   } else {
-    rc = cloq_st_open(model, &st);
+    rc = cloq_ckpt_open(model, &st);
   }
-  fuzz_report("cloq_st_open", rc);
+  fuzz_report("cloq_ckpt_open", rc);
   if (rc == CLOQ_OK) {
     for (int i = np == 1 ? 0 : 1; i < np; i++) /* the shards (not the index) */
       parts[i].hdr = parse_header(&parts[i], &parts[i].hlen);
@@ -179,8 +179,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       json_object_foreach(parts[i].hdr, key, val) check_tensor(st, key, parts, np);
     }
     check_llama_names(st, parts, np);
-    (void)cloq_st_has(st, "no such tensor");
-    cloq_st_close(&st);
+    (void)cloq_ckpt_has(st, "no such tensor");
+    cloq_ckpt_close(&st);
     for (int i = 0; i < np; i++) json_decref(parts[i].hdr);
   }
   if (st) abort(); /* a failed open leaves *out NULL */

@@ -165,7 +165,7 @@ def seeds_safetensors():
     write("stories260K_4x4_3shards.bin",
           SHARD_SEP.join([json.dumps({"weight_map": wm3}).encode()] +
                          [st_bytes(s, meta=False) for s in three]))
-    # regression: headers that name no tensor (both cloq_st_open and open_index sorted NULL)
+    # regression: headers that name no tensor (both cloq_ckpt_open and open_index sorted NULL)
     write("regress_no_tensors.safetensors", st_bytes([]))
     write("regress_index_empty_shard.bin",
           SHARD_SEP.join([b'{"weight_map": {"a": "model-00001-of-00001.safetensors"}}',

@@ -51,17 +51,17 @@ static void stories_expected(expected_tensor *e) {
 static void test_st_stories_names(void **state) {
   (void)state;
   char *dir = asset_path("stories260K-hf");
-  cloq_st *st = NULL;
-  CHECK_OK(cloq_st_open(dir, &st));
+  cloq_ckpt *st = NULL;
+  CHECK_OK(cloq_ckpt_open(dir, &st));
   expected_tensor e[N_STORIES_TENSORS];
   stories_expected(e);
   for (int i = 0; i < N_STORIES_TENSORS; i++) {
     cloq_tensor t;
-    if (!cloq_st_has(st, e[i].name)) {
+    if (!cloq_ckpt_has(st, e[i].name)) {
       print_error("tensor %s: expected present, got absent\n", e[i].name);
       fail();
     }
-    CHECK_OK(cloq_st_find(st, e[i].name, &t));
+    CHECK_OK(cloq_ckpt_find(st, e[i].name, &t));
     assert_string_equal(t.name, e[i].name);
     assert_int_equal(t.dtype, CLOQ_DT_F32);
     assert_int_equal(t.ndim, e[i].ndim);
@@ -74,16 +74,16 @@ static void test_st_stories_names(void **state) {
     assert_non_null(strstr(t.file, "model.safetensors"));
   }
   cloq_tensor t;
-  CHECK_OK(cloq_st_find(st, "model.layers.0.self_attn.k_proj.weight", &t));
+  CHECK_OK(cloq_ckpt_find(st, "model.layers.0.self_attn.k_proj.weight", &t));
   assert_int_equal(t.shape[0], 32);
   assert_int_equal(t.shape[1], 64);
-  assert_int_equal(cloq_st_has(st, "lm_head.weight"), 0); /* tied */
-  assert_int_equal(cloq_st_has(st, "__metadata__"), 0);
-  EXPECT_FAIL(cloq_st_find(st, "lm_head.weight", &t), "tensor lm_head.weight not found in");
-  cloq_st_close(&st);
+  assert_int_equal(cloq_ckpt_has(st, "lm_head.weight"), 0); /* tied */
+  assert_int_equal(cloq_ckpt_has(st, "__metadata__"), 0);
+  EXPECT_FAIL(cloq_ckpt_find(st, "lm_head.weight", &t), "tensor lm_head.weight not found in");
+  cloq_ckpt_close(&st);
   assert_null(st);
-  cloq_st_close(&st);
-  cloq_st_close(NULL);
+  cloq_ckpt_close(&st);
+  cloq_ckpt_close(NULL);
   free(dir);
 }
 
@@ -116,18 +116,18 @@ static void test_st_read_matches_file(void **state) {
   fclose(f);
 
   char *dir = asset_path("stories260K-hf");
-  cloq_st *st;
-  CHECK_OK(cloq_st_open(dir, &st));
+  cloq_ckpt *st;
+  CHECK_OK(cloq_ckpt_open(dir, &st));
   float *got = malloc(64 * 64 * sizeof *got);
   assert_non_null(got);
   const int64_t shape[2] = {64, 64};
-  CHECK_OK(cloq_st_read_f32(st, name, 2, shape, got));
+  CHECK_OK(cloq_ckpt_read_f32(st, name, 2, shape, got));
   for (int i = 0; i < 64 * 64; i++)
     if (memcmp(&want[i], &got[i], 4)) {
       print_error("%s[%d]: expected %.9g, got %.9g\n", name, i, (double)want[i], (double)got[i]);
       fail();
     }
-  cloq_st_close(&st);
+  cloq_ckpt_close(&st);
   json_decref(root);
   free(hdr);
   free(want);
@@ -203,11 +203,11 @@ static void test_st_write_roundtrip(void **state) {
   assert_true(8 + (size_t)hlen - 1 - last < 8);
   free(buf);
 
-  cloq_st *st;
-  CHECK_OK(cloq_st_open(dir, &st));
+  cloq_ckpt *st;
+  CHECK_OK(cloq_ckpt_open(dir, &st));
   for (int i = 0; i < N; i++) {
     cloq_tensor t;
-    CHECK_OK(cloq_st_find(st, names[i], &t));
+    CHECK_OK(cloq_ckpt_find(st, names[i], &t));
     assert_int_equal(t.dtype, dt[i]);
     assert_int_equal(t.ndim, ndims[i]);
     for (int d = 0; d < ndims[i]; d++) assert_int_equal(t.shape[d], shapes[i][d]);
@@ -215,10 +215,10 @@ static void test_st_write_roundtrip(void **state) {
     size_t bytes = (size_t)numel[i] * (dt[i] == CLOQ_DT_F32 ? 4 : 2);
     if (bytes) assert_memory_equal(t.data, data[i], bytes);
     float got[32];
-    CHECK_OK(cloq_st_read_f32(st, names[i], ndims[i], shapes[i], got));
+    CHECK_OK(cloq_ckpt_read_f32(st, names[i], ndims[i], shapes[i], got));
     check_floats(names[i], vals[i], got, numel[i]);
   }
-  cloq_st_close(&st);
+  cloq_ckpt_close(&st);
 
   /* the writer refuses what it could not write correctly */
   const char *dup[2] = {"x", "x"};
@@ -240,8 +240,8 @@ static void test_st_write_roundtrip(void **state) {
 static void test_st_sharded(void **state) {
   (void)state;
   char *src = asset_path("stories260K-hf");
-  cloq_st *st;
-  CHECK_OK(cloq_st_open(src, &st));
+  cloq_ckpt *st;
+  CHECK_OK(cloq_ckpt_open(src, &st));
   expected_tensor e[N_STORIES_TENSORS];
   stories_expected(e);
   const char *names[N_STORIES_TENSORS];
@@ -253,7 +253,7 @@ static void test_st_sharded(void **state) {
   int64_t numel[N_STORIES_TENSORS];
   for (int i = 0; i < N_STORIES_TENSORS; i++) {
     cloq_tensor t;
-    CHECK_OK(cloq_st_find(st, e[i].name, &t));
+    CHECK_OK(cloq_ckpt_find(st, e[i].name, &t));
     names[i] = e[i].name;
     dt[i] = CLOQ_DT_F32;
     ndims[i] = t.ndim;
@@ -261,10 +261,10 @@ static void test_st_sharded(void **state) {
     numel[i] = t.numel;
     vals[i] = malloc((size_t)t.numel * sizeof(float));
     assert_non_null(vals[i]);
-    CHECK_OK(cloq_st_read_f32(st, e[i].name, t.ndim, t.shape, vals[i]));
+    CHECK_OK(cloq_ckpt_read_f32(st, e[i].name, t.ndim, t.shape, vals[i]));
     data[i] = vals[i];
   }
-  cloq_st_close(&st);
+  cloq_ckpt_close(&st);
 
   char *dir = make_tmpdir();
   const int split = 20;
@@ -283,35 +283,35 @@ static void test_st_sharded(void **state) {
   char *ip = join_path(dir, "model.safetensors.index.json");
   assert_int_equal(json_dump_file(idx, ip, JSON_INDENT(2)), 0);
 
-  CHECK_OK(cloq_st_open(dir, &st));
+  CHECK_OK(cloq_ckpt_open(dir, &st));
   float *got = malloc(512 * 64 * sizeof *got);
   assert_non_null(got);
   for (int i = 0; i < N_STORIES_TENSORS; i++) {
     cloq_tensor t;
-    CHECK_OK(cloq_st_find(st, names[i], &t));
+    CHECK_OK(cloq_ckpt_find(st, names[i], &t));
     assert_non_null(strstr(t.file, i < split ? "model-00001" : "model-00002"));
-    CHECK_OK(cloq_st_read_f32(st, names[i], ndims[i], shapes[i], got));
+    CHECK_OK(cloq_ckpt_read_f32(st, names[i], ndims[i], shapes[i], got));
     check_floats(names[i], vals[i], got, numel[i]);
   }
-  cloq_st_close(&st);
+  cloq_ckpt_close(&st);
 
   /* a name in two shards, and an index pointing at the wrong shard, are errors */
   char *p3 = join_path(dir, "extra.safetensors");
   CHECK_OK(cloq_st_write(p3, 1, names, dt, ndims, cshapes, data));
   json_object_set_new(wm, "model.embed_tokens.weight", json_string("extra.safetensors"));
   assert_int_equal(json_dump_file(idx, ip, JSON_INDENT(2)), 0);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "is in two shards");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "is in two shards");
   assert_null(st);
   unlink(p3);
   json_object_set_new(wm, "model.embed_tokens.weight",
                       json_string("model-00002-of-00002.safetensors"));
   assert_int_equal(json_dump_file(idx, ip, JSON_INDENT(2)), 0);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "mapped to model-00002-of-00002.safetensors");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "mapped to model-00002-of-00002.safetensors");
   json_object_set_new(wm, "model.embed_tokens.weight", json_string("missing.safetensors"));
   assert_int_equal(json_dump_file(idx, ip, JSON_INDENT(2)), 0);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "missing.safetensors: cannot open");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "missing.safetensors: cannot open");
   write_bytes(ip, "{\"weight_map\": 3}", 17);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "weight_map");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "weight_map");
 
   json_decref(idx);
   rm_dir(dir);
@@ -358,26 +358,26 @@ static void test_st_truncated(void **state) {
   CHECK_OK(cloq_read_file(path, &full, &flen));
   size_t hlen = (size_t)(unsigned char)full[0] | (size_t)(unsigned char)full[1] << 8;
   const size_t cuts[] = {0, 1, 7, 8, 9, 8 + hlen / 2, 8 + hlen, 8 + hlen + 10, flen - 1};
-  cloq_st *st;
+  cloq_ckpt *st;
   for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
     write_bytes(path, full, cuts[i]);
     printf("    truncated to %zu of %zu bytes\n", cuts[i], flen);
-    EXPECT_FAIL(cloq_st_open(dir, &st), "truncated");
+    EXPECT_FAIL(cloq_ckpt_open(dir, &st), "truncated");
     assert_null(st);
   }
   write_bytes(path, full, flen);
-  CHECK_OK(cloq_st_open(dir, &st));
-  cloq_st_close(&st);
+  CHECK_OK(cloq_ckpt_open(dir, &st));
+  cloq_ckpt_close(&st);
 
   /* a header length beyond the file, and beyond the 100 MB limit */
   uint64_t big = flen;
   for (int i = 0; i < 8; i++) full[i] = (char)(big >> (8 * i));
   write_bytes(path, full, flen);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "exceeds the file");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "exceeds the file");
   big = (uint64_t)1 << 40;
   for (int i = 0; i < 8; i++) full[i] = (char)(big >> (8 * i));
   write_bytes(path, full, flen);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "100 MB");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "100 MB");
   free(full);
   free(path);
   rm_dir(dir);
@@ -424,16 +424,16 @@ static void test_st_corrupt_headers(void **state) {
        "overflows"},
       {"{\"a\": [1]}", "not a JSON object"},
   };
-  cloq_st *st;
+  cloq_ckpt *st;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     write_raw(dir, cases[i].header, d, sizeof d);
-    EXPECT_FAIL(cloq_st_open(dir, &st), cases[i].word);
+    EXPECT_FAIL(cloq_ckpt_open(dir, &st), cases[i].word);
     assert_null(st);
   }
   char *p = join_path(dir, "model.safetensors");
   unlink(p);
   free(p);
-  EXPECT_FAIL(cloq_st_open(dir, &st), "neither model.safetensors nor");
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st), "neither model.safetensors nor");
   rm_dir(dir);
   free(dir);
 }
@@ -457,19 +457,19 @@ static void test_st_read_errors(void **state) {
            "\"data_offsets\": [24, 28]}}");
   assert_true(strlen(header) % 4 != 0);
   write_raw(dir, header, data, sizeof data);
-  cloq_st *st;
-  CHECK_OK(cloq_st_open(dir, &st));
+  cloq_ckpt *st;
+  CHECK_OK(cloq_ckpt_open(dir, &st));
   float out[6];
   const int64_t s23[2] = {2, 3}, s32[2] = {3, 2}, s6[1] = {6}, s2[1] = {2};
-  EXPECT_FAIL(cloq_st_read_f32(st, "m", 2, s23, out), "tensor m: non-finite value nan at flat index 4");
+  EXPECT_FAIL(cloq_ckpt_read_f32(st, "m", 2, s23, out), "tensor m: non-finite value nan at flat index 4");
   for (int i = 0; i < 4; i++) assert_true(out[i] == (float)(i + 1)); /* unaligned F32 read */
-  EXPECT_FAIL(cloq_st_read_f32(st, "h", 1, s2, out), "tensor h: non-finite value inf at flat index 1");
+  EXPECT_FAIL(cloq_ckpt_read_f32(st, "h", 1, s2, out), "tensor h: non-finite value inf at flat index 1");
   assert_true(out[0] == 1.0f);
-  EXPECT_FAIL(cloq_st_read_f32(st, "m", 2, s32, out),
+  EXPECT_FAIL(cloq_ckpt_read_f32(st, "m", 2, s32, out),
               "tensor m: shape mismatch: expected (3, 2), found (2, 3)");
-  EXPECT_FAIL(cloq_st_read_f32(st, "m", 1, s6, out), "shape mismatch: expected (6), found (2, 3)");
-  EXPECT_FAIL(cloq_st_read_f32(st, "nope", 1, s6, out), "tensor nope not found in");
-  cloq_st_close(&st);
+  EXPECT_FAIL(cloq_ckpt_read_f32(st, "m", 1, s6, out), "shape mismatch: expected (6), found (2, 3)");
+  EXPECT_FAIL(cloq_ckpt_read_f32(st, "nope", 1, s6, out), "tensor nope not found in");
+  cloq_ckpt_close(&st);
   rm_dir(dir);
   free(dir);
 }
@@ -481,12 +481,12 @@ static void test_st_no_tensors(void **state) {
   (void)state;
   char *dir = make_tmpdir();
   write_raw(dir, "{\"__metadata__\": {\"format\": \"pt\"}}", NULL, 0);
-  cloq_st *st;
-  CHECK_OK(cloq_st_open(dir, &st));
-  assert_false(cloq_st_has(st, "a"));
+  cloq_ckpt *st;
+  CHECK_OK(cloq_ckpt_open(dir, &st));
+  assert_false(cloq_ckpt_has(st, "a"));
   cloq_tensor t;
-  EXPECT_FAIL(cloq_st_find(st, "a", &t), "tensor a not found");
-  cloq_st_close(&st);
+  EXPECT_FAIL(cloq_ckpt_find(st, "a", &t), "tensor a not found");
+  cloq_ckpt_close(&st);
   char *p = join_path(dir, "model.safetensors"), *q = join_path(dir, "s1.safetensors");
   assert_int_equal(rename(p, q), 0);
   free(p);
@@ -495,7 +495,7 @@ static void test_st_no_tensors(void **state) {
   const char *index = "{\"weight_map\": {\"a\": \"s1.safetensors\"}}";
   write_bytes(p, index, strlen(index));
   free(p);
-  EXPECT_FAIL(cloq_st_open(dir, &st),
+  EXPECT_FAIL(cloq_ckpt_open(dir, &st),
               "tensor a is mapped to s1.safetensors, which does not contain it");
   assert_null(st);
   rm_dir(dir);

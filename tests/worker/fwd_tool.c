@@ -7,7 +7,7 @@
  *           b0 .. b0 + nb - 1 run one after the other on x
  *       -> OUT: per record, the output (t, dim) float32 of each of its nb blocks, in order
  *
- * Weights come from MODEL_DIR through the io library (cloq_config_read, cloq_st_open), as the
+ * Weights come from MODEL_DIR through the io library (cloq_config_read, cloq_ckpt_open), as the
  * driver loads them. Arrays are raw row-major in the host byte order (little-endian on every
  * machine we run on). Exit status: 0 on success, 1 when the worker fails (its message on stderr),
  * 2 on bad usage or files.
@@ -32,8 +32,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   cloq_config cfg;
-  cloq_st *st = NULL;
-  if (cloq_config_read(argv[1], &cfg) != CLOQ_OK || cloq_st_open(argv[1], &st) != CLOQ_OK) {
+  cloq_ckpt *st = NULL;
+  if (cloq_config_read(argv[1], &cfg) != CLOQ_OK || cloq_ckpt_open(argv[1], &st) != CLOQ_OK) {
     fprintf(stderr, "fwd_tool: %s\n", cloq_err_msg());
     return 2;
   }
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
   }
   if (fclose(out) != 0 && !rc) rc = 2;
   cloq_worker_destroy(&w);
-  cloq_st_close(&st);
+  cloq_ckpt_close(&st);
   free(recs);
   free(in);
   return rc;
