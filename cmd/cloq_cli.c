@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cloq_err.h"
+#include "cloq_signal.h"
 
 /* Whether path names the file or folder whose stat is st. */
 static int same_file(const struct stat *st, const char *path) {
@@ -243,29 +244,31 @@ int cloq_cli_parse_f64(const char *flag, const char *v, double lo, double hi, do
   return CLOQ_OK;
 }
 
-void cloq_args_begin(cloq_args *s, int argc, char **argv, int first, const char *cmd) {
-  memset(s, 0, sizeof *s);
-  s->argc = argc;
-  s->argv = argv;
-  s->i = first - 1;
-  s->cmd = cmd;
+cloq_args cloq_args_begin(int argc, char **argv, int first, const char *cmd) {
+  cloq_args s;
+  memset(&s, 0, sizeof s);
+  s.argc = argc;
+  s.argv = argv;
+  s.i = first - 1;
+  s.cmd = cmd;
+  return s;
 }
 
-int cloq_args_next(cloq_args *s, const char **f) {
-  if (s->rc != CLOQ_OK || ++s->i >= s->argc) return 0;
+const char *cloq_args_next(cloq_args *s) {
+  if (s->rc != CLOQ_OK || ++s->i >= s->argc) return NULL;
   const char *a = s->argv[s->i];
   s->why = 0;
   s->inl = NULL;
   if (strcmp(a, "-h") && strncmp(a, "--", 2)) {
     s->rc = CLOQ_FAIL("unexpected argument '%s' (see cloq %s --help)", a, s->cmd);
-    return 0;
+    return NULL;
   }
   const char *eq = strchr(a, '=');
   size_t n = eq ? (size_t)(eq - a) : strlen(a);
   if (n >= sizeof s->flag) {
     s->rc = CLOQ_FAIL("unknown option %.40s... for 'cloq %s' (see cloq %s --help)", a, s->cmd,
                       s->cmd);
-    return 0;
+    return NULL;
   }
   memcpy(s->flag, a, n);
   s->flag[n] = 0;
@@ -273,11 +276,21 @@ int cloq_args_next(cloq_args *s, const char **f) {
   for (int k = 0; k < s->nseen; k++)
     if (!strcmp(s->seen[k], s->flag)) {
       s->rc = CLOQ_FAIL("%s is given twice", s->flag);
-      return 0;
+      return NULL;
     }
   if (s->nseen < (int)(sizeof s->seen / sizeof s->seen[0])) strcpy(s->seen[s->nseen++], s->flag);
-  *f = s->flag;
-  return 1;
+  return s->flag;
+}
+
+int cloq_cli_finish(int rc, int help, void (*usage)(void), int (*run)(const void *), const void *opts) {
+  if (rc == CLOQ_OK && help) {
+    usage();
+    return 0;
+  }
+  if (rc == CLOQ_OK) rc = run(opts);
+  if (rc == CLOQ_OK) return 0;
+  fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
+  return cloq_signal_pending() ? 128 + cloq_signal_pending() : 1;
 }
 
 int cloq_args_help_force(cloq_args *s, int *help, int *force) {
@@ -348,10 +361,8 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   int sweep = o->cmd == CLOQ_CMD_SWEEP;
   int64_t list[16];
   int64_t v;
-  cloq_args sc;
-  cloq_args_begin(&sc, argc, argv, 2, c);
-  const char *f;
-  while (cloq_args_next(&sc, &f)) {
+  cloq_args sc = cloq_args_begin(argc, argv, 2, c);
+  for (const char *f; (f = cloq_args_next(&sc));) {
     /* --force: init, sweep: the store; eval: --dump-logits */
     if (cloq_args_help_force(&sc, &o->help, &o->force)) continue;
     if (cloq_args_switch(&sc, "--dry-run") && init) {

@@ -66,9 +66,8 @@ int cloq_cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, 
 int cloq_cli_parse_f64(const char *flag, const char *v, double lo, double hi, double *out);
 
 /* The argument scanner every command uses:
- *   cloq_args s;
- *   cloq_args_begin(&s, argc, argv, first, "export");
- *   while (cloq_args_next(&s, &f)) {
+ *   cloq_args s = cloq_args_begin(argc, argv, first, "export");
+ *   for (const char *f; (f = cloq_args_next(&s));) {
  *     if (cloq_args_switch(&s, "--force")) { ...; continue; }
  *     const char *a = cloq_args_peek(&s);
  *     if (cloq_args_is(&s, "--out")) o->out = a;
@@ -93,9 +92,13 @@ typedef struct {
   char seen[64][64];
 } cloq_args;
 
-void cloq_args_begin(cloq_args *s, int argc, char **argv, int first, const char *cmd);
-/* 1: *f is the next flag; 0: no more, or an error (s->rc). */
-int cloq_args_next(cloq_args *s, const char **f);
+cloq_args cloq_args_begin(int argc, char **argv, int first, const char *cmd);
+/* The next flag, or NULL when there is no more or on an error (s->rc). */
+const char *cloq_args_next(cloq_args *s);
+/* The end of a single-process command (synth, sample, export): rc of its parse, then usage on
+ * --help, else run(opts); one error line on failure. The process's exit status (128 + signal when
+ * a signal stopped it). */
+int cloq_cli_finish(int rc, int help, void (*usage)(void), int (*run)(const void *), const void *opts);
 /* The switches every command has: --help / -h (sets *help and ends the scan; the caller then
  * returns with the usage) and --force (sets *force). 1 when the current flag was one of them. */
 int cloq_args_help_force(cloq_args *s, int *help, int *force);

@@ -346,6 +346,17 @@ static int plan_adapter(ex_ctx *c, plan *p) {
 /* ---- writing a plan ------------------------------------------------------------------------- */
 
 /* Makes room for the largest float32 staging buffer and zero-point column the plan needs. */
+/* *buf holds at least need elements of esz bytes (what it held is not kept). */
+static int grow(void **buf, int64_t *cap, int64_t need, size_t esz, const char *what) {
+  if (need <= *cap) return CLOQ_OK;
+  free(*buf);
+  *cap = 0;
+  *buf = cloq_calloc_checked(need, esz);
+  CLOQ_CHECK(*buf, "out of memory allocating %s (%lld elements)", what, (long long)need);
+  *cap = need;
+  return CLOQ_OK;
+}
+
 static int ensure_scratch(ex_ctx *c, const plan *p) {
   int64_t need = 0, zneed = 0;
   for (int64_t i = 0; i < p->n; i++) {
@@ -354,21 +365,12 @@ static int ensure_scratch(ex_ctx *c, const plan *p) {
     if (p->s[i].src == SRC_QZEROS && p->t[i].shape[1] / c->meta.bits * CLOQ_GPTQ_WORD_BITS > zneed)
       zneed = p->t[i].shape[1] / c->meta.bits * CLOQ_GPTQ_WORD_BITS;
   }
-  if (need > c->scratch_n) {
-    free(c->scratch);
-    c->scratch = NULL;
-    c->scratch_n = 0;
-    CLOQ_ALLOC(c->scratch, need, "float32 staging buffer");
-    c->scratch_n = need;
-  }
-  if (zneed > c->zcol_n) {
-    free(c->zcol);
-    c->zcol = NULL;
-    c->zcol_n = 0;
-    CLOQ_ALLOC(c->zcol, zneed, "zero points of one group");
-    c->zcol_n = zneed;
-  }
-  return CLOQ_OK;
+  void *p1 = c->scratch, *p2 = c->zcol;
+  int rc = grow(&p1, &c->scratch_n, need, sizeof *c->scratch, "float32 staging buffer");
+  c->scratch = p1;
+  if (rc == CLOQ_OK) rc = grow(&p2, &c->zcol_n, zneed, sizeof *c->zcol, "zero points of one group");
+  c->zcol = p2;
+  return rc;
 }
 
 /* Writes plan p into dir: one file `single` when it fits one shard (or when single_only), else
@@ -751,10 +753,8 @@ static int parse_pos(const char *flag, const char *v, double *out) {
 static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
   cloq_export_default_opts(o);
   *help = 0;
-  cloq_args sc;
-  cloq_args_begin(&sc, argc, argv, 1, "export");
-  const char *f;
-  while (cloq_args_next(&sc, &f)) {
+  cloq_args sc = cloq_args_begin(argc, argv, 1, "export");
+  for (const char *f; (f = cloq_args_next(&sc));) {
     if (cloq_args_help_force(&sc, help, &o->force)) continue;
     const char *a = cloq_args_peek(&sc);
     if (cloq_args_is(&sc, "--store")) o->store = a;
@@ -778,18 +778,11 @@ static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
   return CLOQ_OK;
 }
 
+static int run(const void *o) { return cloq_export_run(o); }
+
 int cloq_export_main(int argc, char **argv) {
   cloq_export_opts o;
-  int help;
+  int help = 0;
   int rc = parse_args(argc, argv, &o, &help);
-  if (rc == CLOQ_OK && help) {
-    usage();
-    return 0;
-  }
-  if (rc == CLOQ_OK) rc = cloq_export_run(&o);
-  if (rc != CLOQ_OK) {
-    fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-    return 1;
-  }
-  return 0;
+  return cloq_cli_finish(rc, help, usage, run, &o);
 }

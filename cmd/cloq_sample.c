@@ -93,13 +93,10 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
   o->length = -1;
   o->temperature = 1.0;
   o->top_p = 1.0;
-  cloq_args sc;
-  cloq_args_begin(&sc, argc, argv, 1, "sample");
-  const char *f;
-  while (cloq_args_next(&sc, &f)) {
+  cloq_args sc = cloq_args_begin(argc, argv, 1, "sample");
+  for (const char *f; (f = cloq_args_next(&sc));) {
     if (cloq_args_help_force(&sc, &o->help, &o->force)) continue;
     const char *a = cloq_args_peek(&sc);
-    int64_t v;
     if (cloq_args_is(&sc, "--model")) o->model = a;
     else if (cloq_args_is(&sc, "--out")) o->out = a;
     else if (cloq_args_is(&sc, "--tokenizer")) o->tokenizer = a;
@@ -113,6 +110,7 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
       CLOQ_CALL(cloq_cli_parse_f64(f, a, -HUGE_VAL, HUGE_VAL, &o->top_p));
       CLOQ_CHECK(o->top_p > 0 && o->top_p <= 1, "--top-p: %g is not in (0, 1]", o->top_p);
     } else if (cloq_args_is(&sc, "--seed")) {
+      int64_t v;
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &v));
       o->seed = (uint64_t)v;
     } else if (cloq_args_is(&sc, "--format")) {
@@ -371,21 +369,22 @@ static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
   return CLOQ_OK;
 }
 
-int cloq_sample_main(int argc, char **argv) {
-  double t_start = cloq_now();
+typedef struct {
   sample_opts o;
-  int rc = parse_args(argc, argv, &o);
-  if (rc == CLOQ_OK && o.help) {
-    usage();
-    return 0;
-  }
+  double t_start;
+} sample_job;
+
+static int run(const void *p) {
+  const sample_job *j = p;
   sample_ctx c;
   memset(&c, 0, sizeof c);
-  if (rc == CLOQ_OK) rc = sample_run(&o, &c, t_start);
+  int rc = sample_run(&j->o, &c, j->t_start);
   ctx_free(&c);
-  if (rc != CLOQ_OK) {
-    fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-    return cloq_signal_pending() ? 128 + cloq_signal_pending() : 1;
-  }
-  return 0;
+  return rc;
+}
+
+int cloq_sample_main(int argc, char **argv) {
+  sample_job j = {.t_start = cloq_now()};
+  int rc = parse_args(argc, argv, &j.o);
+  return cloq_cli_finish(rc, j.o.help, usage, run, &j);
 }

@@ -125,13 +125,10 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
   o->threads = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
   /* a shape is at most 2^31 - 1 wide: ids and head counts are int32 downstream */
   const int64_t big = INT32_MAX;
-  cloq_args sc;
-  cloq_args_begin(&sc, argc, argv, 1, "synth");
-  const char *f;
-  while (cloq_args_next(&sc, &f)) {
+  cloq_args sc = cloq_args_begin(argc, argv, 1, "synth");
+  for (const char *f; (f = cloq_args_next(&sc));) {
     if (cloq_args_help_force(&sc, &o->help, &o->force)) continue;
     const char *a = cloq_args_peek(&sc);
-    int64_t v;
     if (cloq_args_is(&sc, "--out")) o->out = a;
     else if (cloq_args_is(&sc, "--like")) {
       int found = 0;
@@ -152,6 +149,7 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
       else if (!strcmp(a, "f32")) o->dtype = CLOQ_DT_F32;
       else return CLOQ_FAIL("--dtype: '%s' is not one of bf16, f16, f32", a);
     } else if (cloq_args_is(&sc, "--seed")) {
+      int64_t v;
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &v));
       o->seed = (uint64_t)v;
     } else if (cloq_args_is(&sc, "--outlier-cols")) CLOQ_CALL(cloq_cli_parse_f64(f, a, 0, 0.5, &o->outlier_frac));
@@ -159,6 +157,7 @@ static int parse_args(int argc, char **argv, synth_opts *o) {
     else if (cloq_args_is(&sc, "--calib-samples")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 24, &o->calib_n));
     else if (cloq_args_is(&sc, "--calib-seqlen")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 2, 1 << 24, &o->calib_t));
     else if (cloq_args_is(&sc, "--threads")) {
+      int64_t v;
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 256, &v));
       o->threads = (int)v;
     } else
@@ -973,17 +972,13 @@ static int synth_run(synth_opts *o) {
   return rc;
 }
 
+static int run(const void *o) {
+  synth_opts copy = *(const synth_opts *)o; /* synth_run fills in the defaults */
+  return synth_run(&copy);
+}
+
 int cloq_synth_main(int argc, char **argv) {
   synth_opts o;
   int rc = parse_args(argc, argv, &o);
-  if (rc == CLOQ_OK && o.help) {
-    usage();
-    return 0;
-  }
-  if (rc == CLOQ_OK) rc = synth_run(&o);
-  if (rc != CLOQ_OK) {
-    fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
-    return 1;
-  }
-  return 0;
+  return cloq_cli_finish(rc, o.help, usage, run, &o);
 }

@@ -9,54 +9,20 @@ exactly the same tokens.
           uses another generator, so its windows differ: use this file for both tools).
   random: --random --vocab V: ids uniform in [3, V) (no tokenizer needed).
 
-Standard library + numpy only. The BPE is llama2.c's (greedy best-score merges, byte fallback
+Standard library + numpy only (and tests/e2e/cloqtest.py's tokenizer reader and BPE). The BPE is llama2.c's (greedy best-score merges, byte fallback
 <0xXX> = 3 + byte, a space prefixed to the text); it is applied chunk by chunk, each chunk
 starting at a space, which gives the same result as on the whole text when no vocabulary piece
 holds a space after its first byte (checked; true of tok512.bin).
 """
 import argparse
-import struct
+import os
 import sys
 
 import numpy as np
 
-
-def load_tok(path):
-    with open(path, "rb") as f:
-        f.read(4)  # max token length
-        pieces, scores = [], []
-        while True:
-            h = f.read(8)
-            if len(h) < 8:
-                break
-            sc, ln = struct.unpack("<fi", h)
-            pieces.append(f.read(ln))
-            scores.append(sc)
-    return pieces, scores
-
-
-def bpe_chunk(b, pieces, scores, lut):
-    syms = []
-    i = 0
-    while i < len(b):
-        j = i + 1
-        while j < len(b) and (b[j] & 0xC0) == 0x80 and j - i < 4:
-            j += 1
-        cp = b[i:j]
-        if cp in lut:
-            syms.append(lut[cp])
-        else:
-            syms.extend(x + 3 for x in cp)
-        i = j
-    while True:
-        best, bi, bid = -1e30, -1, -1
-        for k in range(len(syms) - 1):
-            m = lut.get(pieces[syms[k]] + pieces[syms[k + 1]])
-            if m is not None and scores[m] > best:
-                best, bi, bid = scores[m], k, m
-        if bi < 0:
-            return syms
-        syms[bi:bi + 2] = [bid]
+# the llama2.c tokenizer reader and BPE of the tests (an independent reference of io/tokenizer.c)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "e2e"))
+from cloqtest import bpe_merge, load_tok  # noqa: E402
 
 
 def encode(text, pieces, scores):
@@ -70,7 +36,7 @@ def encode(text, pieces, scores):
         end = len(b) if end < 0 else end
         chunk = b[start:end]
         if chunk not in memo:
-            memo[chunk] = bpe_chunk(chunk, pieces, scores, lut)
+            memo[chunk] = bpe_merge(chunk, pieces, scores, lut)
         out.extend(memo[chunk])
         start = end
     return out

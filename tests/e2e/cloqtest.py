@@ -144,14 +144,11 @@ def load_tok(path):
     return pieces, scores
 
 
-def encode(text, pieces, scores, bos=True):
-    """Plain llama2.c BPE (quadratic; for short texts), independent of io/tokenizer.c."""
-    lut = {p: i for i, p in enumerate(pieces)}
-    toks = [1] if bos else []
-    if text:
-        text = " " + text
+def bpe_merge(b, pieces, scores, lut):
+    """llama2.c's BPE of the bytes b: UTF-8 characters (a lead byte and up to 3 continuation
+    bytes) as pieces, else byte fallback <0xXX> = 3 + byte, then the best-scoring merge first
+    (run.c's floor -1e10), leftmost on ties. Quadratic; for short texts or chunks."""
     syms = []
-    b = text.encode("utf-8")
     i = 0
     while i < len(b):
         j = i + 1
@@ -170,9 +167,15 @@ def encode(text, pieces, scores, bos=True):
             if m in lut and scores[lut[m]] > best:
                 best, bi, bid = scores[lut[m]], k, lut[m]
         if bi < 0:
-            break
+            return syms
         syms[bi:bi + 2] = [bid]
-    return toks + syms
+
+
+def encode(text, pieces, scores, bos=True):
+    """Plain llama2.c BPE (quadratic; for short texts), independent of io/tokenizer.c."""
+    lut = {p: i for i, p in enumerate(pieces)}
+    toks = [1] if bos else []
+    return toks + bpe_merge((" " + text).encode("utf-8") if text else b"", pieces, scores, lut)
 
 
 def model_copy(d, name):

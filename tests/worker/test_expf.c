@@ -18,17 +18,9 @@
 /* The bound of cloq_expf.h's comment: relative error against float64 exp. */
 static const double EXPF_REL_TOL = 2.6e-7;
 
-static float from_bits(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static uint32_t to_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
+/* float <-> its IEEE bits */
+static float from_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static uint32_t to_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
 
 /* Every float in (-87, 0]: the bit patterns 0x80000000 (-0) up to just below -87's, and +0.
  * Negative floats grow in magnitude with their bit pattern, so this is one integer loop. */
