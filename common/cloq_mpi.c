@@ -20,11 +20,20 @@ int cloq_mpi_errors_return(MPI_Comm comm) {
   return CLOQ_OK;
 }
 
+/* Collective. This rank (*me) and the lowest rank whose rc is not CLOQ_OK (*first; INT_MAX when
+ * none). */
+static int lowest_failing(MPI_Comm comm, int rc, int *me, int *first) {
+  *me = 0;
+  *first = INT_MAX;
+  CLOQ_MPI(MPI_Comm_rank(comm, me));
+  int mine = rc != CLOQ_OK ? *me : INT_MAX;
+  CLOQ_MPI(MPI_Allreduce(&mine, first, 1, MPI_INT, MPI_MIN, comm));
+  return CLOQ_OK;
+}
+
 int cloq_mpi_agree_at(MPI_Comm comm, int rc, const char *file, int line, const char *func) {
-  int me = 0, first = INT_MAX;
-  CLOQ_MPI(MPI_Comm_rank(comm, &me));
-  int mine = rc != CLOQ_OK ? me : INT_MAX;
-  CLOQ_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  int me, first;
+  CLOQ_CALL(lowest_failing(comm, rc, &me, &first));
   if (first == INT_MAX) return CLOQ_OK;
   char msg[MSG_LEN] = "";
   if (me == first) snprintf(msg, sizeof msg, "%s", cloq_err_msg());
@@ -38,10 +47,8 @@ static int reported;
 int cloq_mpi_error_reported(void) { return reported; }
 
 int cloq_mpi_report(MPI_Comm comm, int rc) {
-  int me = 0, first = INT_MAX;
-  CLOQ_MPI(MPI_Comm_rank(comm, &me));
-  int mine = rc != CLOQ_OK ? me : INT_MAX;
-  CLOQ_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  int me, first;
+  CLOQ_CALL(lowest_failing(comm, rc, &me, &first));
   if (first == INT_MAX) return CLOQ_OK;
   if (me == first && !reported) {
     fprintf(stderr, "cloq: error: %s\n", cloq_err_msg());
