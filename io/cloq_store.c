@@ -387,8 +387,8 @@ static int64_t block_file_bytes(const cloq_store *s) {
   return n + n / 64;
 }
 
-/* Closes a block file being written and deletes it. */
-static void drop_block_file(hid_t f, const char *tmp) {
+/* Closes an HDF5 file being written (a block, the settings, the top file) and deletes it. */
+static void drop_tmp_file(hid_t f, const char *tmp) {
   if (f >= 0) {
     H5E_BEGIN_TRY { H5Fclose(f); }
     H5E_END_TRY;
@@ -476,7 +476,7 @@ static int write_settings(cloq_store *s, const char *settings) {
   }
   int rc = reserve_space(tmp, s->work, 64 << 10);
   if (rc != CLOQ_OK) {
-    drop_block_file(f, tmp);
+    drop_tmp_file(f, tmp);
     return rc;
   }
   rc = write_meta(f, &s->cfg, meta);
@@ -672,7 +672,7 @@ int cloq_store_block_commit(cloq_store_block **bwp) {
 void cloq_store_block_abandon(cloq_store_block **bwp) {
   if (!bwp || !*bwp) return;
   cloq_store_block *bw = *bwp;
-  drop_block_file(bw->file, bw->tmp);
+  drop_tmp_file(bw->file, bw->tmp);
   free(bw);
   *bwp = NULL;
 }
@@ -787,7 +787,7 @@ static int finish_root(cloq_store *s) {
   }
   int rc = reserve_space(tmp, dir, (64 << 10) + 512 * nl);
   if (rc != CLOQ_OK) {
-    drop_block_file(f, tmp);
+    drop_tmp_file(f, tmp);
     return rc;
   }
   rc = write_meta(f, &s->cfg, &s->meta);
