@@ -13,7 +13,7 @@
 #include "cloq_linalg.h"
 #include "cloq_run.h"
 #include "cloq_store.h"
-#include "cloq_stream.h"
+#include "cloq_producer.h"
 
 static int sink_nll(void *ctx, int64_t s, const float *x, const int32_t *ids, int64_t t) {
   run_ctx *c = ctx;

@@ -24,7 +24,7 @@
 #include "cloq_run.h"
 #include "cloq_signal.h"
 #include "cloq_store.h"
-#include "cloq_stream.h"
+#include "cloq_producer.h"
 
 /* What an init or sweep run shares between its phases. */
 typedef struct {

@@ -18,7 +18,6 @@
 #include "cloq_export.h"
 #include "cloq_signal.h"
 #include "cloq_sample.h"
-#include "cloq_stream.h"
 #include "cloq_synth.h"
 
 /* Oversubscribed ranks that each start all cores' worth of threads run 10-25% slower

@@ -19,7 +19,6 @@
 #include "cloq_modinit.h"
 #include "cloq_pdist.h"
 #include "cloq_signal.h"
-#include "cloq_stream.h"
 
 enum { TAG_H = 41, TAG_RES = 42 };
 
