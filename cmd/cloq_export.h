@@ -14,7 +14,7 @@
 #ifndef CLOQ_EXPORT_H
 #define CLOQ_EXPORT_H
 
-#include "cloq_io.h"
+#include "cloq_ckpt.h"
 
 /* Formats, combined with |. */
 enum { CLOQ_EXPORT_SAFETENSORS = 1, CLOQ_EXPORT_PEFT = 2, CLOQ_EXPORT_GPTQ = 4 };

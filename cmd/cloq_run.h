@@ -9,7 +9,8 @@
 
 #include "cloq_calib.h"
 #include "cloq_cli.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
 #include "cloq_mpi.h"
 #include "cloq_plan.h"
 #include "cloq_worker.h"

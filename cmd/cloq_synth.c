@@ -48,7 +48,7 @@
 #include "cloq_cli.h"
 #include "cloq_err.h"
 #include "cloq_half_fast.h"
-#include "cloq_io.h"
+#include "cloq_ckpt.h"
 #include "cloq_linalg.h"
 #include "hf_folder.h"
 

@@ -6,7 +6,8 @@
 #include <stdint.h>
 
 #include "cloq_cli.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_data.h"
 #include "model.h"
 
 /* The samples rank 0 streams: views into `tokens` (text) or the token file's lines. */

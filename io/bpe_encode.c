@@ -10,7 +10,7 @@
 
 #include "bpe_internal.h"
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_tok.h"
 #include "tok_internal.h"
 
 /* ---- encoding --------------------------------------------------------------------------------- */

@@ -1,12 +1,12 @@
 /* cloq_modules: the seven linear modules of a Llama block, their shapes, their Hugging Face
- * names, and which of the four distinct block inputs feeds each one. Header-only; shared by the
- * worker (forward pass, Gram matrices) and the store (layout). */
+ * names, and which of the four distinct block inputs feeds each one, shared by the worker
+ * (forward pass, Gram matrices) and the store (layout); and cloq_qmodule, one quantized module. */
 #ifndef CLOQ_MODULES_H
 #define CLOQ_MODULES_H
 
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_config.h"
 
 enum {
   CLOQ_M_Q, CLOQ_M_K, CLOQ_M_V, CLOQ_M_O, CLOQ_M_GATE, CLOQ_M_UP, CLOQ_M_DOWN, CLOQ_NMOD
@@ -48,5 +48,29 @@ static inline void cloq_module_shape(const cloq_config *c, int m, int64_t *n_out
   }
   *n_in = cloq_input_dim(c, cloq_module_input[m]);
 }
+
+/* One quantized module as the store holds it: its shapes and its five arrays, row-major (made by
+ * the worker's module init, written and read by cloq_store.c, which also defines the three
+ * functions below). */
+typedef struct {
+  int64_t n_out, n_in, n_groups, rank;
+  uint8_t *codes;  /* (n_out, n_in) */
+  float *scales;   /* (n_out, n_groups) */
+  float *zeros;    /* (n_out, n_groups) */
+  float *A;        /* (rank, n_in) */
+  float *B;        /* (n_out, rank) */
+  /* Calibrated objective tr((W - Q - BA) Hd (W - Q - BA)^T) with the damped Gram matrix Hd, and
+   * that of the same quantizer's Q with B A = 0 (the zero init); NaN where not computed. */
+  double objective, objective_zero;
+} cloq_qmodule;
+
+/* Sets the shapes of module m for a group size and LoRA rank; arrays stay NULL. */
+void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64_t rank,
+                        cloq_qmodule *q);
+/* Sets the shapes and allocates zeroed arrays (the error names block b and the module). */
+int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
+                       int64_t rank, cloq_qmodule *q);
+/* Frees the arrays; accepts a zeroed or partly allocated q. */
+void cloq_qmodule_free(cloq_qmodule *q);
 
 #endif

@@ -22,7 +22,8 @@
 #include <mpi.h>
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_modules.h"
 
 #define CLOQ_STORE_FORMAT "cloq-store"
 #define CLOQ_STORE_FORMAT_VERSION 4

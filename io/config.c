@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
 
 static const char *json_kind(const json_t *v) {
   switch (json_typeof(v)) {

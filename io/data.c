@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_data.h"
 
 int cloq_read_file(const char *path, char **buf, size_t *len) {
   *buf = NULL;

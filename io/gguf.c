@@ -29,7 +29,10 @@
 #include <unistd.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_half.h"
+#include "cloq_tok.h"
+#include "cloq_gguf.h"
 #include "gguf_internal.h"
 
 #define GGUF_MAX_DEPTH 4 /* nested arrays */

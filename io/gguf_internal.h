@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_tok.h"
+#include "cloq_gguf.h"
 
 /* GGUF metadata value types (the file's numbering). */
 enum {

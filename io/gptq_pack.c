@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "cloq_err.h"
+#include "cloq_half.h"
 
 int64_t cloq_gptq_pad32(int64_t n) {
   return (n + CLOQ_GPTQ_WORD_BITS - 1) / CLOQ_GPTQ_WORD_BITS * CLOQ_GPTQ_WORD_BITS;

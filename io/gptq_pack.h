@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_modules.h"
 #include "hf_folder.h"
 
 #define CLOQ_GPTQ_WORD_BITS 32 /* qweight/qzeros words; widths are padded to multiples of 32 */

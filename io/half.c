@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "cloq_io.h"
+#include "cloq_half.h"
 
 static uint32_t f32_bits(float f) {
   uint32_t u;

@@ -16,6 +16,7 @@
 
 #include "cloq_clock.h"
 #include "cloq_err.h"
+#include "cloq_half.h"
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 

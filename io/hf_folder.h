@@ -14,7 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
+#include "cloq_tok.h"
 
 #define CLOQ_HF_PATH_CAP 4096
 

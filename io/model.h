@@ -8,7 +8,9 @@
 
 #include <stddef.h>
 
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
+#include "cloq_tok.h"
 
 typedef struct {
   char *path;

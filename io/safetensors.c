@@ -24,7 +24,10 @@
 
 #include "cloq_err.h"
 #include "cloq_hash.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
+#include "cloq_half.h"
+#include "cloq_gguf.h"
 #include "gguf_internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_tok.h"
 
 /* How a pair of adjacent symbols is priced (the merge core's three modes). */
 enum {

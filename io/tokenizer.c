@@ -33,7 +33,9 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_tok.h"
+#include "cloq_gguf.h"
+#include "cloq_data.h"
 #include "tok_internal.h"
 
 /* run.c's starting best_score: a merge must score strictly above it to be taken */

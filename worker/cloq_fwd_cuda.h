@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#include "cloq_io.h"
+#include "cloq_config.h"
 
 struct cloq_cuda;
 typedef struct cloq_fwd_cuda cloq_fwd_cuda;

@@ -28,7 +28,6 @@
 #include <stdint.h>
 
 #include "cloq_backend.h"
-#include "cloq_io.h"
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 

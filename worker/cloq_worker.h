@@ -12,7 +12,8 @@
 
 #include <stdint.h>
 
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
 #include "cloq_modules.h"
 
 typedef struct {

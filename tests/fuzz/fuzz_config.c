@@ -1,7 +1,7 @@
 /* fuzz_config.c: libFuzzer target for the config.json reader (io/config.c). cloq_config_read
  * takes only a model folder, so each input is written as config.json into a scratch folder
  * (tests/fuzz/fuzz_util.h). A config that is accepted must satisfy what the rest of cloq relies
- * on (cloq_io.h, cloq_config_check); a violation aborts, as do crashes, sanitizer reports and
+ * on (cloq_config.h, cloq_config_check); a violation aborts, as do crashes, sanitizer reports and
  * leaks. Error returns are the expected outcome for most inputs. */
 #include <math.h>
 #include <stdint.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

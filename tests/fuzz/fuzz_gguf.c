@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_tok.h"
+#include "cloq_gguf.h"
 #include "gguf_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -18,7 +18,10 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
+#include "cloq_half.h"
+#include "cloq_gguf.h"
 #include "fuzz_util.h"
 
 #define SHARD_SEP "\n--cloq-fuzz-shard--\n"

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_tok.h"
 #include "fuzz_util.h"
 #include "tok_internal.h"
 

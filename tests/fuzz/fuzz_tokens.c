@@ -2,7 +2,7 @@
  * calibration and evaluation token ids, one sequence per line). The reader takes only a path, so
  * each input is written into a scratch folder (tests/fuzz/fuzz_util.h) and read twice: with
  * stories260K's vocab_size 512 and with the largest one allowed (2^31, where ids near INT32_MAX
- * are accepted and larger ones must not wrap). A result that breaks the contract of cloq_io.h (an
+ * are accepted and larger ones must not wrap). A result that breaks the contract of cloq_data.h (an
  * empty sequence, an id out of range) aborts, as do crashes, sanitizer reports and leaks. Error
  * returns are the expected outcome for most inputs. */
 #include <stdint.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_data.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,6 +1,7 @@
 /* test_config.c: config.json of the real stories260K-hf model, the transformers defaults, and
  * one error per kind of bad key (the message must name the key). */
 #include "test_io.h"
+#include "cloq_config.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -1,6 +1,7 @@
 /* test_data.c: whole-file reads and token files (blank lines skipped, every bad token reported
  * with file:line). */
 #include "test_io.h"
+#include "cloq_data.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "cloq_half_fast.h"
-#include "cloq_io.h"
+#include "cloq_half.h"
 
 enum { CHUNK = 1 << 16 };
 

@@ -10,7 +10,6 @@
 #include <cmocka.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
 
 /* The assets folder: $CLOQ_ASSETS, else the default compiled in by meson. */
 const char *assets_dir(void);

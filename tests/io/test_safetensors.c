@@ -3,6 +3,9 @@
  * one-line message, and the F16/BF16 conversions (known values, ties to even, and against the
  * compiler's own _Float16 where it has one). */
 #include "test_io.h"
+#include "cloq_ckpt.h"
+#include "cloq_half.h"
+#include "cloq_data.h"
 
 #include <jansson.h>
 #include <math.h>

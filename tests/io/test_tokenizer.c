@@ -7,6 +7,8 @@
  * cloq_tok_write_hf read back. tests/e2e/test_tokenizers.py compares with `tokenizers` itself.
  */
 #include "test_io.h"
+#include "cloq_tok.h"
+#include "cloq_data.h"
 
 #include <jansson.h>
 #include <stdio.h>

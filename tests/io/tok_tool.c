@@ -14,7 +14,8 @@
 #include <time.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_tok.h"
+#include "cloq_data.h"
 
 static double now(void) {
   struct timespec ts;

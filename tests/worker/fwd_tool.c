@@ -18,7 +18,9 @@
 #include <string.h>
 
 #include "cloq_err.h"
-#include "cloq_io.h"
+#include "cloq_config.h"
+#include "cloq_ckpt.h"
+#include "cloq_data.h"
 #include "cloq_worker.h"
 
 typedef struct {
