@@ -3,9 +3,13 @@ zero and cloq inits at 2, 3 and 4 bits, 128 x 512 calibration tokens), a sweep (
 8,16, svd), a GPTQ + LoFTQ store and the exports of one store are made by two binaries; the stores'
 layers (codes, scales, zeros, lora_A, lora_B) and per-module objectives are compared bitwise
 (tests/e2e/storecmp.py), the printed perplexities as text, and the export folders file by file
-(cloq_export.json, which records the tool and the time, aside).
+(cloq_export.json, which records the tool and the time, aside). A synthetic model (`cloq synth`,
+2 ranks' init and an export of it) is compared too: its weights and calibration tokens bytewise,
+its config.json as parsed JSON (synth writes it with the HF folder writer since issue 15, so the
+bytes changed, not the values), the store bitwise and the export file by file.
 Usage: python3 bench/nochange.py BEFORE_BIN AFTER_BIN OUT_MD"""
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -67,24 +71,47 @@ for tag, exe in (("before", before), ("after", after)):
     run(exe, ["export", "--store", s["demo 3 bits cloq"][0], "--out", ex, "--format", "safetensors,peft,gptq"], 1)
     os.rename(ex, kept)
     s["export"] = (kept, "")
+    sy = os.path.join(work, "synth")  # one path for both: the export records the model's path
+    run(exe, ["synth", "--out", sy, "--dim", 64, "--layers", 3, "--heads", 4, "--kv-heads", 2, "--mlp", 160,
+              "--vocab", 300, "--max-pos", 256, "--seed", 5, "--calib-samples", 8, "--calib-seqlen", 64], 1)
+    sp = os.path.join(d, "synth.h5")
+    run(exe, ["init", "--model", sy, "--calib", f"{sy}/calib.tok", "--calib-format", "tokens", "--out", sp,
+              "--bits", 3, "--group-size", 32, "--rank", 4, "--init", "cloq", "--nsamples", 8, "--seqlen", 64])
+    run(exe, ["export", "--store", sp, "--out", ex, "--format", "safetensors,peft,gptq"], 1)
+    os.rename(ex, os.path.join(d, "synth-export"))
+    os.rename(sy, os.path.join(d, "synth-model"))
+    s["synth model"] = (os.path.join(d, "synth-model"), "")
+    s["synth store"] = (sp, "")
+    s["synth export"] = (os.path.join(d, "synth-export"), "")
     stores[tag] = s
     s["fp ppl"] = ("", run(exe, ["eval", "--model", M, "--data", TEST]).strip().splitlines()[-1])
 
+def folder_diffs(pa, pb):
+    """Files that differ between two folders (cloq_export.json aside), by content."""
+    def diffs(c):
+        out = list(c.left_only) + list(c.right_only) + list(c.diff_files) + list(c.funny_files)
+        # dircmp compares by stat signature first: compare every common file's bytes
+        out += [f for f in c.common_files if not filecmp.cmp(os.path.join(c.left, f), os.path.join(c.right, f),
+                                                            shallow=False)]
+        for sub in c.subdirs.values():
+            out += diffs(sub)
+        return sorted(set(out))
+    return diffs(filecmp.dircmp(pa, pb, ignore=["cloq_export.json"]))
+
+
 for k in stores["before"]:
     (pa, ta), (pb, tb) = stores["before"][k], stores["after"][k]
-    if k == "export":
-        cmp = filecmp.dircmp(pa, pb, ignore=["cloq_export.json"])
-        def diffs(c):
-            out = list(c.left_only) + list(c.right_only) + list(c.diff_files) + list(c.funny_files)
-            for sub in c.subdirs.values():
-                out += diffs(sub)
-            return out
-        shallow = diffs(cmp)
-        # dircmp compares by stat signature first: compare every common file's bytes
-        bad = shallow + [f for f in cmp.common_files if not filecmp.cmp(os.path.join(pa, f), os.path.join(pb, f),
-                                                                         shallow=False)]
+    if k in ("export", "synth export"):
+        bad = folder_diffs(pa, pb)
         same = not bad
         rows.append((k, "every file byte-identical" if same else f"differ: {bad}", ""))
+    elif k == "synth model":
+        same_bytes = [f for f in ("model.safetensors", "calib.tok")
+                      if filecmp.cmp(os.path.join(pa, f), os.path.join(pb, f), shallow=False)]
+        ca, cb = (json.load(open(os.path.join(x, "config.json"))) for x in (pa, pb))
+        same = len(same_bytes) == 2 and ca == cb
+        rows.append((k, f"{', '.join(same_bytes)} byte-identical; config.json "
+                        f"{'equal as JSON' if ca == cb else 'DIFFERS as JSON'}", ""))
     elif pa:
         oa, ob = objectives(pa), objectives(pb)
         same = same_layers(load_layers(pa), load_layers(pb)) and oa == ob

@@ -57,10 +57,19 @@ json_t *cloq_hf_json_num(double v) {
 }
 
 int cloq_hf_write_json(json_t *root, const char *dir, const char *file) {
-  char p[CLOQ_HF_PATH_CAP];
+  char p[CLOQ_HF_PATH_CAP], tmp[CLOQ_HF_PATH_CAP];
   CLOQ_CALL(cloq_hf_join(p, sizeof p, dir, file));
-  int e = json_dump_file(root, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  CLOQ_CHECK(e == 0, "cannot write %s", p);
+  CLOQ_CHECK(snprintf(tmp, sizeof tmp, "%s.tmp", p) < (int)sizeof tmp, "path too long: %s.tmp", p);
+  if (json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
+    int err = errno;
+    remove(tmp);
+    return CLOQ_FAIL("cannot write %s: %s", p, strerror(err));
+  }
+  if (rename(tmp, p) != 0) {
+    int err = errno;
+    remove(tmp);
+    return CLOQ_FAIL("cannot rename %s to %s: %s", tmp, p, strerror(err));
+  }
   return CLOQ_OK;
 }
 
@@ -212,6 +221,21 @@ static int64_t eos_from_dir(const cloq_tok *tok, const char *dir) {
   return id;
 }
 
+json_t *cloq_hf_config_json(const cloq_config *g) {
+  json_t *root = json_pack(
+      "{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:n, s:s, s:b, s:b, s:b, s:I}",
+      "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
+      (json_int_t)g->dim, "intermediate_size", (json_int_t)g->hidden_dim, "num_hidden_layers",
+      (json_int_t)g->n_layers, "num_attention_heads", (json_int_t)g->n_heads,
+      "num_key_value_heads", (json_int_t)g->n_kv_heads, "head_dim", (json_int_t)g->head_dim,
+      "vocab_size", (json_int_t)g->vocab_size, "max_position_embeddings", (json_int_t)g->max_pos,
+      "rms_norm_eps", g->norm_eps, "rope_theta", g->rope_theta, "rope_scaling", "hidden_act",
+      "silu", "tie_word_embeddings", g->tied ? 1 : 0, "attention_bias", 0, "mlp_bias", 0,
+      "bos_token_id", (json_int_t)g->bos_id);
+  if (!root) (void)CLOQ_FAIL("out of memory (config.json)");
+  return root;
+}
+
 int cloq_hf_write_config(const char *dir, const char *model_dir, const cloq_config *cfg,
                          const cloq_tok *tok, cloq_dtype dtype, json_t *quant) {
   char src[CLOQ_HF_PATH_CAP];
@@ -224,19 +248,8 @@ int cloq_hf_write_config(const char *dir, const char *model_dir, const cloq_conf
     if (!root || !json_is_object(root))
       rc = CLOQ_FAIL("%s: line %d: %s", src, err.line, root ? "not an object" : err.text);
   } else {
-    const cloq_config *g = cfg;
-    root = json_pack("{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:n, s:s,"
-                     " s:b, s:b, s:b, s:I}",
-                     "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
-                     (json_int_t)g->dim, "intermediate_size", (json_int_t)g->hidden_dim,
-                     "num_hidden_layers", (json_int_t)g->n_layers, "num_attention_heads",
-                     (json_int_t)g->n_heads, "num_key_value_heads", (json_int_t)g->n_kv_heads,
-                     "head_dim", (json_int_t)g->head_dim, "vocab_size", (json_int_t)g->vocab_size,
-                     "max_position_embeddings", (json_int_t)g->max_pos, "rms_norm_eps",
-                     g->norm_eps, "rope_theta", g->rope_theta, "rope_scaling", "hidden_act",
-                     "silu", "tie_word_embeddings", g->tied ? 1 : 0, "attention_bias", 0,
-                     "mlp_bias", 0, "bos_token_id", (json_int_t)g->bos_id);
-    if (!root) rc = CLOQ_FAIL("out of memory (config.json)");
+    root = cloq_hf_config_json(cfg);
+    if (!root) rc = CLOQ_ERR;
     int64_t eos = eos_from_dir(tok, dir);
     if (root && eos >= 0) json_object_set_new(root, "eos_token_id", json_integer(eos));
   }

@@ -48,7 +48,8 @@ void cloq_hf_tensor_set(cloq_hf_tensor *t, cloq_dtype dt, int64_t d0, int64_t d1
 int cloq_hf_join(char *buf, size_t cap, const char *a, const char *b);
 /* A number as JSON: an integer when it is one (lora_alpha 16, not 16.0); new reference. */
 json_t *cloq_hf_json_num(double v);
-/* dir/file from root, indented by 2, keys in insertion order (root is not stolen). */
+/* dir/file from root, indented by 2, keys in insertion order (root is not stolen); written to
+ * dir/file.tmp and renamed into place. */
 int cloq_hf_write_json(json_t *root, const char *dir, const char *file);
 
 /* n float32 values x to dtype dt into dst (n elements of dt; dst may equal x for F32). A value
@@ -67,6 +68,10 @@ int cloq_hf_write_shards(const char *dir, const cloq_hf_tensor *t, int64_t n, co
                          double shard_mib, cloq_hf_produce_fn produce, void *ctx,
                          const char *what);
 
+/* The config.json a LlamaForCausalLM of shape cfg is given (architectures .. bos_token_id; no
+ * eos_token_id, torch_dtype or quantization_config); a new reference, or NULL with the error
+ * recorded. `cloq synth` writes its models' config.json from it too. */
+json_t *cloq_hf_config_json(const cloq_config *cfg);
 /* dir/config.json: model_dir's own config.json when model_dir is not NULL and has one (read as
  * JSON, rewritten), else one generated from cfg (LlamaForCausalLM; eos_token_id is that of the
  * eos_token named by dir/tokenizer_config.json, looked up among tok's pieces, and absent when tok
