@@ -50,7 +50,7 @@ static inline void cloq_module_shape(const cloq_config *c, int m, int64_t *n_out
 }
 
 /* One quantized module as the store holds it: its shapes and its five arrays, row-major (made by
- * the worker's module init, written and read by cloq_store.c, which also defines the three
+ * the worker's module init, written and read by the store, cloq_store_read.c defining the three
  * functions below). */
 typedef struct {
   int64_t n_out, n_in, n_groups, rank;
