@@ -140,8 +140,8 @@ void cloq_cli_usage(int cmd) {
         "                         worth of memory per rank); auto picks lazy when the resident\n"
         "                         weights would exceed a quarter of the node's memory per rank.\n"
         "                         Sequential propagation keeps them resident.\n"
-        "  --dry-run              print the plan (blocks per rank, peak memory, flops per stage)\n"
-        "                         and stop\n");
+        "  --dry-run              print the model's family and features, the plan (blocks per\n"
+        "                         rank, peak memory, flops per stage) and stop\n");
     printf(
         "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): cuda runs the\n"
         "                         forward pass, Gram matrices, Cholesky factors, top-r\n"
@@ -149,7 +149,16 @@ void cloq_cli_usage(int cmd) {
         "                         mod GPU count);\n"
         "                         auto falls back to the CPU with a one-line notice\n"
         "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
-        "complete in FILE.h5.partial.d/.\n");
+        "complete in FILE.h5.partial.d/.\n"
+        "Models: Hugging Face folders (config.json + safetensors) or GGUF files of the families\n"
+        "  llama    Llama 2, Llama 3.x (rope_scaling llama3 or linear), attention/mlp biases\n"
+        "  mistral  the sliding window (every layer)\n"
+        "  qwen2    Qwen2, Qwen2.5: q/k/v biases (never quantized, carried to every export)\n"
+        "  qwen3    q/k RMSNorm per head before RoPE, head_dim of its own\n"
+        "  with GQA, any head_dim, tied or untied embeddings. Refused in one line: other\n"
+        "  model_types (MoE: mixtral, qwen2_moe, qwen3_moe), RoPE types other than default,\n"
+        "  linear and llama3 (yarn, dynamic, longrope), partial rotary, windows on some layers\n"
+        "  only (Qwen's use_sliding_window), activations other than silu.\n");
   } else if (cmd == CLOQ_CMD_SWEEP) {
     printf(
         "usage: cloq sweep --model DIR --calib FILE --bits 2,3,4 --ranks 8,16,32,64 --out DIR\n"
@@ -177,7 +186,10 @@ void cloq_cli_usage(int cmd) {
         "                         non-overlapping windows of --seqlen; tokens: one sequence a line)\n"
         "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
         "  --limit N              evaluate only the first N windows or sequences (default all)\n"
-        "  --dump-logits FILE     write the logits of the first 3 positions of the first sequence\n"
+        "  --dump-logits FILE     write the logits of the first positions of the first sequence\n"
+        "                         (one row of vocab values per position)\n"
+        "  --dump-positions N     how many positions --dump-logits writes (default 3; rows past\n"
+        "                         the first sequence's end are zeros)\n"
         "  --force                overwrite an existing --dump-logits FILE\n"
         "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): the forward\n"
         "                         pass on each rank's GPU; the head stays on the CPU\n"
@@ -455,6 +467,8 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       o->data_format = a;
     } else if (!init && cloq_args_is(&sc, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
     else if (!init && cloq_args_is(&sc, "--dump-logits")) o->dump_logits = a;
+    else if (!init && cloq_args_is(&sc, "--dump-positions"))
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->dump_positions));
     else
       return cloq_args_unknown(&sc);
   }
@@ -496,6 +510,7 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   } else {
     CLOQ_CHECK(o->data, "--data is required");
     CLOQ_CHECK(!o->kl || o->store, "--kl needs --store (the quantized model to compare)");
+    CLOQ_CHECK(!o->dump_positions || o->dump_logits, "--dump-positions needs --dump-logits");
     if (o->dump_logits) {
       CLOQ_CALL(check_output("--dump-logits", o->dump_logits, 0, inputs, 4));
       CLOQ_CHECK(o->force || access(o->dump_logits, F_OK) != 0,

@@ -52,6 +52,7 @@ typedef struct {
   const char *data_format;
   int64_t limit;          /* evaluate at most this many windows/sequences (0: all) */
   const char *dump_logits;/* write the first positions' logits of the first sequence here */
+  int64_t dump_positions; /* how many (0: the default, 3) */
   int kl;                 /* --kl: also the KL divergence from the full-precision model */
   const char *device;     /* --device cpu | cuda | auto (default $CLOQ_DEVICE, else auto) */
   struct cloq_dev *dev;   /* set by main after parsing: the device opened for --device on this

@@ -105,7 +105,7 @@ int cloq_cmd_eval(const cloq_opts *o, MPI_Comm comm) {
                      (long long)stats[1], (long long)c.cfg.vocab_size);
   }
   if (rc == CLOQ_OK && c.rank == c.plan.last && o->dump_logits) {
-    c.nlog = 3;
+    c.nlog = o->dump_positions > 0 ? o->dump_positions : 3;
     c.logits = cloq_calloc_checked(c.nlog * c.cfg.vocab_size, sizeof(float));
     if (!c.logits) rc = CLOQ_FAIL("out of memory for logits");
   }

@@ -293,7 +293,7 @@ enum { LIN_BASE, LIN_GPTQ };
  * tensors (LIN_GPTQ), everything else from the model in dtype dt. */
 static int plan_model(ex_ctx *c, int lin, cloq_dtype dt, plan *p) {
   const cloq_config *cfg = &c->cfg;
-  CLOQ_CALL(plan_alloc(p, 3 + cfg->n_layers * (2 + 4 * CLOQ_NMOD)));
+  CLOQ_CALL(plan_alloc(p, 3 + cfg->n_layers * (4 + 5 * CLOQ_NMOD)));
   CLOQ_CALL(add_model(p, dt, cfg->vocab_size, cfg->dim, "model.embed_tokens.weight"));
   for (int64_t b = 0; b < cfg->n_layers; b++) {
     char nm[160];
@@ -303,8 +303,18 @@ static int plan_model(ex_ctx *c, int lin, cloq_dtype dt, plan *p) {
                  m == CLOQ_M_Q ? "input_layernorm" : "post_attention_layernorm");
         CLOQ_CALL(add_model(p, dt, cfg->dim, 0, nm));
       }
+      if (m == CLOQ_M_Q && cfg->qk_norm) /* Qwen3's, in the model's dtype like the norms */
+        for (int k = 0; k < 2; k++) {
+          snprintf(nm, sizeof nm, "model.layers.%lld.self_attn.%s_norm.weight", (long long)b,
+                   k ? "k" : "q");
+          CLOQ_CALL(add_model(p, dt, cfg->head_dim, 0, nm));
+        }
       int64_t no, ni;
       cloq_module_shape(cfg, m, &no, &ni);
+      if (cfg->bias & (1u << m)) { /* never quantized: the model's own, in every format */
+        snprintf(nm, sizeof nm, "model.layers.%lld.%s.bias", (long long)b, cloq_module_name[m]);
+        CLOQ_CALL(add_model(p, dt, no, 0, nm));
+      }
       snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)b, cloq_module_name[m]);
       cloq_hf_tensor t[4];
       if (lin == LIN_BASE) {

@@ -457,7 +457,13 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     printf(", damp %g, seed %lld, propagate %s\n", o->damp, (long long)o->seed, o->propagate);
     printf("calibration: %lld samples, %lld tokens from %s (%s)\n", (long long)stats[0],
            (long long)stats[2], o->calib, o->calib_format);
-    if (o->dry_run) print_plan(&r, &c, stats);
+    if (o->dry_run) {
+      char feat[256];
+      cloq_config_features(&c.cfg, feat, sizeof feat);
+      printf("family: %s (%s); features: %s\n", cloq_family_name(c.cfg.family),
+             cloq_family_arch(c.cfg.family), feat);
+      print_plan(&r, &c, stats);
+    }
     fflush(stdout);
   }
   if (o->dry_run) {

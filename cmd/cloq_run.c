@@ -44,11 +44,6 @@ int cloq_run_load_samples(const cloq_opts *o, run_ctx *c, int eval) {
                "%s line %lld has %lld tokens, more than the model's max_position_embeddings %lld",
                eval ? o->data : o->calib, (long long)s + 1, (long long)c->samples.len[s],
                (long long)max_pos);
-  /* until the sliding-window mask exists, a window shorter than a sequence would be ignored */
-  CLOQ_CHECK(!c->cfg.window || c->samples.max_t <= c->cfg.window,
-             "sequences of %lld tokens exceed the model's sliding_window %lld, which cloq does not "
-             "implement yet: use --seqlen (and lines) of at most %lld tokens",
-             (long long)c->samples.max_t, (long long)c->cfg.window, (long long)c->cfg.window);
   int64_t n;
   CLOQ_CALL(cloq_mul64(c->cfg.vocab_size, c->cfg.dim, &n));
   CLOQ_ALLOC(c->embed, n, "embedding table");

@@ -282,9 +282,6 @@ static int sample_run(const sample_opts *o, sample_ctx *c, double t_start) {
   CLOQ_CHECK(T >= 2 && T <= cfg->max_pos,
              "--length %lld is out of range [2, %lld] (max_position_embeddings)", (long long)T,
              (long long)cfg->max_pos);
-  CLOQ_CHECK(!cfg->window || T <= cfg->window,
-             "--length %lld exceeds the model's sliding_window %lld, which cloq does not implement "
-             "yet", (long long)T, (long long)cfg->window);
   int64_t V = cfg->vocab_size, D = cfg->dim;
   CLOQ_CHECK(V <= INT32_MAX, "vocab_size %lld does not fit token ids", (long long)V);
   CLOQ_CHECK(cfg->bos_id >= 0 && cfg->bos_id < V, "bos_token_id %lld is not below vocab_size %lld",

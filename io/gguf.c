@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -584,96 +585,6 @@ void cloq_gguf_dequant(int type, const unsigned char *src, int64_t n, float *out
 #undef BLOCK
 }
 
-/* ---- model hyperparameters -------------------------------------------------------------------- */
-
-/* A non-negative integer value of any integer type. */
-static int as_uint(const cloq_gguf *g, const cloq_gguf_value *v, const char *key, uint64_t *out) {
-  switch (v->type) {
-  case GGUF_U8: case GGUF_U16: case GGUF_U32: case GGUF_U64: *out = v->u; return CLOQ_OK;
-  case GGUF_I8: case GGUF_I16: case GGUF_I32: case GGUF_I64:
-    CLOQ_CHECK(v->i >= 0, "%s: metadata %s is negative (%lld)", g->name, key, (long long)v->i);
-    *out = (uint64_t)v->i;
-    return CLOQ_OK;
-  default: return CLOQ_FAIL("%s: metadata %s must be an integer (type %d)", g->name, key, v->type);
-  }
-}
-
-static int get_int(const cloq_gguf *g, const char *key, int64_t def, int required, int64_t *out) {
-  const cloq_gguf_value *v = cloq_gguf_get(g, key);
-  if (!v) {
-    CLOQ_CHECK(!required, "%s: required metadata %s is missing", g->name, key);
-    *out = def;
-    return CLOQ_OK;
-  }
-  uint64_t u = 0;
-  CLOQ_CALL(as_uint(g, v, key, &u));
-  CLOQ_CHECK(u <= (uint64_t)INT32_MAX, "%s: metadata %s is too large (%llu)", g->name, key,
-             (unsigned long long)u);
-  *out = (int64_t)u;
-  return CLOQ_OK;
-}
-
-static int get_real(const cloq_gguf *g, const char *key, double def, double *out) {
-  const cloq_gguf_value *v = cloq_gguf_get(g, key);
-  if (!v) {
-    *out = def;
-    return CLOQ_OK;
-  }
-  CLOQ_CHECK(v->type == GGUF_F32 || v->type == GGUF_F64, "%s: metadata %s must be a float",
-             g->name, key);
-  *out = v->f;
-  return CLOQ_OK;
-}
-
-int cloq_gguf_config(const cloq_gguf *g, cloq_config *c) {
-  memset(c, 0, sizeof *c);
-  const cloq_gguf_value *arch = cloq_gguf_get(g, "general.architecture");
-  CLOQ_CHECK(arch && arch->type == GGUF_STR, "%s: metadata general.architecture is missing",
-             g->name);
-  CLOQ_CHECK(arch->len == 5 && !memcmp(arch->s, "llama", 5),
-             "%s: general.architecture is \"%.*s\": only \"llama\" is supported", g->name,
-             (int)(arch->len < 64 ? arch->len : 64), arch->s);
-  int64_t rope_dims, experts, key_len, val_len;
-  CLOQ_CALL(get_int(g, "llama.embedding_length", 0, 1, &c->dim));
-  CLOQ_CALL(get_int(g, "llama.feed_forward_length", 0, 1, &c->hidden_dim));
-  CLOQ_CALL(get_int(g, "llama.block_count", 0, 1, &c->n_layers));
-  CLOQ_CALL(get_int(g, "llama.attention.head_count", 0, 1, &c->n_heads));
-  CLOQ_CALL(get_int(g, "llama.attention.head_count_kv", c->n_heads, 0, &c->n_kv_heads));
-  CLOQ_CALL(get_int(g, "llama.context_length", 2048, 0, &c->max_pos));
-  CLOQ_CALL(get_int(g, "llama.expert_count", 0, 0, &experts));
-  CLOQ_CHECK(experts == 0, "%s: llama.expert_count is %lld: mixture-of-experts models are not "
-             "supported", g->name, (long long)experts);
-  CLOQ_CALL(get_real(g, "llama.attention.layer_norm_rms_epsilon", 1e-6, &c->norm_eps));
-  CLOQ_CALL(get_real(g, "llama.rope.freq_base", 10000.0, &c->rope_theta));
-  const cloq_gguf_value *rs = cloq_gguf_get(g, "llama.rope.scaling.type");
-  CLOQ_CHECK(!rs || (rs->type == GGUF_STR && rs->len == 4 && !memcmp(rs->s, "none", 4)),
-             "%s: llama.rope.scaling.type is set: RoPE scaling is not supported", g->name);
-  CLOQ_CHECK(!cloq_gguf_get(g, "llama.rope.scaling.factor") && !cloq_gguf_find_tensor(g, "rope_freqs.weight"),
-             "%s: RoPE scaling (llama.rope.scaling.factor or rope_freqs.weight) is not supported",
-             g->name);
-  CLOQ_CHECK(c->n_heads > 0 && c->dim > 0, "%s: embedding_length and head_count must be positive",
-             g->name);
-  CLOQ_CALL(get_int(g, "llama.attention.key_length", c->dim % c->n_heads ? 0 : c->dim / c->n_heads,
-                    0, &key_len));
-  CLOQ_CALL(get_int(g, "llama.attention.value_length", key_len, 0, &val_len));
-  CLOQ_CHECK(key_len > 0 && key_len == val_len,
-             "%s: attention key_length %lld and value_length %lld must be equal and positive",
-             g->name, (long long)key_len, (long long)val_len);
-  c->head_dim = key_len;
-  CLOQ_CALL(get_int(g, "llama.rope.dimension_count", c->head_dim, 0, &rope_dims));
-  CLOQ_CHECK(rope_dims == c->head_dim,
-             "%s: llama.rope.dimension_count %lld differs from the head size %lld: partial "
-             "rotary embeddings are not supported",
-             g->name, (long long)rope_dims, (long long)c->head_dim);
-  const cloq_gguf_tensor *emb = cloq_gguf_find_tensor(g, "token_embd.weight");
-  CLOQ_CHECK(emb, "%s: tensor token_embd.weight is missing", g->name);
-  CLOQ_CHECK(emb->n_dims == 2, "%s: tensor token_embd.weight must have 2 dimensions", g->name);
-  CLOQ_CALL(get_int(g, "llama.vocab_size", emb->ne[1], 0, &c->vocab_size));
-  c->tied = cloq_gguf_find_tensor(g, "output.weight") == NULL;
-  CLOQ_CALL(get_int(g, "tokenizer.ggml.bos_token_id", 1, 0, &c->bos_id));
-  return cloq_config_check(c, g->name);
-}
-
 /* ---- tokenizer -------------------------------------------------------------------------------- */
 
 static int str_is(const cloq_gguf_value *v, const char *s) {
@@ -682,7 +593,7 @@ static int str_is(const cloq_gguf_value *v, const char *s) {
 
 static int get_id(const cloq_gguf *g, const char *key, int32_t *out) {
   int64_t v;
-  CLOQ_CALL(get_int(g, key, -1, 0, &v));
+  CLOQ_CALL(cloq_gguf__get_int(g, key, -1, 0, &v));
   *out = (int32_t)v;
   return CLOQ_OK;
 }

@@ -72,6 +72,10 @@ typedef struct {
 
 /* The value of KEY, or NULL when absent. */
 const cloq_gguf_value *cloq_gguf_get(const cloq_gguf *g, const char *key);
+/* Integer metadata KEY (any integer type, non-negative, at most INT32_MAX) into *out; def when
+ * absent (an error when required). io/gguf_config.c. */
+int cloq_gguf__get_int(const cloq_gguf *g, const char *key, int64_t def, int required,
+                       int64_t *out);
 int64_t cloq_gguf_n_tensors(const cloq_gguf *g);
 const cloq_gguf_tensor *cloq_gguf_tensor_at(const cloq_gguf *g, int64_t i);
 const cloq_gguf_tensor *cloq_gguf_find_tensor(const cloq_gguf *g, const char *name);

@@ -222,17 +222,45 @@ static int64_t eos_from_dir(const cloq_tok *tok, const char *dir) {
 }
 
 json_t *cloq_hf_config_json(const cloq_config *g) {
+  if (g->rope_type == CLOQ_ROPE_FREQS) {
+    (void)CLOQ_FAIL("the model's RoPE frequencies come from a GGUF rope_freqs tensor, which a "
+                    "config.json cannot state: export from the Hugging Face model instead");
+    return NULL;
+  }
+  json_t *rope = json_null();
+  if (g->rope_type == CLOQ_ROPE_LINEAR)
+    rope = json_pack("{s:s, s:f}", "rope_type", "linear", "factor", g->rope_factor);
+  else if (g->rope_type == CLOQ_ROPE_LLAMA3)
+    rope = json_pack("{s:s, s:f, s:f, s:f, s:I}", "rope_type", "llama3", "factor", g->rope_factor,
+                     "low_freq_factor", g->rope_low, "high_freq_factor", g->rope_high,
+                     "original_max_position_embeddings", (json_int_t)g->rope_orig_max);
   json_t *root = json_pack(
-      "{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:n, s:s, s:b, s:b, s:b, s:I}",
-      "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
-      (json_int_t)g->dim, "intermediate_size", (json_int_t)g->hidden_dim, "num_hidden_layers",
-      (json_int_t)g->n_layers, "num_attention_heads", (json_int_t)g->n_heads,
+      "{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:o, s:s, s:b}",
+      "architectures", cloq_family_arch(g->family), "model_type", cloq_family_name(g->family),
+      "hidden_size", (json_int_t)g->dim, "intermediate_size", (json_int_t)g->hidden_dim,
+      "num_hidden_layers", (json_int_t)g->n_layers, "num_attention_heads", (json_int_t)g->n_heads,
       "num_key_value_heads", (json_int_t)g->n_kv_heads, "head_dim", (json_int_t)g->head_dim,
       "vocab_size", (json_int_t)g->vocab_size, "max_position_embeddings", (json_int_t)g->max_pos,
-      "rms_norm_eps", g->norm_eps, "rope_theta", g->rope_theta, "rope_scaling", "hidden_act",
-      "silu", "tie_word_embeddings", g->tied ? 1 : 0, "attention_bias", 0, "mlp_bias", 0,
-      "bos_token_id", (json_int_t)g->bos_id);
-  if (!root) (void)CLOQ_FAIL("out of memory (config.json)");
+      "rms_norm_eps", g->norm_eps, "rope_theta", g->rope_theta, "rope_scaling", rope,
+      "hidden_act", "silu", "tie_word_embeddings", g->tied ? 1 : 0);
+  int bad = !root;
+  /* the family's own keys, in the places LlamaConfig had them */
+  if (!bad && g->family == CLOQ_FAM_LLAMA)
+    bad = json_object_set_new(root, "attention_bias", json_boolean(g->bias & 0xfu)) ||
+          json_object_set_new(root, "mlp_bias", json_boolean(g->bias & 0x70u));
+  if (!bad && g->family == CLOQ_FAM_QWEN3)
+    bad = json_object_set_new(root, "attention_bias", json_boolean(g->bias & 0xfu));
+  if (!bad && (g->family == CLOQ_FAM_QWEN2 || g->family == CLOQ_FAM_QWEN3))
+    bad = json_object_set_new(root, "use_sliding_window", json_false());
+  if (!bad && g->family == CLOQ_FAM_MISTRAL)
+    bad = json_object_set_new(root, "sliding_window",
+                              g->window ? json_integer((json_int_t)g->window) : json_null());
+  if (!bad) bad = json_object_set_new(root, "bos_token_id", json_integer((json_int_t)g->bos_id));
+  if (bad) {
+    json_decref(root);
+    (void)CLOQ_FAIL("out of memory (config.json)");
+    return NULL;
+  }
   return root;
 }
 

@@ -68,9 +68,11 @@ int cloq_hf_write_shards(const char *dir, const cloq_hf_tensor *t, int64_t n, co
                          double shard_mib, cloq_hf_produce_fn produce, void *ctx,
                          const char *what);
 
-/* The config.json a LlamaForCausalLM of shape cfg is given (architectures .. bos_token_id; no
+/* The config.json of a model of family and shape cfg (architectures .. bos_token_id, with the
+ * family's keys: rope_scaling, attention_bias / mlp_bias, use_sliding_window, sliding_window; no
  * eos_token_id, torch_dtype or quantization_config); a new reference, or NULL with the error
- * recorded. `cloq synth` writes its models' config.json from it too. */
+ * recorded (a GGUF model's rope_freqs cannot be stated). `cloq synth` writes its models'
+ * config.json from it too. */
 json_t *cloq_hf_config_json(const cloq_config *cfg);
 /* dir/config.json: model_dir's own config.json when model_dir is not NULL and has one (read as
  * JSON, rewritten), else one generated from cfg (LlamaForCausalLM; eos_token_id is that of the

@@ -381,9 +381,10 @@ done:
 /* ---- GGUF models ------------------------------------------------------------------------------
  * llama.cpp's names map to Hugging Face's; shapes are ne reversed (ne[0] is the contiguous
  * dimension, so the bytes are already row-major). llama.cpp's converter interleaves the rows of
- * q_proj and k_proj within each head (its rotary layout, as in Meta's checkpoints): GGUF row
- * h*hd + 2i + j holds Hugging Face row h*hd + j*hd/2 + i. read_f32 undoes that, so the model is
- * the Hugging Face one everywhere else in cloq. */
+ * q_proj and k_proj within each head for the llama architecture (its rotary layout, as in Meta's
+ * checkpoints; qwen2 and qwen3 keep Hugging Face's): GGUF row h*hd + 2i + j holds Hugging Face
+ * row h*hd + j*hd/2 + i. read_f32 undoes that, so the model is the Hugging Face one everywhere
+ * else in cloq. */
 static const struct {
   const char *gguf, *hf;
 } gguf_names[] = {
@@ -396,6 +397,12 @@ static const struct {
     {"ffn_gate.weight", "mlp.gate_proj.weight"},
     {"ffn_up.weight", "mlp.up_proj.weight"},
     {"ffn_down.weight", "mlp.down_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"}, /* qwen2 (and qwen3 with attention_bias) */
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.bias", "self_attn.o_proj.bias"},
+    {"attn_q_norm.weight", "self_attn.q_norm.weight"}, /* qwen3 */
+    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
 };
 
 static cloq_dtype gguf_dtype(int type) {
@@ -431,8 +438,9 @@ static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
         if (!strcmp(gt->name + off, gguf_names[k].gguf)) {
           snprintf(name, sizeof name, "model.layers.%d.%s", layer, gguf_names[k].hf);
           hf = name;
-          if (k == 2) e->rope_heads = (int)cfg.n_heads;
-          if (k == 3) e->rope_heads = (int)cfg.n_kv_heads;
+          /* only llama.cpp's llama converter permutes (qwen2/qwen3 use the NEOX layout) */
+          if (k == 2 && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_heads;
+          if (k == 3 && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_kv_heads;
         }
     }
     e->name = strdup(hf ? hf : gt->name);

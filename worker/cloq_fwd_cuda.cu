@@ -32,6 +32,8 @@ struct cloq_fwd_cuda {
   int64_t nslots, max_t;
   float **wt;        /* nslots * NW device linears */
   float **norms;     /* nslots * 2 device norms */
+  float **bias;      /* nslots * NW device biases (NULL: none) */
+  float **qkn;       /* nslots * 2 device q/k norms (NULL: none) */
   double **gram;     /* nslots * NI device Gram matrices (NULL: none) */
   double **gram_host;/* nslots * NI host matrices to fetch into */
   float *rc, *rs;    /* rope tables (max_t, hd/2) */
@@ -57,9 +59,12 @@ int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_config *cfg, int64_t ns
   f->max_t = max_t;
   f->wt = (float **)calloc((size_t)(nslots * NW), sizeof(float *));
   f->norms = (float **)calloc((size_t)(nslots * 2), sizeof(float *));
+  f->bias = (float **)calloc((size_t)(nslots * NW), sizeof(float *));
+  f->qkn = (float **)calloc((size_t)(nslots * 2), sizeof(float *));
   f->gram = (double **)calloc((size_t)(nslots * NI), sizeof(double *));
   f->gram_host = (double **)calloc((size_t)(nslots * NI), sizeof(double *));
-  CLOQ_CHECK(f->wt && f->norms && f->gram && f->gram_host, "out of memory (GPU forward tables)");
+  CLOQ_CHECK(f->wt && f->norms && f->bias && f->qkn && f->gram && f->gram_host,
+             "out of memory (GPU forward tables)");
   const int64_t T = max_t, D = cfg->dim, hd = cfg->head_dim, H = cfg->hidden_dim;
   const int64_t qd = cfg->n_heads * hd, kd = cfg->n_kv_heads * hd;
   int64_t widest = D > qd ? D : qd;
@@ -89,9 +94,13 @@ void cloq_fwd_cuda_destroy(cloq_fwd_cuda **fp) {
   cloq_fwd_cuda *f = *fp;
   for (int64_t i = 0; f->wt && i < f->nslots * NW; i++) cudaFree(f->wt[i]);
   for (int64_t i = 0; f->norms && i < f->nslots * 2; i++) cudaFree(f->norms[i]);
+  for (int64_t i = 0; f->bias && i < f->nslots * NW; i++) cudaFree(f->bias[i]);
+  for (int64_t i = 0; f->qkn && i < f->nslots * 2; i++) cudaFree(f->qkn[i]);
   for (int64_t i = 0; f->gram && i < f->nslots * NI; i++) cudaFree(f->gram[i]);
   free(f->wt);
   free(f->norms);
+  free(f->bias);
+  free(f->qkn);
   free(f->gram);
   free(f->gram_host);
   void *bufs[] = {f->rc, f->rs, f->x, f->xn, f->q, f->att, f->k, f->v, f->g, f->u, f->scores,
@@ -101,8 +110,16 @@ void cloq_fwd_cuda_destroy(cloq_fwd_cuda **fp) {
   *fp = NULL;
 }
 
+/* Copies n floats from host src into the device buffer *p (allocated on first use). */
+static int upload(cloq_fwd_cuda *f, float **p, const float *src, int64_t n, const char *what) {
+  if (!*p) DALLOC(*p, n, what);
+  CLOQ_CUDA(cudaMemcpyAsync(*p, src, (size_t)n * 4, cudaMemcpyHostToDevice, f->c->stream));
+  return CLOQ_OK;
+}
+
 int cloq_fwd_cuda_load(cloq_fwd_cuda *f, int64_t s, const float *attn_norm, const float *ffn_norm,
-                       const float *const w[7]) {
+                       const float *const w[7], const float *const bias[7], const float *q_norm,
+                       const float *k_norm) {
   CLOQ_CHECK(s >= 0 && s < f->nslots, "GPU weight slot %lld out of range", (long long)s);
   const int64_t D = f->d.dim;
   for (int j = 0; j < 2; j++) {
@@ -118,7 +135,10 @@ int cloq_fwd_cuda_load(cloq_fwd_cuda *f, int64_t s, const float *attn_norm, cons
     if (!*p) DALLOC(*p, no * ni, "block weights");
     CLOQ_CUDA(cudaMemcpyAsync(*p, w[m], (size_t)(no * ni) * 4, cudaMemcpyHostToDevice,
                               f->c->stream));
+    if (bias[m]) CLOQ_CALL(upload(f, &f->bias[s * NW + m], bias[m], no, "biases"));
   }
+  if (q_norm) CLOQ_CALL(upload(f, &f->qkn[s * 2], q_norm, f->d.head_dim, "q/k norms"));
+  if (k_norm) CLOQ_CALL(upload(f, &f->qkn[s * 2 + 1], k_norm, f->d.head_dim, "q/k norms"));
   CLOQ_CUDA(cudaStreamSynchronize(f->c->stream)); /* the host buffers may be reused at once */
   return CLOQ_OK;
 }
@@ -199,14 +219,15 @@ __global__ void rope_kernel(float *buf, int64_t t, int64_t nh, int64_t hd, const
   }
 }
 
-/* Causal softmax of each row of S (rows of t; row i of each (t, t) matrix keeps j <= i): one block
- * of 256 threads per row; the upper part is zeroed. */
-__global__ void softmax_kernel(float *S, int64_t t) {
+/* Causal softmax of each row of S (rows of t; row i of each (t, t) matrix keeps j0 <= j <= i, j0 =
+ * i - window + 1 with a sliding window, else 0): one block of 256 threads per row; the rest of the
+ * row is zeroed. */
+__global__ void softmax_kernel(float *S, int64_t t, int64_t window) {
   __shared__ float red[256];
-  const int64_t row = blockIdx.x, i = row % t;
+  const int64_t row = blockIdx.x, i = row % t, j0 = window && i >= window ? i - window + 1 : 0;
   float *r = S + row * t;
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, r[j]);
+  for (int64_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, r[j]);
   red[threadIdx.x] = mx;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w /= 2) {
@@ -216,7 +237,7 @@ __global__ void softmax_kernel(float *S, int64_t t) {
   mx = red[0];
   __syncthreads();
   float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+  for (int64_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
     const float e = expf(r[j] - mx);
     r[j] = e;
     sum += e;
@@ -228,7 +249,14 @@ __global__ void softmax_kernel(float *S, int64_t t) {
     __syncthreads();
   }
   const float inv = 1.0f / red[0];
-  for (int64_t j = threadIdx.x; j < t; j += blockDim.x) r[j] = j <= i ? r[j] * inv : 0.0f;
+  for (int64_t j = threadIdx.x; j < t; j += blockDim.x) r[j] = j >= j0 && j <= i ? r[j] * inv : 0.0f;
+}
+
+/* y (t, n) += b (n) on every row. */
+__global__ void bias_kernel(float *y, const float *b, int64_t t, int64_t n) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < t * n;
+       e += (int64_t)gridDim.x * blockDim.x)
+    y[e] += b[e % n];
 }
 
 /* g = silu(g) * u. */
@@ -254,6 +282,15 @@ static int linear(cloq_fwd_cuda *f, float *y, const float *x, const float *W, in
   const float one = 1.0f;
   CLOQ_CUBLAS(cublasSgemm(f->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)t, (int)n_in,
                           &one, W, (int)n_in, x, (int)n_in, &beta, y, (int)n_out));
+  return CLOQ_OK;
+}
+
+/* y (t, n) += slot s's bias of module m, if it has one. */
+static int add_bias(cloq_fwd_cuda *f, int64_t s, int m, float *y, int64_t t, int64_t n) {
+  const float *b = f->bias[s * NW + m];
+  if (!b) return CLOQ_OK;
+  bias_kernel<<<cloq_cuda_grid(t * n, 256), 256, 0, f->c->stream>>>(y, b, t, n);
+  CLOQ_CUDA(cudaGetLastError());
   return CLOQ_OK;
 }
 
@@ -292,6 +329,15 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   CLOQ_CALL(linear(f, f->q, f->xn, w[0], t, D, qd, 0.0f));
   CLOQ_CALL(linear(f, f->k, f->xn, w[1], t, D, kd, 0.0f));
   CLOQ_CALL(linear(f, f->v, f->xn, w[2], t, D, kd, 0.0f));
+  CLOQ_CALL(add_bias(f, s, 0, f->q, t, qd));
+  CLOQ_CALL(add_bias(f, s, 1, f->k, t, kd));
+  CLOQ_CALL(add_bias(f, s, 2, f->v, t, kd));
+  if (f->qkn[s * 2]) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+    rmsnorm_kernel<<<(unsigned)(t * nh), 256, 0, st>>>(f->q, f->q, f->qkn[s * 2], hd, d->norm_eps);
+    rmsnorm_kernel<<<(unsigned)(t * nkv), 256, 0, st>>>(f->k, f->k, f->qkn[s * 2 + 1], hd,
+                                                        d->norm_eps);
+    CLOQ_CUDA(cudaGetLastError());
+  }
   rope_kernel<<<cloq_cuda_grid(t * nh * hd / 2, 256), 256, 0, st>>>(f->q, t, nh, hd, f->rc, f->rs);
   rope_kernel<<<cloq_cuda_grid(t * nkv * hd / 2, 256), 256, 0, st>>>(f->k, t, nkv, hd, f->rc, f->rs);
   CLOQ_CUDA(cudaGetLastError());
@@ -302,7 +348,7 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
         f->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)t, (int)t, (int)hd, &scale, f->k + g * hd,
         (int)kd, 0, f->q + g * group * hd, (int)qd, hd, &zero, f->scores, (int)t, t * t,
         (int)group));
-    softmax_kernel<<<(unsigned)(group * t), 256, 0, st>>>(f->scores, t);
+    softmax_kernel<<<(unsigned)(group * t), 256, 0, st>>>(f->scores, t, d->window);
     CLOQ_CUDA(cudaGetLastError());
     CLOQ_CUBLAS(cublasSgemmStridedBatched(
         f->c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)hd, (int)t, (int)t, &one, f->v + g * hd,
@@ -311,6 +357,7 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   }
   CLOQ_CALL(gram_acc(f, s, 1, f->att, t));
   CLOQ_CALL(linear(f, f->x, f->att, w[3], t, qd, D, 1.0f)); /* x += att W_o^T */
+  CLOQ_CALL(add_bias(f, s, 3, f->x, t, D));
   CLOQ_CALL(check_finite(f, t * D, b, "attention output"));
 
   /* MLP */
@@ -319,10 +366,13 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   CLOQ_CALL(gram_acc(f, s, 2, f->xn, t));
   CLOQ_CALL(linear(f, f->g, f->xn, w[4], t, D, H, 0.0f));
   CLOQ_CALL(linear(f, f->u, f->xn, w[5], t, D, H, 0.0f));
+  CLOQ_CALL(add_bias(f, s, 4, f->g, t, H));
+  CLOQ_CALL(add_bias(f, s, 5, f->u, t, H));
   swiglu_kernel<<<cloq_cuda_grid(t * H, 256), 256, 0, st>>>(f->g, f->u, t * H);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gram_acc(f, s, 3, f->g, t));
   CLOQ_CALL(linear(f, f->x, f->g, w[6], t, H, D, 1.0f)); /* x += g W_down^T */
+  CLOQ_CALL(add_bias(f, s, 6, f->x, t, D));
   CLOQ_CALL(check_finite(f, t * D, b, "MLP output"));
   return CLOQ_OK;
 }

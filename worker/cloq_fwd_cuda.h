@@ -5,10 +5,13 @@
  *   - RMSNorm: one thread block per row, sum of squares in float64 (tree order), as on the CPU;
  *   - the seven linears: cublasSgemm, float32, TF32 off (the handle is pedantic, see
  *     cloq_backend.h); the o and down products add into the residual (beta = 1);
+ *   - biases (where the family has them) added by a kernel after each product;
+ *   - Qwen3's q/k norms: the RMSNorm kernel on rows of head_dim;
  *   - RoPE (rotate_half) from the worker's float32 tables;
  *   - attention: per KV head one strided-batched sgemm for the scores of its query heads, a causal
- *     softmax kernel (row maximum subtracted, expf, float32 sum), one strided-batched sgemm for the
- *     weighted values; the full (t, t) score matrix is formed (the upper half is zeroed);
+ *     softmax kernel (row maximum subtracted, expf, float32 sum; keys outside a sliding window
+ *     masked like the future), one strided-batched sgemm for the weighted values; the full (t, t)
+ *     score matrix is formed (the masked part is zeroed);
  *   - SwiGLU with expf;
  *   - Gram: X widened to float64, cublasDsyrk (products exact, float64 sums).
  * Results differ from the CPU path by summation order and the exp implementation only
@@ -37,10 +40,12 @@ int cloq_fwd_cuda_create(struct cloq_cuda *c, const cloq_config *cfg, int64_t ns
                          cloq_fwd_cuda **out);
 void cloq_fwd_cuda_destroy(cloq_fwd_cuda **f);
 
-/* Uploads one block's weights into slot s: norms (dim) and the seven linears in cloq's module
- * order (cloq_modules.h; each (n_out, n_in) row-major). */
+/* Uploads one block's weights into slot s: norms (dim), the seven linears in cloq's module
+ * order (cloq_modules.h; each (n_out, n_in) row-major), their biases (n_out; an entry is NULL
+ * where the config has none) and Qwen3's q/k norms (head_dim; NULL without cfg.qk_norm). */
 int cloq_fwd_cuda_load(cloq_fwd_cuda *f, int64_t s, const float *attn_norm, const float *ffn_norm,
-                       const float *const w[7]);
+                       const float *const w[7], const float *const bias[7], const float *q_norm,
+                       const float *k_norm);
 
 /* Gram matrices of slot s on the device, one per input (cloq_modules.h: n = cloq_input_dim),
  * initialized from the host matrices H[i] (n, n) (NULL: that input is not

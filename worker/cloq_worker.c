@@ -101,6 +101,19 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_ckpt *st, const cloq_w
       snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)b, cloq_module_name[m]);
       CLOQ_CALL(load_tensor(st, name, 2, no, ni, &bl->w[m]));
     }
+    for (int m = 0; m < CLOQ_NMOD; m++) { /* biases stay resident with lazy weights too */
+      if (!(cfg->bias & (1u << m))) continue;
+      int64_t no, ni;
+      cloq_module_shape(cfg, m, &no, &ni);
+      snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b, cloq_module_name[m]);
+      CLOQ_CALL(load_tensor(st, name, 1, no, 0, &bl->bias[m]));
+    }
+    if (cfg->qk_norm) {
+      snprintf(name, sizeof name, "model.layers.%lld.self_attn.q_norm.weight", (long long)b);
+      CLOQ_CALL(load_tensor(st, name, 1, cfg->head_dim, 0, &bl->q_norm));
+      snprintf(name, sizeof name, "model.layers.%lld.self_attn.k_norm.weight", (long long)b);
+      CLOQ_CALL(load_tensor(st, name, 1, cfg->head_dim, 0, &bl->k_norm));
+    }
   }
   w->st = st;
   w->lazy_b = -1;
@@ -124,17 +137,31 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_ckpt *st, const cloq_w
     CLOQ_CALL(load_tensor(st, hn, 2, cfg->vocab_size, cfg->dim, &w->head));
     CLOQ_ALLOC(w->logits, HEAD_ROWS * cfg->vocab_size, "logits");
   }
-  /* RoPE: inv_freq_i = theta^(-2i/hd), angle = pos * inv_freq_i, computed in float64. */
+  /* RoPE: angle = pos * inv_freq_i (cloq_rope_inv_freq: the config's scaling), in float64. */
   int64_t T = p->max_t, hd = cfg->head_dim, half = hd / 2;
   CLOQ_ALLOC(w->rope_cos, T * half, "rope table");
   CLOQ_ALLOC(w->rope_sin, T * half, "rope table");
-  for (int64_t pos = 0; pos < T; pos++)
+  double *inv;
+  float *freqs = NULL;
+  CLOQ_ALLOC(inv, half, "rope frequencies");
+  int rc = CLOQ_OK;
+  if (cfg->rope_type == CLOQ_ROPE_FREQS) { /* GGUF: llama3's divisors, one per frequency */
+    rc = load_tensor(st, "rope_freqs.weight", 1, half, 0, &freqs);
+    for (int64_t i = 0; rc == CLOQ_OK && i < half; i++)
+      if (!(freqs[i] > 0))
+        rc = CLOQ_FAIL("tensor rope_freqs.weight: entry %lld is %g, not positive", (long long)i,
+                       (double)freqs[i]);
+  }
+  if (rc == CLOQ_OK) cloq_rope_inv_freq(cfg, freqs, inv);
+  for (int64_t pos = 0; rc == CLOQ_OK && pos < T; pos++)
     for (int64_t i = 0; i < half; i++) {
-      double inv = pow(cfg->rope_theta, -(double)(2 * i) / (double)hd);
-      double a = (double)pos * inv;
+      double a = (double)pos * inv[i];
       w->rope_cos[pos * half + i] = (float)cos(a);
       w->rope_sin[pos * half + i] = (float)sin(a);
     }
+  free(inv);
+  free(freqs);
+  CLOQ_CALL(rc);
   int64_t qd = cfg->n_heads * hd, kd = cfg->n_kv_heads * hd, H = cfg->hidden_dim;
   int64_t widest = cfg->dim > qd ? cfg->dim : qd;
   if (H > widest) widest = H;
@@ -158,7 +185,8 @@ int cloq_worker_create(const cloq_config *cfg, const cloq_ckpt *st, const cloq_w
     for (int64_t i = 0; i < w->nb && !p->lazy; i++) {
       const cloq_block *bl = &w->blocks[i];
       CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, i, bl->attn_norm, bl->ffn_norm,
-                                   (const float *const *)bl->w));
+                                   (const float *const *)bl->w, (const float *const *)bl->bias,
+                                   bl->q_norm, bl->k_norm));
     }
   }
 #endif
@@ -182,6 +210,9 @@ void cloq_worker_destroy(cloq_worker **wp) {
   for (int64_t i = 0; w->blocks && i < w->nb; i++) {
     free(w->blocks[i].attn_norm);
     free(w->blocks[i].ffn_norm);
+    free(w->blocks[i].q_norm);
+    free(w->blocks[i].k_norm);
+    for (int m = 0; m < CLOQ_NMOD; m++) free(w->blocks[i].bias[m]);
     for (int m = 0; m < CLOQ_NMOD; m++) free(w->blocks[i].w[m]);
   }
   for (int m = 0; m < CLOQ_NMOD; m++) free(w->lazy_w[m]);
@@ -252,6 +283,18 @@ static void linear(float *y, const float *x, const float *W, int64_t t, int64_t 
               (int)n_in, W, (int)n_in, 0.0f, y, (int)n_out);
 }
 
+/* y (t, n) += bias (n) on every row; nothing when bias is NULL. */
+static void add_bias(float *y, const float *bias, int64_t t, int64_t n) {
+  if (!bias) return;
+  for (int64_t r = 0; r < t; r++)
+    for (int64_t j = 0; j < n; j++) y[r * n + j] += bias[j];
+}
+
+/* The first key position query i attends to: i - window + 1 with a sliding window, else 0. */
+static int64_t first_key(const cloq_config *c, int64_t i) {
+  return c->window && i >= c->window ? i - c->window + 1 : 0;
+}
+
 /* rotate_half RoPE on every head of buf (t, nh*hd). */
 static void rope(float *buf, int64_t t, int64_t nh, int64_t hd, const float *cs, const float *sn) {
   int64_t half = hd / 2;
@@ -316,6 +359,13 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   linear(w->q, w->xn, bl->w[CLOQ_M_Q], t, d, qd);
   linear(w->k, w->xn, bl->w[CLOQ_M_K], t, d, kd);
   linear(w->v, w->xn, bl->w[CLOQ_M_V], t, d, kd);
+  add_bias(w->q, bl->bias[CLOQ_M_Q], t, qd);
+  add_bias(w->k, bl->bias[CLOQ_M_K], t, kd);
+  add_bias(w->v, bl->bias[CLOQ_M_V], t, kd);
+  if (bl->q_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+    rmsnorm(w->q, w->q, bl->q_norm, t * nh, hd, c->norm_eps);
+    rmsnorm(w->k, w->k, bl->k_norm, t * nkv, hd, c->norm_eps);
+  }
   rope(w->q, t, nh, hd, w->rope_cos, w->rope_sin);
   rope(w->k, t, nkv, hd, w->rope_cos, w->rope_sin);
   float scale = (float)(1.0 / sqrt((double)hd));
@@ -327,10 +377,12 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
                 (int)qd, kh, (int)kd, 0.0f, w->scores, (int)t);
     for (int64_t i = 0; i < t; i++) {
       float *row = w->scores + i * t;
-      float mx = row_max(row, i + 1);
-      for (int64_t j = 0; j <= i; j++) row[j] = exp_nonpos(row[j] - mx);
-      float inv = 1.0f / row_sum(row, i + 1);
-      for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+      int64_t j0 = first_key(c, i); /* keys [j0, i] (causal, within the window) */
+      float mx = row_max(row + j0, i + 1 - j0);
+      for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
+      for (int64_t j = j0; j <= i; j++) row[j] = exp_nonpos(row[j] - mx);
+      float inv = 1.0f / row_sum(row + j0, i + 1 - j0);
+      for (int64_t j = j0; j <= i; j++) row[j] *= inv;
       for (int64_t j = i + 1; j < t; j++) row[j] = 0.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)t, (int)hd, (int)t, 1.0f,
@@ -338,6 +390,7 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   }
   accumulate(w, bi, CLOQ_IN_O, w->att, t);
   linear(w->tmp, w->att, bl->w[CLOQ_M_O], t, qd, d);
+  add_bias(w->tmp, bl->bias[CLOQ_M_O], t, d);
   for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, t * d, b, "attention output"));
 
@@ -346,12 +399,15 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   accumulate(w, bi, CLOQ_IN_MLP, w->xn, t);
   linear(w->g, w->xn, bl->w[CLOQ_M_GATE], t, d, H);
   linear(w->u, w->xn, bl->w[CLOQ_M_UP], t, d, H);
+  add_bias(w->g, bl->bias[CLOQ_M_GATE], t, H);
+  add_bias(w->u, bl->bias[CLOQ_M_UP], t, H);
   for (int64_t i = 0; i < t * H; i++) {
     float gv = w->g[i];
     w->g[i] = gv / (1.0f + expf(-gv)) * w->u[i];
   }
   accumulate(w, bi, CLOQ_IN_DOWN, w->g, t);
   linear(w->tmp, w->g, bl->w[CLOQ_M_DOWN], t, H, d);
+  add_bias(w->tmp, bl->bias[CLOQ_M_DOWN], t, d);
   for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, t * d, b, "MLP output"));
   return CLOQ_OK;
@@ -376,8 +432,10 @@ static int gpu_forward(cloq_worker *w, int64_t bi0, int64_t bi1, float *x, int64
     if (w->gpu_lazy_b != b) {
       CLOQ_CALL(lazy_load(w, bi));
       w->gpu_lazy_b = -1;
-      CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, 0, w->blocks[bi].attn_norm, w->blocks[bi].ffn_norm,
-                                   (const float *const *)w->lazy_w));
+      const cloq_block *bl = &w->blocks[bi];
+      CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, 0, bl->attn_norm, bl->ffn_norm,
+                                   (const float *const *)w->lazy_w,
+                                   (const float *const *)bl->bias, bl->q_norm, bl->k_norm));
       w->gpu_lazy_b = b;
     }
     if (any) CLOQ_CALL(cloq_fwd_cuda_gram_alloc(w->gpu, 0, H));
@@ -504,7 +562,8 @@ int cloq_worker_weights_changed(cloq_worker *w, int64_t b) {
   if (w->gpu && !w->p.lazy) {
     const cloq_block *bl = &w->blocks[b - w->p.b0];
     CLOQ_CALL(cloq_fwd_cuda_load(w->gpu, b - w->p.b0, bl->attn_norm, bl->ffn_norm,
-                                 (const float *const *)bl->w));
+                                 (const float *const *)bl->w, (const float *const *)bl->bias,
+                                 bl->q_norm, bl->k_norm));
   }
 #endif
   return CLOQ_OK;
@@ -565,6 +624,13 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
   linear_row(w->q, w->xn, bl->w[CLOQ_M_Q], d, qd);
   linear_row(w->k, w->xn, bl->w[CLOQ_M_K], d, kd);
   linear_row(w->v, w->xn, bl->w[CLOQ_M_V], d, kd);
+  add_bias(w->q, bl->bias[CLOQ_M_Q], 1, qd);
+  add_bias(w->k, bl->bias[CLOQ_M_K], 1, kd);
+  add_bias(w->v, bl->bias[CLOQ_M_V], 1, kd);
+  if (bl->q_norm) {
+    rmsnorm(w->q, w->q, bl->q_norm, nh, hd, c->norm_eps);
+    rmsnorm(w->k, w->k, bl->k_norm, nkv, hd, c->norm_eps);
+  }
   rope(w->q, 1, nh, hd, w->rope_cos + pos * half, w->rope_sin + pos * half);
   rope(w->k, 1, nkv, hd, w->rope_cos + pos * half, w->rope_sin + pos * half);
   for (int64_t i = 0; i < kd; i++) { /* row i of the transposed cache is (kv head, dim) i */
@@ -572,11 +638,12 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
     vc[i * T + pos] = w->v[i];
   }
   float scale = (float)(1.0 / sqrt((double)hd));
-  int64_t group = nh / nkv;
+  int64_t group = nh / nkv, j0 = first_key(c, pos);
+  n -= j0; /* keys [j0, pos] (within the window) */
   float *row = w->scores; /* (n) */
   for (int64_t h = 0; h < nh; h++) {
     const float *qh = w->q + h * hd;
-    const float *kt = kc + (h / group) * hd * T, *vt = vc + (h / group) * hd * T;
+    const float *kt = kc + (h / group) * hd * T + j0, *vt = vc + (h / group) * hd * T + j0;
     for (int64_t j = 0; j < n; j++) row[j] = 0.0f;
     for (int64_t i = 0; i < hd; i++) {
       float qi = qh[i];
@@ -591,6 +658,7 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
     for (int64_t i = 0; i < hd; i++) w->att[h * hd + i] = dot_lanes(row, vt + i * T, n);
   }
   linear_row(w->tmp, w->att, bl->w[CLOQ_M_O], qd, d);
+  add_bias(w->tmp, bl->bias[CLOQ_M_O], 1, d);
   for (int64_t i = 0; i < d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, d, b, "attention output"));
 
@@ -598,11 +666,14 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
   rmsnorm(w->xn, x, bl->ffn_norm, 1, d, c->norm_eps);
   linear_row(w->g, w->xn, bl->w[CLOQ_M_GATE], d, H);
   linear_row(w->u, w->xn, bl->w[CLOQ_M_UP], d, H);
+  add_bias(w->g, bl->bias[CLOQ_M_GATE], 1, H);
+  add_bias(w->u, bl->bias[CLOQ_M_UP], 1, H);
   for (int64_t i = 0; i < H; i++) {
     float gv = w->g[i];
     w->g[i] = gv / (1.0f + expf(-gv)) * w->u[i];
   }
   linear_row(w->tmp, w->g, bl->w[CLOQ_M_DOWN], H, d);
+  add_bias(w->tmp, bl->bias[CLOQ_M_DOWN], 1, d);
   for (int64_t i = 0; i < d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, d, b, "MLP output"));
   return CLOQ_OK;

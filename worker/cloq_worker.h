@@ -1,5 +1,7 @@
 /* cloq_worker: the blocks a rank owns: their float32 weights, the forward pass (RMSNorm, RoPE in
- * the Hugging Face rotate_half layout, grouped-query causal attention, SwiGLU MLP), the float64
+ * the Hugging Face rotate_half layout with the config's inverse frequencies (cloq_rope_inv_freq),
+ * grouped-query causal attention with the family's variations (biases on the linears, Qwen3's
+ * per-head q/k RMSNorm before RoPE, Mistral's sliding window), SwiGLU MLP), the float64
  * Gram matrix of each distinct linear input, and, for the rank owning the last block of an eval,
  * the final norm, the head and the log-likelihood.
  *
@@ -20,6 +22,9 @@ typedef struct {
   float *attn_norm;    /* (dim) */
   float *ffn_norm;     /* (dim) */
   float *w[CLOQ_NMOD]; /* module m: (n_out, n_in), see cloq_module_shape */
+  float *bias[CLOQ_NMOD]; /* module m's bias (n_out) where the config has one, else NULL; never
+                          * quantized, never part of B A */
+  float *q_norm, *k_norm; /* (head_dim) with cfg.qk_norm (Qwen3), else NULL */
 } cloq_block;
 
 typedef struct cloq_worker cloq_worker;

@@ -291,7 +291,7 @@ expect_error(patch(p_off, "<Q", t1_off), "overlapping tensors", "overlap")
 expect_error(patch(p_nd, "<I", 7), "7 dimensions", "dimensions")
 ga = os.path.join(d, "gpt2arch.gguf")
 write_gguf(ga, QT.F32, arch="gpt2")
-expect_error(open(ga, "rb").read(), "architecture gpt2", "only \"llama\"")
+expect_error(open(ga, "rb").read(), "architecture gpt2", "only llama, qwen2 and qwen3")
 # a NaN weight in an F32 tensor (the norm of block 0)
 nn = rd.tensors[[t.name for t in rd.tensors].index("blk.0.attn_norm.weight")]
 expect_error(patch(nn.data_offset, "<f", float("nan")), "NaN weight", "non-finite")
