@@ -99,13 +99,21 @@ void cloq_cli_usage(int cmd) {
         "  --tokenizer FILE       tokenizer.json, GGUF or llama2.c tokenizer (default: the GGUF\n"
         "                         itself, DIR/tokenizer.json, DIR/tokenizer.bin or DIR/tok*.bin)\n"
         "  --calib FILE           calibration data\n"
-        "  --calib-format F       text | tokens (default text; tokens: one sample per line)\n"
+        "  --calib-format F       text | tokens | jsonl (default text; tokens: one sample per\n"
+        "                         line; jsonl: JSON Lines as `datasets` Dataset.to_json writes,\n"
+        "                         one object per line, blank lines skipped: each record's\n"
+        "                         --calib-field string is tokenized as a text file of it would be\n"
+        "                         ([BOS +] text), records with \"\" skipped, and the records'\n"
+        "                         tokens joined in file order; windows are drawn from them as\n"
+        "                         from a text's, so a one-record file equals its text)\n"
+        "  --calib-field NAME     jsonl: the field holding each record's text (default text)\n"
         "  --out FILE.h5          output store (refused if it exists, unless --force)\n"
         "  --force                overwrite an existing --out\n"
         "  --export DIR           then hand the store off: `cloq export --store OUT --out DIR`\n"
         "                         (DIR/base: HF model of Q, DIR/adapter: PEFT adapter; see\n"
         "                         cloq export --help)\n"
-        "  --export-format LIST   formats for --export (default safetensors,peft; also gptq)\n"
+        "  --export-format LIST   formats for --export (default safetensors,peft; also gptq)\n");
+    printf(
         "  --bits N               2 | 3 | 4 | 8 (default 4)\n"
         "  --group-size N         input columns per quantization group, -1 = whole row (default 128)\n"
         "  --rank N               LoRA rank r (default 16)\n"
@@ -123,7 +131,8 @@ void cloq_cli_usage(int cmd) {
         "  --magr-alpha F         MagR penalty (default 0.001 with --group-size -1, else 0.0001)\n"
         "  --magr-iters N         MagR proximal steps (default 200)\n"
         "  --damp F               Gram damping, fraction of mean(diag H) (default 0.01)\n"
-        "  --nsamples N           windows drawn from text, or the first N lines of a token file\n"
+        "  --nsamples N           windows drawn from text (or jsonl), or the first N lines of a\n"
+        "                         token file\n"
         "                         (default 128)\n"
         "  --seqlen N             tokens per window (default min(2048, max_position_embeddings))\n"
         "  --seed N               sampling and zero-init seed (default 0)\n"
@@ -182,9 +191,13 @@ void cloq_cli_usage(int cmd) {
         "  --tokenizer FILE       tokenizer.json, GGUF or llama2.c tokenizer (default: as init)\n"
         "  --store FILE.h5        evaluate (codes - zeros) * scales + lora_B @ lora_A instead\n"
         "  --data FILE            evaluation data\n"
-        "  --data-format F        text | tokens (default text: GPTQ protocol, [BOS +] whole text,\n"
-        "                         non-overlapping windows of --seqlen; tokens: one sequence a line)\n"
-        "  --seqlen N             window length for text (default min(2048, max_position_embeddings))\n"
+        "  --data-format F        text | tokens | jsonl (default text: GPTQ protocol, [BOS +] whole\n"
+        "                         text, non-overlapping windows of --seqlen; tokens: one sequence\n"
+        "                         a line; jsonl: each record's --data-field as its own [BOS +]\n"
+        "                         text, records joined in file order, then windows as for text)\n"
+        "  --data-field NAME      jsonl: the field holding each record's text (default text)\n"
+        "  --seqlen N             window length for text and jsonl (default min(2048,\n"
+        "                         max_position_embeddings))\n"
         "  --limit N              evaluate only the first N windows or sequences (default all)\n"
         "  --dump-logits FILE     write the logits of the first positions of the first sequence\n"
         "                         (one row of vocab values per position)\n"
@@ -353,6 +366,21 @@ static int one_of(const char *flag, const char *v, const char *const *allowed) {
   return CLOQ_FAIL("%s: '%s' is not one of %s", flag, v, list);
 }
 
+/* The JSON Lines field flag: only with format jsonl, then "text" unless given; a name that fits
+ * the store's attribute (cloq_store_meta.calib_field). */
+static int check_field(const char *flag, const char *fmt_flag, const char *fmt,
+                       const char **field) {
+  int jsonl = !strcmp(fmt, "jsonl");
+  CLOQ_CHECK(!*field || jsonl, "%s needs %s jsonl (this run: %s %s)", flag, fmt_flag, fmt_flag,
+             fmt);
+  if (!jsonl) return CLOQ_OK;
+  if (!*field) *field = "text";
+  CLOQ_CHECK((*field)[0], "%s is empty", flag);
+  CLOQ_CHECK(strlen(*field) < 256, "%s: a name of %zu bytes, longer than 255", flag,
+             strlen(*field));
+  return CLOQ_OK;
+}
+
 int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   defaults(o);
   CLOQ_CHECK(argc >= 2, "no command given (commands: init, sweep, eval, synth, sample, export; see "
@@ -403,9 +431,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     }
     else if (init && cloq_args_is(&sc, "--calib")) o->calib = a;
     else if (init && cloq_args_is(&sc, "--calib-format")) {
-      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", "jsonl", NULL}));
       o->calib_format = a;
-    } else if (init && cloq_args_is(&sc, "--out")) o->out = a;
+    } else if (init && cloq_args_is(&sc, "--calib-field")) o->calib_field = a;
+    else if (init && cloq_args_is(&sc, "--out")) o->out = a;
     else if (init && !sweep && cloq_args_is(&sc, "--bits")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, INT32_MIN, INT32_MAX, &v));
       CLOQ_CALL(check_bits(v));
@@ -463,9 +492,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     else if (!init && cloq_args_is(&sc, "--store")) o->store = a;
     else if (!init && cloq_args_is(&sc, "--data")) o->data = a;
     else if (!init && cloq_args_is(&sc, "--data-format")) {
-      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", NULL}));
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"text", "tokens", "jsonl", NULL}));
       o->data_format = a;
-    } else if (!init && cloq_args_is(&sc, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
+    } else if (!init && cloq_args_is(&sc, "--data-field")) o->data_field = a;
+    else if (!init && cloq_args_is(&sc, "--limit")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, INT64_MAX, &o->limit));
     else if (!init && cloq_args_is(&sc, "--dump-logits")) o->dump_logits = a;
     else if (!init && cloq_args_is(&sc, "--dump-positions"))
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->dump_positions));
@@ -476,6 +506,10 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   if (o->help) return CLOQ_OK;
   CLOQ_CHECK(!strcmp(o->device, "cpu") || !strcmp(o->device, "cuda") || !strcmp(o->device, "auto"),
              "CLOQ_DEVICE: '%s' is not one of cpu, cuda, auto", o->device);
+  if (init)
+    CLOQ_CALL(check_field("--calib-field", "--calib-format", o->calib_format, &o->calib_field));
+  else
+    CLOQ_CALL(check_field("--data-field", "--data-format", o->data_format, &o->data_field));
   CLOQ_CHECK(o->model, "--model is required");
   CLOQ_CHECK(o->model[0], "--model is empty");
   const char *inputs[] = {o->model, o->tokenizer, init ? o->calib : o->data, o->store};

@@ -15,7 +15,8 @@ typedef struct {
   const char *tokenizer;  /* --tokenizer FILE (llama2.c format); default: found in DIR */
   /* init */
   const char *calib;      /* --calib FILE */
-  const char *calib_format; /* text | tokens */
+  const char *calib_format; /* text | tokens | jsonl */
+  const char *calib_field;  /* --calib-field (jsonl): the records' text field; NULL otherwise */
   const char *out;        /* --out FILE.h5 */
   int force;
   int bits;
@@ -49,7 +50,8 @@ typedef struct {
   /* eval */
   const char *store;
   const char *data;
-  const char *data_format;
+  const char *data_format;  /* text | tokens | jsonl */
+  const char *data_field;   /* --data-field (jsonl), as calib_field */
   int64_t limit;          /* evaluate at most this many windows/sequences (0: all) */
   const char *dump_logits;/* write the first positions' logits of the first sequence here */
   int64_t dump_positions; /* how many (0: the default, 3) */

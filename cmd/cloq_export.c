@@ -527,6 +527,7 @@ static int write_provenance(ex_ctx *c) {
         "seed", (json_int_t)m->seed, "calib_format", m->calib_format, "nsamples",
         (json_int_t)m->nsamples, "calib_tokens", (json_int_t)m->calib_tokens, "act_order",
         (json_int_t)m->act_order);
+    if (s && m->calib_field[0]) json_object_set_new(s, "calib_field", json_string(m->calib_field));
     if (s) json_object_set_new(root, "store", s);
     if (o->formats & CLOQ_EXPORT_PEFT)
       json_object_set_new(root, "lora_alpha", cloq_hf_json_num(c->lora_alpha));

@@ -455,8 +455,12 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     printf(", group %lld, init %s, rank", (long long)o->group_size, o->init);
     for (int i = 0; i < o->nranks; i++) printf("%s%lld", i ? "," : " ", (long long)o->rank_list[i]);
     printf(", damp %g, seed %lld, propagate %s\n", o->damp, (long long)o->seed, o->propagate);
-    printf("calibration: %lld samples, %lld tokens from %s (%s)\n", (long long)stats[0],
+    printf("calibration: %lld samples, %lld tokens from %s (%s", (long long)stats[0],
            (long long)stats[2], o->calib, o->calib_format);
+    if (o->calib_field)
+      printf(", field \"%s\" of %lld records, %lld with text", o->calib_field,
+             (long long)c.samples.nrecords, (long long)c.samples.ndocs);
+    printf(")\n");
     if (o->dry_run) {
       char feat[256];
       cloq_config_features(&c.cfg, feat, sizeof feat);
@@ -512,6 +516,8 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
       snprintf(meta.model, sizeof meta.model, "%s", o->model);
       snprintf(meta.calib, sizeof meta.calib, "%s", o->calib);
       snprintf(meta.calib_format, sizeof meta.calib_format, "%s", o->calib_format);
+      snprintf(meta.calib_field, sizeof meta.calib_field, "%s",
+               o->calib_field ? o->calib_field : "");
       snprintf(meta.init, sizeof meta.init, "%s", o->init);
       snprintf(meta.quantizer, sizeof meta.quantizer, "%s", o->quantizer);
       snprintf(meta.propagate, sizeof meta.propagate, "%s", o->propagate);

@@ -12,10 +12,7 @@ int64_t cloq_default_seqlen(const cloq_opts *o, const cloq_config *cfg) {
   return cfg->max_pos < 2048 ? cfg->max_pos : 2048;
 }
 
-static int tokenize_file(const cloq_opts *o, const cloq_model *m, const char *file,
-                         cloq_samples *out) {
-  cloq_tok *tok = NULL;
-  CLOQ_CALL(cloq_model_tokenizer(m, o->tokenizer, &tok));
+static int tokenize_file(const cloq_tok *tok, const char *file, cloq_samples *out) {
   char *text = NULL;
   size_t len = 0;
   int rc = cloq_read_file(file, &text, &len);
@@ -27,6 +24,63 @@ static int tokenize_file(const cloq_opts *o, const cloq_model *m, const char *fi
   if (rc == CLOQ_OK)
     rc = cloq_tok_encode(tok, text, len, cloq_tok_add_bos(tok), &out->tokens, &out->ntokens);
   free(text);
+  return rc;
+}
+
+/* The token stream of a JSON Lines file being built, record by record. */
+typedef struct {
+  const cloq_tok *tok;
+  cloq_samples *out;
+  int64_t cap;
+} jsonl_stream;
+
+/* Appends one record's tokens ([BOS +] its text, as a text file of that text) to the stream. */
+static int append_record(void *ctx, const char *text, size_t len, int64_t line) {
+  jsonl_stream *s = ctx;
+  cloq_samples *out = s->out;
+  if (len == 0) return CLOQ_OK; /* no text: no document (WikiText's blank rows), not a lone BOS */
+  int32_t *ids = NULL;
+  int64_t n = 0;
+  CLOQ_CALL(cloq_tok_encode(s->tok, text, len, cloq_tok_add_bos(s->tok), &ids, &n));
+  int rc = CLOQ_OK;
+  if (out->ntokens + n > s->cap) {
+    int64_t cap = s->cap ? s->cap : 1 << 16;
+    while (cap < out->ntokens + n) cap *= 2;
+    int32_t *g = realloc(out->tokens, (size_t)cap * sizeof *g);
+    if (g) {
+      out->tokens = g;
+      s->cap = cap;
+    } else {
+      rc = CLOQ_FAIL("line %lld: out of memory for %lld tokens", (long long)line, (long long)cap);
+    }
+  }
+  if (rc == CLOQ_OK) {
+    memcpy(out->tokens + out->ntokens, ids, (size_t)n * sizeof *ids);
+    out->ntokens += n;
+    out->ndocs++;
+  }
+  free(ids);
+  return rc;
+}
+
+/* The token stream of file: a text file is one document, [BOS +] its whole text; a JSON Lines
+ * file is one document per record, each record's field tokenized the same way and the records'
+ * tokens concatenated in file order (records whose field is "" add nothing). */
+static int tokenize_source(const cloq_opts *o, const cloq_model *m, const char *file,
+                           const char *format, const char *field, cloq_samples *out) {
+  cloq_tok *tok = NULL;
+  CLOQ_CALL(cloq_model_tokenizer(m, o->tokenizer, &tok));
+  int rc;
+  if (!strcmp(format, "jsonl")) {
+    jsonl_stream s = {.tok = tok, .out = out};
+    rc = cloq_jsonl_read(file, field, append_record, &s, &out->nrecords);
+    if (rc == CLOQ_OK && out->ndocs == 0)
+      rc = CLOQ_FAIL("%s: the field \"%s\" is empty in all %lld records: no text", file, field,
+                     (long long)out->nrecords);
+  } else {
+    rc = tokenize_file(tok, file, out);
+    out->nrecords = out->ndocs = 1;
+  }
   cloq_tok_free(&tok);
   return rc;
 }
@@ -69,7 +123,7 @@ int cloq_samples_calib(const cloq_opts *o, const cloq_model *m, cloq_samples *ou
     return from_token_file(o->calib, cfg, o->nsamples, 1, out);
   int64_t L = cloq_default_seqlen(o, cfg);
   out->seqlen = L;
-  CLOQ_CALL(tokenize_file(o, m, o->calib, out));
+  CLOQ_CALL(tokenize_source(o, m, o->calib, o->calib_format, o->calib_field, out));
   CLOQ_CHECK(out->ntokens >= L,
              "calibration text %s has %lld tokens, fewer than --seqlen %lld: too short",
              o->calib, (long long)out->ntokens, (long long)L);
@@ -95,7 +149,7 @@ int cloq_samples_eval(const cloq_opts *o, const cloq_model *m, cloq_samples *out
   int64_t L = cloq_default_seqlen(o, cfg);
   CLOQ_CHECK(L >= 2, "--seqlen must be at least 2 for evaluation");
   out->seqlen = L;
-  CLOQ_CALL(tokenize_file(o, m, o->data, out));
+  CLOQ_CALL(tokenize_source(o, m, o->data, o->data_format, o->data_field, out));
   int64_t nw = out->ntokens / L;
   CLOQ_CHECK(nw >= 1, "evaluation text %s has %lld tokens, fewer than one window of %lld",
              o->data, (long long)out->ntokens, (long long)L);

@@ -1,5 +1,5 @@
-/* cloq_data: whole files and token files (io/data.c). Not collective; errors name the file and
- * the line. */
+/* cloq_data: whole files, token files (io/data.c) and JSON Lines records (io/jsonl.c). Not
+ * collective; errors name the file and the line. */
 #ifndef CLOQ_DATA_H
 #define CLOQ_DATA_H
 
@@ -19,5 +19,18 @@ typedef struct {
 int cloq_seqs_read_tokens(const char *path, int64_t vocab_size, cloq_seqs *out);
 /* Frees len, ids and every ids[i] (each its own malloc), then zeroes *s; accepts NULL. */
 void cloq_seqs_free(cloq_seqs *s);
+
+/* A JSON Lines record's text: text[0..len) (UTF-8, no NUL, NUL-terminated after len; owned by the
+ * reader, valid during the call); line: its 1-based line in the file. Returns CLOQ_OK to go on. */
+typedef int (*cloq_jsonl_fn)(void *ctx, const char *text, size_t len, int64_t line);
+/* Not collective (io/jsonl.c). JSON Lines as Hugging Face `datasets` writes it (Dataset.to_json):
+ * one JSON object per line. Calls fn with the string value of `field` of every record, in file
+ * order; lines of blanks only (space, tab, CR) are skipped. Stops with an error naming the file
+ * and the line ("path:line: ...") at a line that is not valid JSON (or not UTF-8), not an object,
+ * lacks the field, or whose field is not a string or holds a NUL character; an empty file and a
+ * file without records are errors too. An error of fn stops the read and is returned.
+ * *nrecords (may be NULL): the records read. */
+int cloq_jsonl_read(const char *path, const char *field, cloq_jsonl_fn fn, void *ctx,
+                    int64_t *nrecords);
 
 #endif

@@ -61,6 +61,8 @@ static int write_meta(hid_t f, const cloq_config *cfg, const cloq_store_meta *m)
   CLOQ_CALL(attr_str(f, "model", m->model));
   CLOQ_CALL(attr_str(f, "calib_source", m->calib));
   CLOQ_CALL(attr_str(f, "calib_format", m->calib_format));
+  /* only where there is one: stores of the other formats stay as they were */
+  if (m->calib_field[0]) CLOQ_CALL(attr_str(f, "calib_field", m->calib_field));
   CLOQ_CALL(attr_i64(f, "calib_tokens", m->calib_tokens));
   CLOQ_CALL(attr_i64(f, "nsamples", m->nsamples));
   CLOQ_CALL(attr_i64(f, "seqlen", m->seqlen));

@@ -33,7 +33,8 @@
 typedef struct {
   char model[1024];        /* model directory as given */
   char calib[1024];        /* calibration file as given */
-  char calib_format[16];   /* "text" | "tokens" */
+  char calib_format[16];   /* "text" | "tokens" | "jsonl" */
+  char calib_field[256];   /* jsonl: the records' field read ("" otherwise) */
   char init[16];           /* "zero" | "svd" | "cloq" | "loftq" */
   char quantizer[16];      /* "rtn" | "gptq" */
   char propagate[16];      /* "full" | "sequential" */

@@ -114,6 +114,8 @@ int store_read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims[
   CLOQ_CALL(attr_read_str(f, "model", m->model, sizeof m->model));
   CLOQ_CALL(attr_read_str(f, "calib_source", m->calib, sizeof m->calib));
   CLOQ_CALL(attr_read_str(f, "calib_format", m->calib_format, sizeof m->calib_format));
+  if (H5Aexists(f, "calib_field") > 0)
+    CLOQ_CALL(attr_read_str(f, "calib_field", m->calib_field, sizeof m->calib_field));
   CLOQ_CALL(attr_read_str(f, "init", m->init, sizeof m->init));
   CLOQ_CALL(attr_read_str(f, "quantizer", m->quantizer, sizeof m->quantizer));
   CLOQ_CALL(attr_read_str(f, "propagate", m->propagate, sizeof m->propagate));
@@ -153,6 +155,7 @@ int store_meta_diff(const cloq_store_meta *a, const int64_t ad[6], const cloq_st
   DIFF_S(model, "--model");
   DIFF_S(calib, "--calib");
   DIFF_S(calib_format, "--calib-format");
+  DIFF_S(calib_field, "--calib-field");
   DIFF_S(quantizer, "--quantizer");
   DIFF_S(init, "--init");
   DIFF_S(propagate, "--propagate");
