@@ -135,15 +135,15 @@ int cloq_gguf_config(const cloq_gguf *g, cloq_config *c) {
                                &c->vocab_size));
   c->tied = cloq_gguf_find_tensor(g, "output.weight") == NULL;
   CLOQ_CALL(cloq_gguf__get_int(g, "tokenizer.ggml.bos_token_id", 1, 0, &c->bos_id));
-  /* biases and q/k norms are those of the family; the tensors must then be there (the worker
-   * reads them by name), and a llama file with q/k biases (whose rows llama.cpp permutes) is
-   * refused */
+  /* biases and q/k norms: qwen2's q/k/v always; llama's and qwen3's where block 0 has them (the
+   * worker then reads every block's by name) */
   if (c->family == CLOQ_FAM_QWEN2) c->bias = 0x7u;
   c->qk_norm = c->family == CLOQ_FAM_QWEN3;
-  if (c->family == CLOQ_FAM_QWEN3 && cloq_gguf_find_tensor(g, "blk.0.attn_q.bias")) c->bias = 0xfu;
-  CLOQ_CHECK(c->family != CLOQ_FAM_LLAMA || !cloq_gguf_find_tensor(g, "blk.0.attn_q.bias"),
-             "%s: tensor blk.0.attn_q.bias: biases in a llama GGUF file are not supported",
-             gn);
+  if ((c->family == CLOQ_FAM_QWEN3 || c->family == CLOQ_FAM_LLAMA) &&
+      cloq_gguf_find_tensor(g, "blk.0.attn_q.bias"))
+    c->bias = 0xfu; /* attention_bias: q, k, v, o */
+  if (c->family == CLOQ_FAM_LLAMA && cloq_gguf_find_tensor(g, "blk.0.ffn_gate.bias"))
+    c->bias |= 0x70u; /* mlp_bias: gate, up, down */
   return cloq_config_check(c, gn);
 }
 

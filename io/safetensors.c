@@ -401,6 +401,9 @@ static const struct {
     {"attn_k.bias", "self_attn.k_proj.bias"},
     {"attn_v.bias", "self_attn.v_proj.bias"},
     {"attn_output.bias", "self_attn.o_proj.bias"},
+    {"ffn_gate.bias", "mlp.gate_proj.bias"}, /* llama with mlp_bias */
+    {"ffn_up.bias", "mlp.up_proj.bias"},
+    {"ffn_down.bias", "mlp.down_proj.bias"},
     {"attn_q_norm.weight", "self_attn.q_norm.weight"}, /* qwen3 */
     {"attn_k_norm.weight", "self_attn.k_norm.weight"},
 };
@@ -439,8 +442,10 @@ static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
           snprintf(name, sizeof name, "model.layers.%d.%s", layer, gguf_names[k].hf);
           hf = name;
           /* only llama.cpp's llama converter permutes (qwen2/qwen3 use the NEOX layout) */
-          if (k == 2 && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_heads;
-          if (k == 3 && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_kv_heads;
+          /* (and its q/k biases, permuted like the rows they belong to) */
+          if ((k == 2 || k == 9) && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_heads;
+          if ((k == 3 || k == 10) && cfg.family == CLOQ_FAM_LLAMA)
+            e->rope_heads = (int)cfg.n_kv_heads;
         }
     }
     e->name = strdup(hf ? hf : gt->name);
@@ -455,7 +460,7 @@ static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
       e->numel *= gt->ne[d];
     }
     if (e->rope_heads) {
-      int64_t rows = e->ndim == 2 ? e->shape[0] : 0;
+      int64_t rows = e->ndim == 2 || e->ndim == 1 ? e->shape[0] : 0;
       CLOQ_CHECK(rows > 0 && rows % e->rope_heads == 0 && (rows / e->rope_heads) % 2 == 0,
                  "%s: tensor %s: %lld rows do not split into %d heads of even size", path,
                  gt->name, (long long)rows, e->rope_heads);
@@ -475,6 +480,18 @@ static int read_gguf(const cloq_ckpt *st, const st_entry *e, float *out) {
              "%s: tensor %s has type %s; cloq reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and "
              "Q8_0", st->dir, gt->name, cloq_ggml_type_name(gt->type));
   int64_t cols = gt->ne[0], rows = e->numel / cols;
+  if (e->ndim == 1 && e->rope_heads) { /* a q/k bias: its elements are the rows to reorder */
+    float *tmp = malloc((size_t)e->numel * sizeof *tmp);
+    CLOQ_CHECK(tmp, "out of memory reading %s", gt->name);
+    cloq_gguf_dequant(gt->type, gt->data, e->numel, tmp);
+    int64_t hd = e->numel / e->rope_heads;
+    for (int64_t r = 0; r < e->numel; r++) {
+      int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2);
+      out[r] = tmp[h * hd + 2 * i + j];
+    }
+    free(tmp);
+    return CLOQ_OK;
+  }
   size_t row_bytes = (size_t)(gt->nbytes / (uint64_t)rows);
   int64_t hd = e->rope_heads ? rows / e->rope_heads : 0;
   for (int64_t r = 0; r < rows; r++) {

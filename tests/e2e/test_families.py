@@ -5,7 +5,9 @@ transformers' own classes and save_pretrained (torch on the CPU, bench/peers/.ve
 1. `cloq eval` logits (every position of the first sequence) and perplexity match transformers'
    within 1e-4 relative, at 1 and 2 ranks.
 2. The same weights written as GGUF with gguf-py (as llama.cpp's converter writes them: llama q/k
-   rows permuted, llama3 scaling as its rope_freqs tensor, qwen2/qwen3 names) give the same logits.
+   rows and biases permuted, llama3 scaling as its rope_freqs tensor, linear scaling as metadata,
+   qwen2/qwen3 names) give the same logits. (llama.cpp writes Mistral as "llama" without its
+   window, so a Mistral GGUF is read as Llama: not tested here, said in the README.)
 3. `cloq init` then `cloq export`: transformers loads the base with the family's model_type, and
    PeftModel with the adapter reproduces `cloq eval --store` perplexity within 1e-4 relative.
 4. On every module the CLoQ objective is below the zero init's and at most the SVD init's.
@@ -209,7 +211,9 @@ GG = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.we
       "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
       "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
       "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-      "self_attn.v_proj.bias": "attn_v.bias", "self_attn.q_norm.weight": "attn_q_norm.weight",
+      "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.bias": "attn_output.bias",
+      "mlp.gate_proj.bias": "ffn_gate.bias", "mlp.up_proj.bias": "ffn_up.bias",
+      "mlp.down_proj.bias": "ffn_down.bias", "self_attn.q_norm.weight": "attn_q_norm.weight",
       "self_attn.k_norm.weight": "attn_k_norm.weight",
       "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
       "mlp.down_proj.weight": "ffn_down.weight"}
@@ -274,9 +278,9 @@ def write_gguf(name, path):
         else:
             p_ = hf.split(".")
             g = f"blk.{p_[2]}." + GG[".".join(p_[3:])]
-            if arch == "llama" and hf.endswith("q_proj.weight"):
+            if arch == "llama" and hf.endswith(("q_proj.weight", "q_proj.bias")):
                 a = permute(a, h)
-            elif arch == "llama" and hf.endswith("k_proj.weight"):
+            elif arch == "llama" and hf.endswith(("k_proj.weight", "k_proj.bias")):
                 a = permute(a, hkv)
         w.add_tensor(g, a)
     w.write_header_to_file()
@@ -285,7 +289,7 @@ def write_gguf(name, path):
     w.close()
 
 
-for name in ("llama3", "qwen2", "qwen3"):
+for name in ("llama3", "llama-linear-bias", "qwen2", "qwen3"):
     g = os.path.join(d, name + ".gguf")
     write_gguf(name, g)
     lg = os.path.join(d, f"{name}-gguf.logits")
