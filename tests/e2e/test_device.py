@@ -10,13 +10,19 @@ the CPU path on stories260K and on a synthetic model, with these tolerances (doc
   - GPTQ codes: at least 99.9% identical (float64 updates; dgemm order differs);
   - stored objectives and LoRA products B A: relative 1e-3 (they go through the Gram matrices of
     the float32 forward pass, whose rounding differs);
-  - CLoQ's objective stays <= the zero init's on every layer, on the GPU too."""
+  - CLoQ's objective stays <= the zero init's on every layer, on the GPU too.
+The families' variations (biases, q/k norms, a sliding window shorter than the sequences, llama3
+RoPE scaling) run on models derived from the synthetic one here (written with NumPy, checked to
+run on the CPU everywhere) and are compared the same way on a GPU; tests/e2e/test_families.py
+checks them against transformers on the CPU."""
 import os
 
 import h5py
 import numpy as np
 
-from cloqtest import MODEL, WIKI_TEST, check, done, run, tmpdir, write_tokens
+import json
+
+from cloqtest import MODEL, WIKI_TEST, check, done, read_safetensors_typed, run, tmpdir, write_tokens
 from storecmp import load_layers, products
 
 d = tmpdir()
@@ -138,4 +144,64 @@ if gpu:
           "--group-size", "128", "--rank", "16"]
     compare(synth, "synth-rtn", sc, True)
     compare(synth, "synth-gptq", sc + ["--quantizer", "gptq", "--act-order"], False)
+
+
+# ---- the families' variations, derived from a small synthetic model ------------------------------
+def write_f32(path, tensors):
+    hdr, blobs, off = {}, [], 0
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k], dtype="<f4").tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+fam_base = os.path.join(d, "fam-synth")
+p = run(["synth", "--out", fam_base, "--dim", "256", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+         "--mlp", "512", "--vocab", "600", "--calib-samples", "8", "--calib-seqlen", "192", "--dtype", "f32"])
+check(p.returncode == 0, "synthetic model for the families written", 0, p.stderr.strip()[:300])
+W0 = {k: a for k, (_, a) in read_safetensors_typed(os.path.join(fam_base, "model.safetensors"))[0].items()}
+cfg0 = json.load(open(os.path.join(fam_base, "config.json")))
+frng = np.random.default_rng(11)
+HD = cfg0["head_dim"]
+FAM = {
+    "qwen3-bias": ({"model_type": "qwen3", "attention_bias": True}, ["q_norm", "k_norm"],
+                   ["q_proj", "k_proj", "v_proj", "o_proj"]),
+    "qwen2": ({"model_type": "qwen2"}, [], ["q_proj", "k_proj", "v_proj"]),
+    "mistral-window": ({"model_type": "mistral", "sliding_window": 48}, [], []),
+    "llama3-rope": ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                     "mlp_bias": True}, [], ["gate_proj", "up_proj", "down_proj"]),
+}
+fam_models = {}
+for tag, (patch, norms, biases) in FAM.items():
+    m = os.path.join(d, "fam-" + tag)
+    os.makedirs(m, exist_ok=True)
+    cfg = dict(cfg0, **patch)
+    json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+    W = dict(W0)
+    for b in range(cfg["num_hidden_layers"]):
+        for n in norms:
+            W[f"model.layers.{b}.self_attn.{n}.weight"] = 1 + 0.2 * frng.standard_normal(HD).astype(np.float32)
+        for n in biases:
+            part = "self_attn" if n in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            rows = W[f"model.layers.{b}.{part}.{n}.weight"].shape[0]
+            W[f"model.layers.{b}.{part}.{n}.bias"] = 0.3 * frng.standard_normal(rows).astype(np.float32)
+    write_f32(os.path.join(m, "model.safetensors"), W)
+    fam_models[tag] = m
+    fe = ["eval", "--model", m, "--data", os.path.join(fam_base, "calib.tok"), "--data-format", "tokens"]
+    pc = run(fe + ["--device", "cpu"])
+    check(ppl(pc) is not None, f"{tag}: runs on the CPU", 0, pc.stderr.strip()[-300:])
+    if gpu:
+        pg = run(fe + ["--device", "cuda"])
+        a, b = ppl(pc), ppl(pg)
+        check(a is not None and b is not None and abs(a - b) <= 1e-5 * a,
+              f"{tag}: eval cuda perplexity within 1e-5 of the CPU's", a, b)
+        fc = ["--calib", os.path.join(fam_base, "calib.tok"), "--calib-format", "tokens", "--bits", "4",
+              "--group-size", "64", "--rank", "8"]
+        compare(m, f"{tag}-rtn", fc, True)
 done()
