@@ -213,12 +213,14 @@ void cloq_cli_usage(int cmd) {
   } else {
     printf("usage: cloq <command> [options]    (cloq <command> --help for its options)\n"
            "commands:\n"
-           "  init    quantize a model and compute LoRA initializations (zero, svd, cloq, loftq) into a store\n"
-           "  sweep   the same over lists of bits and ranks, sharing the expensive steps\n"
-           "  eval    perplexity of a model, or of a store applied to it\n"
-           "  synth   write a synthetic Hugging Face checkpoint (scale tests, benchmarks)\n"
-           "  sample  draw token sequences or text from the model (calibration or eval data)\n"
-           "  export  hand a store off: HF base model, PEFT adapter, GPTQ checkpoint\n"
+           "  init      quantize a model and compute LoRA initializations (zero, svd, cloq, loftq)\n"
+           "            into a store\n"
+           "  sweep     the same over lists of bits and ranks, sharing the expensive steps\n"
+           "  eval      perplexity of a model, or of a store applied to it\n"
+           "  synth     write a synthetic Hugging Face checkpoint (scale tests, benchmarks)\n"
+           "  sample    draw token sequences or text from the model (calibration or eval data)\n"
+           "  export    hand a store off: HF base model, PEFT adapter, GPTQ checkpoint\n"
+           "  tokenize  encode text into token ids with a model's tokenizer (a token file)\n"
            "Runs as a plain process or under mpirun/srun with any number of ranks.\n");
   }
 }
@@ -383,8 +385,8 @@ static int check_field(const char *flag, const char *fmt_flag, const char *fmt,
 
 int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
   defaults(o);
-  CLOQ_CHECK(argc >= 2, "no command given (commands: init, sweep, eval, synth, sample, export; see "
-             "cloq --help)");
+  CLOQ_CHECK(argc >= 2, "no command given (commands: init, sweep, eval, synth, sample, export, "
+             "tokenize; see cloq --help)");
   const char *c = argv[1];
   if (!strcmp(c, "init")) o->cmd = CLOQ_CMD_INIT;
   else if (!strcmp(c, "sweep")) o->cmd = CLOQ_CMD_SWEEP;
@@ -396,7 +398,8 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
     printf("cloq %s\n", CLOQ_VERSION);
     exit(0);
   } else
-    return CLOQ_FAIL("unknown command '%s' (commands: init, sweep, eval, synth, sample, export)", c);
+    return CLOQ_FAIL("unknown command '%s' (commands: init, sweep, eval, synth, sample, export, "
+                     "tokenize)", c);
   int init = o->cmd == CLOQ_CMD_INIT || o->cmd == CLOQ_CMD_SWEEP;
   int sweep = o->cmd == CLOQ_CMD_SWEEP;
   int64_t list[16];

@@ -19,6 +19,7 @@
 #include "cloq_signal.h"
 #include "cloq_sample.h"
 #include "cloq_synth.h"
+#include "cloq_tokenize.h"
 
 /* Oversubscribed ranks that each start all cores' worth of threads run 10-25% slower
  * (STACK.md): give each rank its share unless the user set OPENBLAS_NUM_THREADS. */
@@ -102,6 +103,10 @@ int main(int argc, char **argv) {
   /* `sample` likewise: one process generates, other ranks only finalize. */
   if (argc >= 2 && !strcmp(argv[1], "sample")) {
     return finalize(rank == 0 ? cloq_sample_main(argc - 1, argv + 1) : 0);
+  }
+  /* `tokenize` likewise: one process encodes the text. */
+  if (argc >= 2 && !strcmp(argv[1], "tokenize")) {
+    return finalize(rank == 0 ? cloq_tokenize_main(argc - 1, argv + 1) : 0);
   }
   /* `export` likewise: one process writes the hand-off folders. */
   if (argc >= 2 && !strcmp(argv[1], "export")) {

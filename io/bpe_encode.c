@@ -182,10 +182,12 @@ static int split_step(enc *s, int step, const char *str, size_t n) {
 }
 
 /* ByteLevel's add_prefix_space: a ' ' in front of each piece that reaches ByteLevel without one
- * (ByteLevel is the last regex for gpt2 and smollm, after the Split for llama-bpe). */
+ * (ByteLevel is the last regex for gpt2 and smollm, after the Split for llama-bpe, qwen2 and
+ * qwen35). */
 static int pre_split(enc *s, int step, const char *str, size_t n) {
   const cloq_tok *t = s->t;
-  int bl_step = t->pre == TOK_PRE_LLAMA3 ? t->n_re : t->n_re - 1;
+  int split_first = t->pre == TOK_PRE_LLAMA3 || t->pre == TOK_PRE_QWEN2 || t->pre == TOK_PRE_QWEN35;
+  int bl_step = split_first ? t->n_re : t->n_re - 1;
   if (step != bl_step || !t->pre_prefix_space || str[0] == ' ') return split_step(s, step, str, n);
   char *copy = malloc(n + 1);
   CLOQ_CHECK(copy, "tokenizer: out of memory");

@@ -10,10 +10,12 @@
 
 #include "tok_internal.h"
 
-/* The pre-tokenizer patterns of GPT-2 and Llama 3 as tokenizer.json spells them, and
- * SentencePiece's space mark U+2581. */
+/* The pre-tokenizer patterns of GPT-2, Llama 3, Qwen2 and Qwen 3.5 as tokenizer.json spells
+ * them, and SentencePiece's space mark U+2581. */
 extern const char cloq_bpe__hf_gpt2[];
 extern const char cloq_bpe__hf_llama3[];
+extern const char cloq_bpe__hf_qwen2[];
+extern const char cloq_bpe__hf_qwen35[];
 extern const char cloq_bpe__space_mark[];
 
 int cloq_bpe__bl_cp(int b);

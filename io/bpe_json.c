@@ -70,7 +70,8 @@ static int parse_normalizer(cloq_tok *t, const json_t *n, const char *path) {
 }
 
 /* pre_tokenizer: ByteLevel (gpt2); Sequence[Digits(individual_digits), ByteLevel] (smollm);
- * Sequence[Split(Llama 3 regex, Isolated), ByteLevel(use_regex false)] (llama-bpe);
+ * Sequence[Split(Llama 3, Qwen2 or Qwen 3.5 regex, Isolated), ByteLevel(use_regex false)]
+ * (llama-bpe, qwen2, qwen35);
  * Split(GPT-2 regex) + ByteLevel(use_regex false) is gpt2 too. Metaspace (SentencePiece BPE as
  * transformers converts Llama tokenizers with legacy=False) sets t->meta. */
 static int parse_pre(cloq_tok *t, const json_t *p, const char *path, int *byte_level) {
@@ -100,7 +101,7 @@ static int parse_pre(cloq_tok *t, const json_t *p, const char *path, int *byte_l
     t->meta_split = jbool(p, "split", 1);
     return CLOQ_OK;
   }
-  int digits = 0, split = 0; /* split: 1 gpt2 regex, 2 llama3 regex */
+  int digits = 0, split = 0; /* split: TOK_PRE_GPT2, _LLAMA3, _QWEN2, _QWEN35 (its regex) */
   for (size_t i = 0; i < cnt; i++) {
     const json_t *e = seq ? json_array_get(list, i) : list;
     const char *ty = jtype(e);
@@ -114,21 +115,24 @@ static int parse_pre(cloq_tok *t, const json_t *p, const char *path, int *byte_l
       CLOQ_CHECK(beh && !strcmp(beh, "Isolated") && !jbool(e, "invert", 0),
                  "%s: pre_tokenizer Split with behavior %s%s is not supported (Isolated is)", path,
                  beh ? beh : "(none)", jbool(e, "invert", 0) ? " and invert" : "");
-      if (!strcmp(re, cloq_bpe__hf_llama3)) split = 2;
-      else if (!strcmp(re, cloq_bpe__hf_gpt2)) split = 1;
+      if (!strcmp(re, cloq_bpe__hf_llama3)) split = TOK_PRE_LLAMA3;
+      else if (!strcmp(re, cloq_bpe__hf_qwen2)) split = TOK_PRE_QWEN2;
+      else if (!strcmp(re, cloq_bpe__hf_qwen35)) split = TOK_PRE_QWEN35;
+      else if (!strcmp(re, cloq_bpe__hf_gpt2)) split = TOK_PRE_GPT2;
       else
-        return CLOQ_FAIL("%s: pre_tokenizer Split regex \"%.60s%s\" is not supported (the GPT-2 "
-                         "and Llama 3 patterns are)", path, re, strlen(re) > 60 ? "..." : "");
+        return CLOQ_FAIL("%s: pre_tokenizer Split regex \"%.60s%s\" is not supported (the GPT-2, "
+                         "Llama 3, Qwen2 and Qwen 3.5 patterns are)", path, re,
+                         strlen(re) > 60 ? "..." : "");
     } else if (!strcmp(ty, "ByteLevel")) {
       *byte_level = 1;
       t->pre_prefix_space = jbool(e, "add_prefix_space", 1);
       int use_regex = jbool(e, "use_regex", 1);
       if (split) {
-        CLOQ_CHECK(split == 2 || !t->pre_prefix_space, "%s: pre_tokenizer Split(GPT-2 regex) + "
-                   "ByteLevel(add_prefix_space) is not supported", path);
+        CLOQ_CHECK(split != TOK_PRE_GPT2 || !t->pre_prefix_space, "%s: pre_tokenizer "
+                   "Split(GPT-2 regex) + ByteLevel(add_prefix_space) is not supported", path);
         CLOQ_CHECK(!use_regex, "%s: pre_tokenizer Split followed by ByteLevel with use_regex is "
                    "not supported", path);
-        CLOQ_CALL(cloq_bpe__setup_pre(t, split == 2 ? TOK_PRE_LLAMA3 : TOK_PRE_GPT2, path));
+        CLOQ_CALL(cloq_bpe__setup_pre(t, split, path));
       } else if (digits) {
         CLOQ_CHECK(use_regex && digits == 1, "%s: pre_tokenizer Digits(individual_digits=%s) + "
                    "ByteLevel(use_regex=%s) is not supported", path, digits == 1 ? "true" : "false",

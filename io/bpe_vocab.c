@@ -3,9 +3,10 @@
  * bpe_json.c reads tokenizer.json, bpe_encode.c encodes, bpe_write.c writes tokenizer.json.
  *
  * Two kinds share io/tokenizer.c's merge core:
- *   CLOQ_TOK_BPE  byte-level BPE (GPT-2, SmolLM, Llama 3): the text is split at added tokens, then
- *                 by the pre-tokenizer regexes (PCRE2); each piece's bytes become the GPT-2 byte
- *                 alphabet and are merged by merge rank, lowest first, leftmost on ties.
+ *   CLOQ_TOK_BPE  byte-level BPE (GPT-2, SmolLM, Llama 3, Qwen2, Qwen 3.5): the text is split at
+ *                 added tokens, then by the pre-tokenizer regexes (PCRE2); each piece's bytes
+ *                 become the GPT-2 byte alphabet and are merged by merge rank, lowest first,
+ *                 leftmost on ties.
  *   CLOQ_TOK_SPM  SentencePiece BPE as in Llama 2: each text segment between added tokens gets a
  *                 U+2581 in front and its spaces replaced by U+2581, then is merged as one word:
  *                 by merge rank (tokenizer.json) or, for a vocabulary with scores and no merges
@@ -19,9 +20,10 @@
  *
  * Regexes: `tokenizers` runs its patterns with Oniguruma, whose Unicode tables are newer than
  * PCRE2 10.42's and whose \s is exactly the White_Space property. The patterns here therefore spell
- * \s as that list, and add to \p{L} and \p{N} the code points that Oniguruma (as shipped in
- * `tokenizers` 0.23) classifies so and PCRE2 10.42 does not (letters and digits of Unicode 15 and
- * 16). Text that is not valid UTF-8 is accepted: PCRE2 never matches across an invalid byte
+ * \s as that list, and add to \p{L}, \p{N} and \p{M} the code points that Oniguruma (as shipped in
+ * `tokenizers` 0.23) classifies so and PCRE2 10.42 does not (letters, digits and marks of Unicode
+ * 15 and 16; no code point is in one of these classes for PCRE2 and not for Oniguruma). Text
+ * that is not valid UTF-8 is accepted: PCRE2 never matches across an invalid byte
  * (PCRE2_MATCH_INVALID_UTF), so such bytes become pieces of their own, and a "character" is a
  * lead byte with up to 3 continuation bytes, as in llama2.c. `tokenizers` itself only takes
  * valid UTF-8.
@@ -57,6 +59,13 @@
   "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-" \
   "\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"  \
   "\\x{1E5F1}-\\x{1E5FA}"
+/* marks that Oniguruma knows and PCRE2 10.42 does not (Unicode 15 and 16), for qwen35 */
+#define XM                                                                                         \
+  "\\x{0897}\\x{0CF3}\\x{0ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}"                \
+  "\\x{113B8}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D0}"            \
+  "\\x{113D2}\\x{113E1}-\\x{113E2}\\x{11F00}-\\x{11F01}\\x{11F03}\\x{11F34}-\\x{11F3A}"            \
+  "\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}"            \
+  "\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}\\x{1E5EE}-\\x{1E5EF}"
 #define LET "[\\p{L}" XL "]"
 #define NUM "[\\p{N}" XN "]"
 #define NOT_WS_L_N "[^" WS "\\p{L}" XL "\\p{N}" XN "]"
@@ -68,6 +77,16 @@ static const char PAT_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?" LET "+| ?" NUM "+| ?
 static const char PAT_LLAMA3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}" XL "\\p{N}" XN "]?" LET
                                  "+|" NUM "{1,3}| ?" NOT_WS_L_N "+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS
                                  "]+(?![^" WS "])|[" WS "]+";
+/* Qwen2's Split pattern (llama.cpp "qwen2"): Llama 3's with single digits */
+static const char PAT_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}" XL "\\p{N}" XN
+                                "]?" LET "+|" NUM "| ?" NOT_WS_L_N "+[\\r\\n]*|[" WS "]*[\\r\\n]+|["
+                                WS "]+(?![^" WS "])|[" WS "]+";
+/* Qwen 3.5's (llama.cpp "qwen35"): Qwen2's with combining marks (\p{M}) kept with the letters
+ * before them and out of the punctuation runs */
+static const char PAT_QWEN35[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}" XL "\\p{N}" XN
+                                 "]?[\\p{L}\\p{M}" XL XM "]+|" NUM "| ?[^" WS "\\p{L}\\p{M}" XL XM
+                                 "\\p{N}" XN "]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS
+                                 "])|[" WS "]+";
 /* Digits(individual_digits): every numeric character alone (Rust char::is_numeric is \p{N}) */
 static const char PAT_DIGIT[] = NUM;
 /* \w of Rust's regex crate, for single_word added tokens */
@@ -79,6 +98,13 @@ const char cloq_bpe__hf_gpt2[] =
 const char cloq_bpe__hf_llama3[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+const char cloq_bpe__hf_qwen2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char cloq_bpe__hf_qwen35[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}"
+    "\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 const char cloq_bpe__space_mark[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's space */
 
@@ -376,6 +402,8 @@ int cloq_bpe__setup_pre(cloq_tok *t, int pre, const char *what) {
   if (pre == TOK_PRE_GPT2 || pre == TOK_PRE_SMOLLM)
     CLOQ_CALL(compile(PAT_GPT2, what, &t->re[t->n_re++]));
   if (pre == TOK_PRE_LLAMA3) CLOQ_CALL(compile(PAT_LLAMA3, what, &t->re[t->n_re++]));
+  if (pre == TOK_PRE_QWEN2) CLOQ_CALL(compile(PAT_QWEN2, what, &t->re[t->n_re++]));
+  if (pre == TOK_PRE_QWEN35) CLOQ_CALL(compile(PAT_QWEN35, what, &t->re[t->n_re++]));
   return CLOQ_OK;
 }
 
@@ -435,9 +463,11 @@ static int pre_from_name(const char *nm, const char *name, int *pre) {
   if (!name || !strcmp(name, "gpt2") || !strcmp(name, "gpt-2")) *pre = TOK_PRE_GPT2;
   else if (!strcmp(name, "smollm") || !strcmp(name, "starcoder")) *pre = TOK_PRE_SMOLLM;
   else if (!strcmp(name, "llama-bpe") || !strcmp(name, "llama3")) *pre = TOK_PRE_LLAMA3;
+  else if (!strcmp(name, "qwen2") || !strcmp(name, "deepseek-r1-qwen")) *pre = TOK_PRE_QWEN2;
+  else if (!strcmp(name, "qwen35")) *pre = TOK_PRE_QWEN35;
   else
     return CLOQ_FAIL("%s: pre-tokenizer \"%s\" is not supported (gpt2, smollm, starcoder, "
-                     "llama-bpe are)", nm, name);
+                     "llama-bpe, qwen2, deepseek-r1-qwen, qwen35 are)", nm, name);
   return CLOQ_OK;
 }
 

@@ -267,13 +267,18 @@ static int write_hf(const cloq_tok *t, const char *dir) {
                                         "start", 1, "stop", 0));
     } else {
       normalizer = json_null();
-      json_t *bl = bytelevel_json(t->pre_prefix_space, t->pre != TOK_PRE_LLAMA3);
+      /* the Split regex of llama-bpe, qwen2, qwen35 (ByteLevel then runs without its own) */
+      const char *split = t->pre == TOK_PRE_LLAMA3   ? cloq_bpe__hf_llama3
+                          : t->pre == TOK_PRE_QWEN2  ? cloq_bpe__hf_qwen2
+                          : t->pre == TOK_PRE_QWEN35 ? cloq_bpe__hf_qwen35
+                                                     : NULL;
+      json_t *bl = bytelevel_json(t->pre_prefix_space, split == NULL);
       if (t->pre == TOK_PRE_SMOLLM)
         pre = json_pack("{s:s, s:[{s:s, s:b}, o]}", "type", "Sequence", "pretokenizers", "type",
                         "Digits", "individual_digits", 1, bl);
-      else if (t->pre == TOK_PRE_LLAMA3)
+      else if (split)
         pre = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, o]}", "type", "Sequence",
-                        "pretokenizers", "type", "Split", "pattern", "Regex", cloq_bpe__hf_llama3, "behavior",
+                        "pretokenizers", "type", "Split", "pattern", "Regex", split, "behavior",
                         "Isolated", "invert", 0, bl);
       else
         pre = bl;

@@ -47,7 +47,9 @@ int cloq_tok_splits_at_spaces(const cloq_tok *t);
  *                     scores and no merges (GGUF) by the score of the merged piece, as llama.cpp.
  *   CLOQ_TOK_BPE      byte-level BPE as in GPT-2 (tokenizer.json ByteLevel, GGUF model "gpt2"):
  *                     a pre-tokenizer regex (PCRE2) splits the text, each piece's bytes are mapped
- *                     to the GPT-2 byte alphabet and merged by merge rank.
+ *                     to the GPT-2 byte alphabet and merged by merge rank. Pre-tokenizers: GPT-2,
+ *                     SmolLM (digits alone), Llama 3, Qwen2 and Qwen 3.5 (a Split regex before
+ *                     ByteLevel); see cloq_tok_vocab.pre for their GGUF names.
  * Added tokens (tokenizer.json added_tokens; GGUF types 2, 3, 4) found in the text are split out
  * first, as `tokenizers` does. Ids are those of the Hugging Face `tokenizers` library on the same
  * files (tests/e2e/test_tokenizers.py). Anything these kinds cannot reproduce exactly (another
@@ -69,7 +71,8 @@ typedef struct {
   const char *const *merges;  /* BPE: "left right", in rank order */
   const char *pre;            /* BPE pre-tokenizer (GGUF tokenizer.ggml.pre): "gpt2", "smollm"
                                  (= "starcoder"), "llama-bpe" (which also sets ignore_merges, as
-                                 llama.cpp does); NULL is "gpt2"; others are an error */
+                                 llama.cpp does), "qwen2" (= "deepseek-r1-qwen"), "qwen35"; NULL
+                                 is "gpt2"; others are an error */
   int32_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
   int add_bos;                /* encoding a text starts with bos_id */
   int add_space_prefix;       /* SPM: a U+2581 is prepended (Llama 2: 1) */

@@ -24,7 +24,14 @@ enum {
 #define TOK_UNKNOWN (-2)
 
 /* Pre-tokenizers (the splits before the model; byte-level BPE only). */
-enum { TOK_PRE_NONE = 0, TOK_PRE_GPT2 = 1, TOK_PRE_SMOLLM = 2, TOK_PRE_LLAMA3 = 3 };
+enum {
+  TOK_PRE_NONE = 0,
+  TOK_PRE_GPT2 = 1,   /* ByteLevel's own regex */
+  TOK_PRE_SMOLLM = 2, /* Digits(individual), then ByteLevel's regex */
+  TOK_PRE_LLAMA3 = 3, /* a Split regex, then ByteLevel without one: Llama 3 */
+  TOK_PRE_QWEN2 = 4,  /* likewise: Qwen2 (single digits) */
+  TOK_PRE_QWEN35 = 5  /* likewise: Qwen 3.5 (single digits, marks with letters) */
+};
 
 typedef struct {
   char *content;     /* as written in tokenizer.json / the vocabulary */

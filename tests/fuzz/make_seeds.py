@@ -11,8 +11,8 @@ the source tree), so that each fuzzer starts from what cloq really reads:
   fuzz_config       stories260K-hf's config.json and variants (mistral, defaults, nulls, errors).
   fuzz_tokenizer    tokenizer.json files: stories260K's tok512.bin as Llama 2 SentencePiece BPE
                     (normalizer, and Metaspace), and the first 300 ids of Llama 3's vocabulary
-                    (ggml-vocab-llama-bpe.gguf) with the Llama 3, GPT-2 and SmolLM
-                    pre-tokenizers; each followed by NUL, a text to encode (story, WikiText-2) and
+                    (ggml-vocab-llama-bpe.gguf) with the Llama 3, GPT-2, SmolLM, Qwen2 and
+                    Qwen 3.5 pre-tokenizers; each followed by NUL, a text to encode (story, WikiText-2) and
                     sometimes NUL and a tokenizer_config.json (fuzz_tokenizer.c's input layout).
   fuzz_tokens       token files: stories260K's reference story and greedy ids, split into lines,
                     with blank lines, CRLF, tabs, leading zeros and ids at the int32 limit.
@@ -312,6 +312,10 @@ def gguf_strings(path, keys, limit):
 HF_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 HF_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
              r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+HF_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+            r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+HF_QWEN35 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}"
+             r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def bpe_json(pre, n=300):
@@ -346,6 +350,12 @@ def bpe_json(pre, n=300):
         "split_gpt2": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": HF_GPT2}, "behavior": "Isolated",
              "invert": False}, dict(bl, use_regex=False)]},
+        "qwen2": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": HF_QWEN2}, "behavior": "Isolated",
+             "invert": False}, dict(bl, add_prefix_space=False, use_regex=False)]},
+        "qwen35": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": HF_QWEN35}, "behavior": "Isolated",
+             "invert": False}, dict(bl, add_prefix_space=False, use_regex=False)]},
     }[pre]
     post = {"type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
@@ -380,6 +390,9 @@ def seeds_tokenizer():
     write("gpt2_300.bin", bpe_json("gpt2") + b"\0" + story + b" <mask> x<mask>y\n\n\n 123456")
     write("smollm_300.bin", bpe_json("smollm") + b"\0" + wiki + b"\0" + bcfg)
     write("split_gpt2_300.bin", bpe_json("split_gpt2"))
+    marks = "re\u0301sume\u0301 a\u0300a\u0300 \u0301x !\u0301? \u0915\u094d\u0937\u093f 12345\n".encode()
+    write("qwen2_300.bin", bpe_json("qwen2") + b"\0" + marks + wiki[:200])
+    write("qwen35_300.bin", bpe_json("qwen35") + b"\0" + marks + wiki[:200])
 
 
 # ---- fuzz_tokens --------------------------------------------------------------------------------

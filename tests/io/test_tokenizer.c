@@ -747,6 +747,31 @@ static void test_bpe_pretokenizers(void **state) {
     expect_split(s, cases[i][0], cases[i][2]);
     expect_split(l, cases[i][0], cases[i][3]);
   }
+  /* qwen2: Llama 3's pattern with single digits; qwen35: marks (\p{M}) join the letters before
+   * them and leave the punctuation runs (U+0897 and U+113B8 are marks of Unicode 16 that PCRE2
+   * 10.42 does not know) */
+  cloq_tok *q2 = byte_vocab("qwen2", 0, NULL, NULL, 0, NULL);
+  cloq_tok *q35 = byte_vocab("qwen35", 0, NULL, NULL, 0, NULL);
+  static const char *const qcases[][3] = {
+      /* text, qwen2, qwen35 */
+      {"it'S 2024!", "it|'S| |2|0|2|4|!", "it|'S| |2|0|2|4|!"},
+      {"  12 x", " | |1|2| x", " | |1|2| x"},
+      {"don't\r\nstop", "don|'t|\r\n|stop", "don|'t|\r\n|stop"},
+      {"re\xcc\x81sume\xcc\x81", "re|\xcc\x81sume|\xcc\x81", "re\xcc\x81sume\xcc\x81"},
+      {"!\xcc\x81?", "!\xcc\x81?", "!\xcc\x81|?"},
+      {" \xcc\x81\xcc\x82 x", " \xcc\x81\xcc\x82| x", " \xcc\x81\xcc\x82| x"},
+      {"\xe0\xa4\x95\xe0\xa5\x8d\xe0\xa4\xb7\xe0\xa4\xbf",
+       "\xe0\xa4\x95|\xe0\xa5\x8d\xe0\xa4\xb7|\xe0\xa4\xbf",
+       "\xe0\xa4\x95\xe0\xa5\x8d\xe0\xa4\xb7\xe0\xa4\xbf"},
+      {"x\xe0\xa2\x97y \xf0\x91\x8e\xb8", "x|\xe0\xa2\x97y| \xf0\x91\x8e\xb8",
+       "x\xe0\xa2\x97y| \xf0\x91\x8e\xb8"},
+  };
+  for (size_t i = 0; i < sizeof qcases / sizeof qcases[0]; i++) {
+    expect_split(q2, qcases[i][0], qcases[i][1]);
+    expect_split(q35, qcases[i][0], qcases[i][2]);
+  }
+  cloq_tok_free(&q2);
+  cloq_tok_free(&q35);
   /* the pieces go to the model separately: no merge across them */
   cloq_tok_free(&g);
   cloq_tok_free(&s);
@@ -763,8 +788,9 @@ static void test_bpe_pretokenizers(void **state) {
   cloq_tok_free(&s);
   cloq_tok *e;
   cloq_tok_vocab v = {.kind = CLOQ_TOK_BPE, .n_tokens = 1, .tokens = (const char *[]){"a"},
-                      .pre = "qwen2", .bos_id = -1, .eos_id = -1, .unk_id = -1, .pad_id = -1};
-  EXPECT_FAIL(cloq_tok_from_vocab(&v, &e), "\"qwen2\" is not supported");
+                      .pre = "deepseek-coder", .bos_id = -1, .eos_id = -1, .unk_id = -1,
+                      .pad_id = -1};
+  EXPECT_FAIL(cloq_tok_from_vocab(&v, &e), "\"deepseek-coder\" is not supported");
   assert_null(e);
   v.pre = "gpt2";
   v.name = "model.gguf";

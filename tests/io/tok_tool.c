@@ -1,5 +1,5 @@
-/* tok_tool: the tokenizer from the command line, for tests/e2e/test_tokenizers.py (cloq has no
- * tokenize subcommand yet).
+/* tok_tool: the tokenizer from the command line, for tests/e2e/test_tokenizers.py and
+ * test_tokenize.py (`cloq tokenize` encodes too; this tool also splits and writes tokenizer.json).
  *   tok_tool encode TOKENIZER_FILE TEXT_FILE OUT_IDS   ids, one per line, BOS as the tokenizer adds
  *                                                       it (cloq_tok_add_bos); prints the count,
  *                                                       the kind and the encode time
