@@ -62,7 +62,7 @@ enum {
   SRC_LORA_A,  /* the store's lora_A (r, in) */
   SRC_LORA_B,  /* the store's lora_B (out, r), times rank / lora_alpha */
   SRC_QWEIGHT, /* GPTQ: the codes packed along the input (in_pad * bits / 32, out) */
-  SRC_QZEROS,  /* GPTQ: zero - 1 packed along the output (n_groups, out_pad * bits / 32) */
+  SRC_QZEROS,  /* GPTQ: zero (v1: zero - 1) packed along the output (n_groups, out_pad*bits/32) */
   SRC_SCALES,  /* GPTQ: float16 scales (n_groups, out) */
   SRC_GIDX     /* GPTQ: column // group_size (in) */
 };
@@ -232,7 +232,8 @@ static int produce(ex_ctx *c, const cloq_hf_tensor *t, const ex_src *s, void *bu
     cloq_gptq_qweight(&c->q, c->meta.bits, buf, t->shape[0]);
     return CLOQ_OK;
   case SRC_QZEROS:
-    c->zero0_groups += cloq_gptq_qzeros(&c->q, c->meta.bits, c->zcol, buf, t->shape[1]);
+    c->zero0_groups +=
+        cloq_gptq_qzeros(&c->q, c->meta.bits, c->o->gptq_format, c->zcol, buf, t->shape[1]);
     c->groups_total += c->q.n_out * c->q.n_groups;
     return CLOQ_OK;
   case SRC_SCALES:
@@ -487,7 +488,8 @@ static int export_gptq(ex_ctx *c) {
   plan_free(&p);
   CLOQ_CALL(rc);
   CLOQ_CALL(write_tokenizer(c, dir, "gptq"));
-  json_t *qc = cloq_gptq_quant_config(c->meta.bits, c->meta.group_size, c->meta.damp);
+  cloq_gptq_format fmt = c->o->gptq_format;
+  json_t *qc = cloq_gptq_quant_config(fmt, c->meta.bits, c->meta.group_size, c->meta.damp);
   CLOQ_CHECK(qc, "out of memory (quantize_config.json)");
   rc = cloq_hf_write_json(qc, dir, "quantize_config.json");
   if (rc != CLOQ_OK) {
@@ -495,11 +497,12 @@ static int export_gptq(ex_ctx *c) {
     return rc;
   }
   CLOQ_CALL(write_config(c, dir, CLOQ_DT_F16, qc));
-  printf("  gptq: scales in float16: max relative rounding %.3g\n", c->scale_rel_max);
-  if (c->zero0_groups)
+  printf("  gptq: format %s, scales in float16: max relative rounding %.3g\n",
+         cloq_gptq_format_name(fmt), c->scale_rel_max);
+  if (c->zero0_groups && fmt == CLOQ_GPTQ_V1)
     cloq_warn("export: gptq: %lld of %lld groups have zero point 0, which the v1 \"gptq\" format "
               "cannot hold (it stores zero - 1): their field reads back as 2^bits - 1, so a GPTQ "
-              "loader dequantizes those groups with zero point 2^bits (docs/export.md)",
+              "loader dequantizes them with zero point 2^bits (v2 holds them; docs/export.md)",
               (long long)c->zero0_groups, (long long)c->groups_total);
   return CLOQ_OK;
 }
@@ -532,6 +535,7 @@ static int write_provenance(ex_ctx *c) {
     if (o->formats & CLOQ_EXPORT_PEFT)
       json_object_set_new(root, "lora_alpha", cloq_hf_json_num(c->lora_alpha));
     if (o->formats & CLOQ_EXPORT_GPTQ) {
+      json_object_set_new(root, "gptq_format", json_string(cloq_gptq_format_name(o->gptq_format)));
       json_object_set_new(root, "gptq_zero_point_0_groups", json_integer(c->zero0_groups));
       json_object_set_new(root, "gptq_groups", json_integer(c->groups_total));
       json_object_set_new(root, "gptq_scale_f16_max_rel_rounding", json_real(c->scale_rel_max));
@@ -642,6 +646,7 @@ void cloq_export_default_opts(cloq_export_opts *o) {
   o->formats = CLOQ_EXPORT_SAFETENSORS | CLOQ_EXPORT_PEFT;
   o->dtype = CLOQ_DT_F32;
   o->shard_mib = DEFAULT_SHARD_MIB;
+  o->gptq_format = CLOQ_GPTQ_V2;
 }
 
 static int export_all(ex_ctx *c) {
@@ -657,6 +662,7 @@ static int export_all(ex_ctx *c) {
              "number", o->lora_alpha);
   CLOQ_CHECK(o->shard_mib > 0 && isfinite(o->shard_mib), "--shard-size %g: not positive",
              o->shard_mib);
+  CLOQ_CHECK(cloq_gptq_format_name(o->gptq_format), "--gptq-format: only v1 and v2");
   /* refuse an existing DIR before reading anything; then the inputs, then DIR.partial */
   if (exists(o->out) && !o->force) {
     CLOQ_CHECK(0, "%s exists (use --force to replace it)", o->out);
@@ -718,8 +724,8 @@ static void usage(void) {
       "                tokenizer: transformers' LlamaForCausalLM.from_pretrained loads it\n"
       "  DIR/adapter/  (peft) the LoRA factors: AutoPeftModelForCausalLM.from_pretrained(\n"
       "                \"DIR/adapter\") loads base + adapter = Q + B A\n"
-      "  DIR/gptq/     (gptq) codes, zero points and float16 scales packed as AutoGPTQ's v1\n"
-      "                \"gptq\" checkpoint format\n"
+      "  DIR/gptq/     (gptq) codes, zero points and float16 scales packed as a GPTQ checkpoint\n"
+      "                that GPTQModel loads (format gptq_v2, see --gptq-format)\n"
       "  --store S.h5           the store (`cloq init --out`); may be left out only for\n"
       "                         --format safetensors: the model converted to HF layout\n"
       "  --out DIR              output folder, written as DIR.partial and renamed at the end\n"
@@ -733,7 +739,10 @@ static void usage(void) {
       "  --dtype T              f32 | f16 | bf16 for base/ (default f32: the store's Q exactly)\n"
       "  --lora-alpha A         adapter's lora_alpha (default: the rank, PEFT scaling 1); lora_B\n"
       "                         is multiplied by rank / A so that scaling * B A is the store's\n"
-      "  --shard-size MIB       largest safetensors shard of base/ and gptq/ (default %.0f)\n",
+      "  --shard-size MIB       largest safetensors shard of base/ and gptq/ (default %.0f)\n"
+      "  --gptq-format V        v2 | v1 (default v2). v2: GPTQModel's gptq_v2, zero points as\n"
+      "                         they are; v1: AutoGPTQ's gptq, zero - 1 (zero 0 does not fit;\n"
+      "                         GPTQModel refuses v1 for asymmetric checkpoints)\n",
       DEFAULT_SHARD_MIB);
 }
 
@@ -775,7 +784,10 @@ static int parse_args(int argc, char **argv, cloq_export_opts *o, int *help) {
     else if (cloq_args_is(&sc, "--format")) CLOQ_CALL(cloq_export_parse_formats(a, &o->formats));
     else if (cloq_args_is(&sc, "--lora-alpha")) CLOQ_CALL(parse_pos(f, a, &o->lora_alpha));
     else if (cloq_args_is(&sc, "--shard-size")) CLOQ_CALL(parse_pos(f, a, &o->shard_mib));
-    else if (cloq_args_is(&sc, "--dtype")) {
+    else if (cloq_args_is(&sc, "--gptq-format")) {
+      o->gptq_format = !strcmp(a, "v1") ? CLOQ_GPTQ_V1 : CLOQ_GPTQ_V2;
+      CLOQ_CHECK(!strcmp(a, "v1") || !strcmp(a, "v2"), "--gptq-format: '%s' is not v1 or v2", a);
+    } else if (cloq_args_is(&sc, "--dtype")) {
       if (!strcmp(a, "f32")) o->dtype = CLOQ_DT_F32;
       else if (!strcmp(a, "f16")) o->dtype = CLOQ_DT_F16;
       else if (!strcmp(a, "bf16")) o->dtype = CLOQ_DT_BF16;

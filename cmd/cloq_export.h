@@ -7,7 +7,8 @@
  *   DIR/adapter/  peft: adapter_config.json + adapter_model.safetensors (the store's lora_A,
  *                 lora_B under PEFT's names), so that AutoPeftModelForCausalLM.from_pretrained(
  *                 "DIR/adapter") gives Q + B A;
- *   DIR/gptq/     gptq: the codes packed as an AutoGPTQ/GPTQModel "gptq" (v1) checkpoint.
+ *   DIR/gptq/     gptq: the codes packed as a GPTQ checkpoint: GPTQModel's "gptq_v2" (zero
+ *                 points as they are; the default), or AutoGPTQ's "gptq" (v1, zero - 1).
  * Everything is written into DIR.partial/ and renamed to DIR at the end, so a DIR that exists is
  * complete. Not MPI-parallel: one process (rank 0) does all of it.
  */
@@ -15,6 +16,7 @@
 #define CLOQ_EXPORT_H
 
 #include "cloq_ckpt.h"
+#include "gptq_pack.h"
 
 /* Formats, combined with |. */
 enum { CLOQ_EXPORT_SAFETENSORS = 1, CLOQ_EXPORT_PEFT = 2, CLOQ_EXPORT_GPTQ = 4 };
@@ -32,9 +34,11 @@ typedef struct {
   double shard_mib;      /* base/ and gptq/ are split into shards of at most this many MiB (a
                             larger single tensor gets a shard of its own) */
   int force;             /* replace an existing DIR (only an earlier export, or an empty folder) */
+  cloq_gptq_format gptq_format; /* DIR/gptq's format: CLOQ_GPTQ_V2 (default) or CLOQ_GPTQ_V1 */
 } cloq_export_opts;
 
-/* Defaults: formats safetensors|peft, dtype F32, lora_alpha 0 (= rank), shard 4096 MiB. */
+/* Defaults: formats safetensors|peft, dtype F32, lora_alpha 0 (= rank), shard 4096 MiB,
+ * gptq_format CLOQ_GPTQ_V2. */
 void cloq_export_default_opts(cloq_export_opts *o);
 
 /* Not collective; call it on one process (rank 0) only. Writes the export o describes; progress

@@ -1,5 +1,6 @@
-/* gptq_pack: a cloq_qmodule as the four tensors of AutoGPTQ's v1 "gptq" checkpoint format and
- * its quantize_config.json (gptq_pack.h). Nothing here is collective and nothing uses MPI.
+/* gptq_pack: a cloq_qmodule as the four tensors of a GPTQ checkpoint ("gptq_v2", GPTQModel's
+ * format for asymmetric quantization, or AutoGPTQ's v1 "gptq") and its quantize_config.json
+ * (gptq_pack.h). Nothing here is collective and nothing uses MPI.
  */
 #include "gptq_pack.h"
 
@@ -7,6 +8,10 @@
 
 #include "cloq_err.h"
 #include "cloq_half.h"
+
+const char *cloq_gptq_format_name(cloq_gptq_format f) {
+  return f == CLOQ_GPTQ_V1 ? "gptq" : f == CLOQ_GPTQ_V2 ? "gptq_v2" : NULL;
+}
 
 int64_t cloq_gptq_pad32(int64_t n) {
   return (n + CLOQ_GPTQ_WORD_BITS - 1) / CLOQ_GPTQ_WORD_BITS * CLOQ_GPTQ_WORD_BITS;
@@ -50,16 +55,17 @@ void cloq_gptq_qweight(const cloq_qmodule *q, int bits, uint32_t *qweight, int64
     cloq_gptq_pack(q->codes + o * ni, ni, bits, qweight + o, rows, no);
 }
 
-int64_t cloq_gptq_qzeros(const cloq_qmodule *q, int bits, uint8_t *zcol, uint32_t *qzeros,
-                         int64_t words) {
+int64_t cloq_gptq_qzeros(const cloq_qmodule *q, int bits, cloq_gptq_format fmt, uint8_t *zcol,
+                         uint32_t *qzeros, int64_t words) {
   int64_t no = q->n_out, ng = q->n_groups, zero0 = 0;
   uint8_t mask = (uint8_t)((1 << bits) - 1);
+  int shift = fmt == CLOQ_GPTQ_V1 ? 1 : 0;
   for (int64_t g = 0; g < ng; g++) {
     for (int64_t o = 0; o < no; o++) {
-      int z = (int)q->zeros[o * ng + g];
+      int z = (int)q->zeros[o * ng + g]; /* an integer in [0, 2^bits - 1] (checked on reading) */
       /* v1 stores zero - 1; zero 0 gives -1, kept to its low `bits` bits (2^bits - 1) so that
        * the word's other fields stay intact (AutoGPTQ's pack ORs all 32 bits of -1 in) */
-      zcol[o] = (uint8_t)((z - 1) & mask);
+      zcol[o] = (uint8_t)((z - shift) & mask);
       zero0 += z == 0;
     }
     cloq_gptq_pack(zcol, no, bits, qzeros + g * words, words, 1);
@@ -88,10 +94,24 @@ void cloq_gptq_gidx(int64_t n_in, int64_t group_size, int32_t *g_idx) {
   for (int64_t j = 0; j < n_in; j++) g_idx[j] = (int32_t)(group_size > 0 ? j / group_size : 0);
 }
 
-json_t *cloq_gptq_quant_config(int bits, int64_t group_size, double damp) {
-  return json_pack("{s:i, s:I, s:f, s:b, s:b, s:b, s:b, s:n, s:s, s:s, s:s}", "bits", bits,
-                   "group_size", (json_int_t)group_size, "damp_percent", damp, "desc_act", 0,
-                   "static_groups", 0, "sym", 0, "true_sequential", 1, "model_name_or_path",
-                   "model_file_base_name", "model", "quant_method", "gptq", "checkpoint_format",
-                   "gptq");
+json_t *cloq_gptq_quant_config(cloq_gptq_format fmt, int bits, int64_t group_size, double damp) {
+  if (fmt == CLOQ_GPTQ_V1) /* AutoGPTQ's BaseQuantizeConfig.to_dict, as cloq has always written */
+    return json_pack("{s:i, s:I, s:f, s:b, s:b, s:b, s:b, s:n, s:s, s:s, s:s}", "bits", bits,
+                     "group_size", (json_int_t)group_size, "damp_percent", damp, "desc_act", 0,
+                     "static_groups", 0, "sym", 0, "true_sequential", 1, "model_name_or_path",
+                     "model_file_base_name", "model", "quant_method", "gptq",
+                     "checkpoint_format", "gptq");
+  /* GPTQModel 7.7 (quantization/config.py): from_quant_config takes "format" (its alias
+   * "checkpoint_format" is what transformers' GPTQConfig and older GPTQModels read) and "method"
+   * (alias "quant_method"); GPTQConfig refuses a damp_percent outside (0, 1); the loader
+   * (models/loader.py) refuses sym false only for format "gptq", unless meta.quantizer names
+   * gptqmodel >= 0.9.0, which cloq is not. Fields that do not take part in inference go in meta,
+   * as its writer puts them. */
+  json_t *meta = json_pack("{s:[s], s:b, s:b}", "quantizer", "cloq:" CLOQ_VERSION,
+                           "static_groups", 0, "true_sequential", 1);
+  if (meta && damp > 0 && damp < 1) json_object_set_new(meta, "damp_percent", json_real(damp));
+  return json_pack("{s:i, s:I, s:b, s:b, s:b, s:s, s:s, s:s, s:s, s:s, s:o}", "bits", bits,
+                   "group_size", (json_int_t)group_size, "desc_act", 0, "sym", 0, "lm_head", 0,
+                   "method", "gptq", "quant_method", "gptq", "format", "gptq_v2",
+                   "checkpoint_format", "gptq_v2", "pack_dtype", "int32", "meta", meta);
 }

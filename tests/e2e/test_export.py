@@ -11,16 +11,19 @@ independent NumPy reading of AutoGPTQ's layout.
      store's B @ A; with --lora-alpha 16 the scaling is 2 and the product is unchanged. DIR/base
      holds the store's Q exactly (float32), and bf16(Q) with --dtype bf16; a small --shard-size
      gives a sharded base that loads; AutoTokenizer(DIR/base) encodes as the llama2.c tokenizer.
-  3. GPTQ exports of stores at 2, 3, 4 and 8 bits (groups 32, 32, 64 and whole rows): the words
-     equal a NumPy transcription of AutoGPTQ's pack(); unpacked with AutoGPTQ's own shifts
-     (qlinear_cuda_old's unpacking, written here in NumPy), codes equal
-     the store's exactly, the padding is zero codes, g_idx is column // group_size, zero points are
-     stored as zero - 1 (zero 0 as 2^bits - 1, counted in the warning), scales are the float16 of
-     the store's; the max relative difference of the GPTQ base from the store's Q is printed.
+  3. GPTQ exports of stores at 2, 3, 4 and 8 bits (groups 32, 32, 64 and whole rows), in the
+     default format gptq_v2, and at 2 bits also with --gptq-format v1: the words equal a NumPy
+     transcription of AutoGPTQ's pack(); unpacked with AutoGPTQ's own shifts (qlinear_cuda_old's
+     unpacking, written here in NumPy), codes equal the store's exactly, the padding is zero
+     codes, g_idx is column // group_size, zero points are stored as they are (v2) or as zero - 1
+     (v1: zero 0 as 2^bits - 1, counted in the warning), scales are the float16 of the store's;
+     the max relative difference of the GPTQ base from the store's Q is printed. (GPTQModel itself
+     loads the v2 export in tests/e2e/test_gptqmodel.py.)
   4. Bad input: an existing DIR without --force (left intact), --force on a folder that is not an
      export, a missing or incomplete store, a store of another model, an unknown format, a bad
-     dtype, peft without a store: one error line, exit 1, no DIR and no DIR.partial left. An
-     unreadable tokenizer is a warning; a stale DIR.partial of export's is replaced, another refused.
+     dtype, peft without a store, an unknown --gptq-format: one error line, exit 1, no DIR and no
+     DIR.partial left. An unreadable tokenizer is a warning; a stale DIR.partial of export's is
+     replaced, another refused.
 """
 import glob
 import json
@@ -223,7 +226,7 @@ r["ppl_auto"] = ppl(am)
 am16 = peft.AutoPeftModelForCausalLM.from_pretrained(a["adapter16"], dtype=torch.float32)
 r["ppl_auto16"] = ppl(am16)
 r["prod_rel16"], r["scaling16"], _ = products(am16, a["store"])
-# the GPTQ export dequantized as a v1 loader does, in a LlamaForCausalLM: its perplexity
+# the GPTQ export dequantized as a GPTQ loader does, in a LlamaForCausalLM: its perplexity
 g = {}
 from safetensors.torch import load_file
 g = load_file(os.path.join(a["gptq_dir"], "model.safetensors"))
@@ -302,17 +305,20 @@ def pad_rows(a, n):
     return out
 
 
-def check_gptq(store, exdir, bits, gs, stderr):
+def check_gptq(store, exdir, bits, gs, stderr, v1=False):
     f = h5py.File(store, "r")
+    tag = f"gptq {bits} bits {'v1' if v1 else 'v2'}"
     tens = read_dir(os.path.join(exdir, "gptq"))
     qc = json.load(open(os.path.join(exdir, "gptq", "quantize_config.json")))
     cj = json.load(open(os.path.join(exdir, "gptq", "config.json")))
     want = {"bits": bits, "group_size": gs, "desc_act": False, "sym": False,
-            "checkpoint_format": "gptq", "quant_method": "gptq"}
+            "checkpoint_format": "gptq" if v1 else "gptq_v2", "quant_method": "gptq"}
+    if not v1:
+        want.update({"format": "gptq_v2", "method": "gptq", "pack_dtype": "int32", "lm_head": False})
     got = {k: qc.get(k) for k in want}
-    check(got == want, f"gptq {bits} bits: quantize_config.json", want, got)
+    check(got == want, f"{tag}: quantize_config.json", want, got)
     check(cj.get("quantization_config") == qc and cj.get("torch_dtype") == "float16",
-          f"gptq {bits} bits: config.json carries quantization_config, torch_dtype float16",
+          f"{tag}: config.json carries quantization_config, torch_dtype float16",
           "same as quantize_config.json", cj.get("quantization_config"))
     codes_ok = pad_ok = gidx_ok = zeros_ok = scales_ok = dt_ok = words_ok = True
     zero0 = groups = 0
@@ -328,10 +334,11 @@ def check_gptq(store, exdir, bits, gs, stderr):
             dt_ok &= dts == ["I32", "I32", "F16", "I32"]
             qw, qz = tens[pre + "qweight"][1], tens[pre + "qzeros"][1]
             s16, gi = tens[pre + "scales"][1], tens[pre + "g_idx"][1]
-            # the words themselves: AutoGPTQ's pack() of the codes and of (zero - 1) & mask (the
-            # mask only matters for zero 0, where pack() itself would spill -1 into other fields)
+            # the words themselves: AutoGPTQ's pack() of the codes and of the zeros (v1: (zero - 1)
+            # & mask; the mask only matters for zero 0, where pack() itself would spill -1 into
+            # other fields)
             n_in_pad, n_out_pad = -(-n_in // 32) * 32, -(-n_out // 32) * 32
-            zm1 = (ze.T.astype(np.int64) - 1) & (2 ** bits - 1)
+            zm1 = (ze.T.astype(np.int64) - (1 if v1 else 0)) & (2 ** bits - 1)
             words_ok &= np.array_equal(qw, pack_autogptq(pad_rows(codes.T, n_in_pad), bits)) and \
                 np.array_equal(qz, pack_autogptq(pad_rows(zm1.T, n_out_pad), bits).T)
             u = unpack_rows(qw, bits)                   # (in_pad, out)
@@ -341,57 +348,65 @@ def check_gptq(store, exdir, bits, gs, stderr):
             gidx_ok &= gi.shape == (n_in,) and np.array_equal(gi, col)
             z = unpack_rows(qz.T.copy(), bits).T[:, :n_out]  # (n_groups, out)
             zt = ze.T.astype(np.int64)
-            zeros_ok &= z.shape == zt.shape and np.array_equal(np.where(zt == 0, 2 ** bits - 1, zt - 1), z)
+            zwant = np.where(zt == 0, 2 ** bits - 1, zt - 1) if v1 else zt
+            zeros_ok &= z.shape == zt.shape and np.array_equal(zwant, z)
             zero0 += int((zt == 0).sum())
             groups += zt.size
             scales_ok &= np.array_equal(s16, sc.T.astype(np.float16))
-            # what a v1 loader computes: (code - (stored + 1)) * float16 scale
-            Wg = (u[:n_in].T - (z.T + 1)[:, col]) * s16.astype(np.float32).T[:, col]
+            # what a loader computes: (code - zero) * float16 scale, zero = stored (+ 1 for v1)
+            Wg = (u[:n_in].T - (z.T + (1 if v1 else 0))[:, col]) * s16.astype(np.float32).T[:, col]
             Q = dequant(g, gs)
-            ok = np.broadcast_to((ze != 0)[:, col], Q.shape) & (Q != 0)
+            ok = np.broadcast_to(((ze != 0) | (not v1))[:, col], Q.shape) & (Q != 0)
             if ok.any():
                 rel = max(rel, float((np.abs(Wg - Q)[ok] / np.abs(Q)[ok]).max()))
             W[pre + "weight"] = Wg.astype(np.float32)
-    check(dt_ok, f"gptq {bits} bits: dtypes qweight/qzeros/g_idx int32, scales float16", True, dt_ok)
-    check(words_ok, f"gptq {bits} bits: qweight/qzeros words equal AutoGPTQ pack()'s", True, words_ok)
-    check(codes_ok, f"gptq {bits} bits: unpacked qweight equals the store's codes exactly", True, codes_ok)
-    check(pad_ok, f"gptq {bits} bits: padding to a multiple of 32 inputs holds zero codes", True, pad_ok)
-    check(gidx_ok, f"gptq {bits} bits: g_idx = column // group_size", True, gidx_ok)
-    check(zeros_ok, f"gptq {bits} bits: qzeros = zero - 1 (zero 0 as 2^bits - 1)", True, zeros_ok)
-    check(scales_ok, f"gptq {bits} bits: scales = float16(store scales), (n_groups, out)", True, scales_ok)
-    if zero0:
+    check(dt_ok, f"{tag}: dtypes qweight/qzeros/g_idx int32, scales float16", True, dt_ok)
+    check(words_ok, f"{tag}: qweight/qzeros words equal AutoGPTQ pack()'s", True, words_ok)
+    check(codes_ok, f"{tag}: unpacked qweight equals the store's codes exactly", True, codes_ok)
+    check(pad_ok, f"{tag}: padding to a multiple of 32 inputs holds zero codes", True, pad_ok)
+    check(gidx_ok, f"{tag}: g_idx = column // group_size", True, gidx_ok)
+    check(zeros_ok, f"{tag}: qzeros = " + ("zero - 1 (zero 0 as 2^bits - 1)" if v1 else "zero"), True,
+          zeros_ok)
+    check(scales_ok, f"{tag}: scales = float16(store scales), (n_groups, out)", True, scales_ok)
+    if zero0 and v1:
         warned = f"{zero0} of {groups} groups have zero point 0" in stderr
     else:
         warned = "zero point 0" not in stderr
     check(warned,
-          f"gptq {bits} bits: {zero0} of {groups} groups with zero point 0, warned iff any",
-          "a matching warning" if zero0 else "no warning", stderr.strip()[-300:])
+          f"{tag}: {zero0} of {groups} groups with zero point 0, warned iff any",
+          "a matching warning" if zero0 and v1 else "no warning", stderr.strip()[-300:])
     prov = json.load(open(os.path.join(exdir, "cloq_export.json")))
-    check(prov.get("gptq_zero_point_0_groups") == zero0, f"gptq {bits} bits: provenance counts them",
-          zero0, prov.get("gptq_zero_point_0_groups"))
-    check(rel <= F16_REL, f"gptq {bits} bits: max relative difference of the GPTQ base from Q "
-          f"{rel:.3g} <= 2^-11 (float16 scales; zero-point-0 groups excluded)", F16_REL, rel)
+    check(prov.get("gptq_zero_point_0_groups") == zero0 and
+          prov.get("gptq_format") == ("gptq" if v1 else "gptq_v2"),
+          f"{tag}: provenance counts them and names the format", zero0,
+          (prov.get("gptq_zero_point_0_groups"), prov.get("gptq_format")))
+    check(rel <= F16_REL, f"{tag}: max relative difference of the GPTQ base from Q "
+          f"{rel:.3g} <= 2^-11 (float16 scales; "
+          f"{'zero-point-0 groups excluded' if v1 else 'all groups'})", F16_REL, rel)
     others = [k for k in model_t if ".self_attn." not in k and ".mlp." not in k]
     f16_ok = all(tens[k][0] == "F16" and np.array_equal(tens[k][1], model_t[k][1].astype(np.float16))
                  for k in others)
-    check(f16_ok, f"gptq {bits} bits: embeddings and norms are float16(model)", True, f16_ok)
+    check(f16_ok, f"{tag}: embeddings and norms are float16(model)", True, f16_ok)
     return W, rel, zero0, groups
 
 
 gptq_stats = {}
 W3 = None
-for bits, gs in ((2, 32), (3, 32), (4, 64), (8, -1)):
+for bits, gs, v1 in ((2, 32, False), (2, 32, True), (3, 32, False), (4, 64, False), (8, -1, False)):
+    store = os.path.join(d, f"g{bits}.h5")
     if bits == 3:  # the gptq folder of the three-format export
         store, exdir, err = S3, EX, EX_ERR
     else:
-        store = os.path.join(d, f"g{bits}.h5")
-        init(store, bits, gs, 4, "zero")
-        exdir = os.path.join(d, f"exg{bits}")
-        pg = run(["export", "--store", store, "--out", exdir, "--format", "gptq"])
-        check(pg.returncode == 0, f"export gptq {bits} bits", 0, pg.stderr.strip())
+        if not os.path.exists(store):
+            init(store, bits, gs, 4, "zero")
+        exdir = os.path.join(d, f"exg{bits}{'v1' if v1 else ''}")
+        pg = run(["export", "--store", store, "--out", exdir, "--format", "gptq"] +
+                 (["--gptq-format", "v1"] if v1 else []))
+        check(pg.returncode == 0, f"export gptq {bits} bits{' --gptq-format v1' if v1 else ''}", 0,
+              pg.stderr.strip())
         err = pg.stderr
-    Wb, rel, z0, ng = check_gptq(store, exdir, bits, gs, err)
-    gptq_stats[bits] = (rel, z0, ng)
+    Wb, rel, z0, ng = check_gptq(store, exdir, bits, gs, err, v1)
+    gptq_stats[f"{bits} bits {'v1' if v1 else 'v2'}"] = (rel, z0, ng)
     if bits == 3:
         W3 = Wb
 gw = os.path.join(d, "gptq3_w.npz")
@@ -489,6 +504,7 @@ bad = [
     ("unknown format", ["--store", S3, "--format", "safetensors,onnx"], "onnx"),
     ("bad dtype", ["--store", S3, "--dtype", "f64"], "--dtype"),
     ("peft without a store", ["--model", MODEL, "--format", "peft"], "--store is required"),
+    ("unknown GPTQ format", ["--store", S3, "--format", "gptq", "--gptq-format", "v3"], "--gptq-format"),
 ]
 for i, (what, a, needle) in enumerate(bad):
     out = os.path.join(d, f"bad{i}")
@@ -529,8 +545,8 @@ conv_ok = p.returncode == 0 and set(ct) == set(model_t) and all(
     ct[k][0] == "F16" and np.array_equal(ct[k][1], model_t[k][1].astype(np.float16)) for k in ct)
 check(conv_ok, "no store: --format safetensors --dtype f16 converts the model", True, p.stderr.strip())
 
-for bits, (rel, z0, ng) in sorted(gptq_stats.items()):
-    print(f"gptq {bits} bits: max rel. difference from the store's Q {rel:.3g}, zero point 0 in "
+for what, (rel, z0, ng) in gptq_stats.items():
+    print(f"gptq {what}: max rel. difference from the store's Q {rel:.3g}, zero point 0 in "
           f"{z0} of {ng} groups")
 print(f"install check {INSTALL_S:.1f} s; test after install {time.time() - T_AFTER_INSTALL:.1f} s "
       f"(torch part {TORCH_S:.1f} s)")
