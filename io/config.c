@@ -15,21 +15,8 @@
 #include <sys/stat.h>
 
 #include "cloq_err.h"
+#include "cloq_json.h"
 #include "cloq_config.h"
-
-static const char *json_kind(const json_t *v) {
-  switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-  }
-  return "?";
-}
 
 /* The value of KEY, or NULL when absent or null. */
 static json_t *get(json_t *root, const char *key) {
@@ -47,7 +34,7 @@ static int get_int(json_t *root, const char *path, const char *key, int64_t def,
     return CLOQ_OK;
   }
   CLOQ_CHECK(json_is_integer(v), "%s: key %s must be an integer, found %s", path, key,
-             json_kind(v));
+             cloq_json_kind(v));
   *out = (int64_t)json_integer_value(v);
   return CLOQ_OK;
 }
@@ -58,7 +45,8 @@ static int get_num(json_t *root, const char *path, const char *key, double def, 
     *out = def;
     return CLOQ_OK;
   }
-  CLOQ_CHECK(json_is_number(v), "%s: key %s must be a number, found %s", path, key, json_kind(v));
+  CLOQ_CHECK(json_is_number(v), "%s: key %s must be a number, found %s", path, key,
+             cloq_json_kind(v));
   *out = json_number_value(v);
   return CLOQ_OK;
 }
@@ -70,7 +58,7 @@ static int get_bool(json_t *root, const char *path, const char *key, int def, in
     return CLOQ_OK;
   }
   CLOQ_CHECK(json_is_boolean(v), "%s: key %s must be true or false, found %s", path, key,
-             json_kind(v));
+             cloq_json_kind(v));
   *out = json_is_true(v);
   return CLOQ_OK;
 }
@@ -94,7 +82,7 @@ static int rope_num(json_t *o, const char *path, const char *what, const char *k
                                                      : json_string_value(get(o, "type")),
              key);
   CLOQ_CHECK(json_is_number(v), "%s: %s.%s must be a number, found %s", path, what, key,
-             json_kind(v));
+             cloq_json_kind(v));
   *out = json_number_value(v);
   return CLOQ_OK;
 }
@@ -113,7 +101,7 @@ static int parse_rope(json_t *root, const char *path, cloq_config *c) {
   CLOQ_CALL(get_num(root, path, "rope_theta", 10000.0, &c->rope_theta));
   if (!rp) return CLOQ_OK;
   CLOQ_CHECK(json_is_object(rp), "%s: key %s must be an object, found %s", path, what,
-             json_kind(rp));
+             cloq_json_kind(rp));
   json_t *ty = get(rp, "rope_type");
   if (!ty) ty = get(rp, "type");
   if (!ty) { /* one entry per layer type (full_attention, sliding_attention) */
@@ -124,7 +112,7 @@ static int parse_rope(json_t *root, const char *path, cloq_config *c) {
                                              "per-layer RoPE is not supported", path, what, k);
   }
   CLOQ_CHECK(!ty || json_is_string(ty), "%s: %s.rope_type must be a string, found %s", path, what,
-             json_kind(ty));
+             cloq_json_kind(ty));
   const char *t = ty ? json_string_value(ty) : "default";
   if (get(rp, "rope_theta")) CLOQ_CALL(get_num(rp, path, "rope_theta", 10000.0, &c->rope_theta));
   double prf = 1.0;
@@ -164,7 +152,7 @@ static int check_layer_types(json_t *root, const char *path, int all_sliding_ok)
   json_t *lt = get(root, "layer_types");
   if (!lt) return CLOQ_OK;
   CLOQ_CHECK(json_is_array(lt), "%s: key layer_types must be an array, found %s", path,
-             json_kind(lt));
+             cloq_json_kind(lt));
   size_t i;
   json_t *v;
   json_array_foreach(lt, i, v) {
@@ -172,19 +160,19 @@ static int check_layer_types(json_t *root, const char *path, int all_sliding_ok)
     CLOQ_CHECK(k && (!strcmp(k, "full_attention") ||
                      (all_sliding_ok && !strcmp(k, "sliding_attention"))),
                "%s: layer_types[%zu] is %s%s%s: only full_attention layers are supported for "
-               "this model_type", path, i, k ? "\"" : "", k ? k : json_kind(v), k ? "\"" : "");
+               "this model_type", path, i, k ? "\"" : "", k ? k : cloq_json_kind(v), k ? "\"" : "");
   }
   return CLOQ_OK;
 }
 
 static int parse_config(json_t *root, const char *path, cloq_config *c) {
   CLOQ_CHECK(json_is_object(root), "%s: top level must be a JSON object, found %s", path,
-             json_kind(root));
+             cloq_json_kind(root));
 
   json_t *mt = get(root, "model_type");
   CLOQ_CHECK(mt, "%s: required key model_type is missing", path);
   CLOQ_CHECK(json_is_string(mt), "%s: key model_type must be a string, found %s", path,
-             json_kind(mt));
+             cloq_json_kind(mt));
   const char *type = json_string_value(mt);
   int fam = -1;
   for (int f = 0; f < CLOQ_NFAM; f++)
@@ -198,7 +186,7 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   json_t *act = get(root, "hidden_act");
   if (act) {
     CLOQ_CHECK(json_is_string(act), "%s: key hidden_act must be a string, found %s", path,
-               json_kind(act));
+               cloq_json_kind(act));
     CLOQ_CHECK(!strcmp(json_string_value(act), "silu"),
                "%s: key hidden_act is \"%s\": only \"silu\" (SwiGLU) is supported", path,
                json_string_value(act));

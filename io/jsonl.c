@@ -13,20 +13,7 @@
 
 #include "cloq_data.h"
 #include "cloq_err.h"
-
-static const char *kind_of(const json_t *v) {
-  switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-  }
-  return "?";
-}
+#include "cloq_json.h"
 
 /* The object's keys, comma-separated, into buf (cut with "..." when they do not fit). */
 static void list_keys(json_t *obj, char *buf, size_t cap) {
@@ -62,14 +49,14 @@ static int one_record(const char *path, int64_t line, const char *text, size_t n
   char keys[160];
   if (!json_is_object(rec)) {
     rc = CLOQ_FAIL("%s:%lld: %s, not a JSON object (one record per line)", path, (long long)line,
-                   kind_of(rec));
+                   cloq_json_kind(rec));
   } else if (!v) {
     list_keys(rec, keys, sizeof keys);
     rc = CLOQ_FAIL("%s:%lld: the record has no field \"%s\" (its fields: %s)",
                    path, (long long)line, field, keys[0] ? keys : "none");
   } else if (!json_is_string(v)) {
     rc = CLOQ_FAIL("%s:%lld: field \"%s\" is %s, not a string", path, (long long)line, field,
-                   kind_of(v));
+                   cloq_json_kind(v));
   } else if (memchr(json_string_value(v), 0, json_string_length(v))) {
     rc = CLOQ_FAIL("%s:%lld: field \"%s\" holds a NUL character (\\u0000): not text", path,
                    (long long)line, field);

@@ -209,3 +209,33 @@ def zero_tensor(m, tensor):
     p, data, lo, hi = _tensor_span(m, tensor)
     data[lo:hi] = bytes(hi - lo)
     open(p, "wb").write(bytes(data))
+
+
+# cloq's seed mixing (common/cloq_hash.h, linalg/rng.c): splitmix64 finalizer, for tests that
+# replay a documented draw
+M64, GG = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+
+def mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def seed_mix(a, b, c):
+    h = mix64((a + GG) & M64)
+    h = mix64(h ^ ((b + 2 * GG) & M64))
+    return mix64(h ^ ((c + 3 * GG) & M64))
+
+
+def write_safetensors_f32(path, tensors):
+    """A single-file safetensors checkpoint of float32 tensors, written independently of cloq."""
+    hdr, blobs, off = {}, [], 0
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k], dtype="<f4").tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(hdr).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))

@@ -26,7 +26,8 @@ import os
 
 import h5py
 
-from cloqtest import ASSETS, MODEL, WIKI_VALID, check, done, load_tok, run, tmpdir, write_tokens
+from cloqtest import (ASSETS, GG, M64, MODEL, WIKI_VALID, check, done, load_tok, mix64, run, seed_mix,
+                      tmpdir, write_tokens)
 from storecmp import load_layers, same_layers
 
 from tokenizers import AddedToken, Tokenizer, models, normalizers, processors
@@ -102,19 +103,6 @@ def llama_tok512():
     return tk
 
 
-M64, GG = (1 << 64) - 1, 0x9E3779B97F4A7C15
-
-
-def mix64(z):
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
-
-
-def seed_mix(a, b, c):
-    h = mix64((a + GG) & M64)
-    h = mix64(h ^ ((b + 2 * GG) & M64))
-    return mix64(h ^ ((c + 3 * GG) & M64))
 
 
 def windows(stream, n, L, seed):

@@ -22,7 +22,8 @@ import numpy as np
 
 import json
 
-from cloqtest import MODEL, WIKI_TEST, check, done, read_safetensors_typed, run, tmpdir, write_tokens
+from cloqtest import (MODEL, WIKI_TEST, check, done, read_safetensors_typed, run, tmpdir, write_safetensors_f32,
+                      write_tokens)
 from storecmp import load_layers, products
 
 d = tmpdir()
@@ -147,19 +148,6 @@ if gpu:
 
 
 # ---- the families' variations, derived from a small synthetic model ------------------------------
-def write_f32(path, tensors):
-    hdr, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        b = np.ascontiguousarray(tensors[k], dtype="<f4").tobytes()
-        hdr[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(hdr).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-
-
 fam_base = os.path.join(d, "fam-synth")
 p = run(["synth", "--out", fam_base, "--dim", "256", "--layers", "2", "--heads", "4", "--kv-heads", "2",
          "--mlp", "512", "--vocab", "600", "--calib-samples", "8", "--calib-seqlen", "192", "--dtype", "f32"])
@@ -191,7 +179,7 @@ for tag, (patch, norms, biases) in FAM.items():
             part = "self_attn" if n in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
             rows = W[f"model.layers.{b}.{part}.{n}.weight"].shape[0]
             W[f"model.layers.{b}.{part}.{n}.bias"] = 0.3 * frng.standard_normal(rows).astype(np.float32)
-    write_f32(os.path.join(m, "model.safetensors"), W)
+    write_safetensors_f32(os.path.join(m, "model.safetensors"), W)
     fam_models[tag] = m
     fe = ["eval", "--model", m, "--data", os.path.join(fam_base, "calib.tok"), "--data-format", "tokens"]
     pc = run(fe + ["--device", "cpu"])

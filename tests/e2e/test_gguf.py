@@ -23,7 +23,8 @@ import subprocess
 
 import numpy as np
 
-from cloqtest import ASSETS, MODEL, check, done, ppl_of, read_safetensors, run, tmpdir, write_tokens
+from cloqtest import (ASSETS, MODEL, check, done, ppl_of, read_safetensors, run, tmpdir, write_safetensors_f32,
+                      write_tokens)
 
 import gguf
 from gguf import GGMLQuantizationType as QT
@@ -132,15 +133,7 @@ def write_hf(dirpath, tensors):
     os.makedirs(dirpath, exist_ok=True)
     shutil.copy(os.path.join(MODEL, "config.json"), dirpath)
     shutil.copy(os.path.join(MODEL, "tok512.bin"), dirpath)
-    hdr, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        b = np.ascontiguousarray(tensors[k], dtype="<f4").tobytes()
-        hdr[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(hdr).encode()
-    with open(os.path.join(dirpath, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    write_safetensors_f32(os.path.join(dirpath, "model.safetensors"), tensors)
 
 
 def eval_out(model, data=toks, fmt="tokens", extra=()):

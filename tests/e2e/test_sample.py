@@ -21,8 +21,8 @@ import os
 import numpy as np
 
 from npref import attention, rms, rope
-from cloqtest import (CLOQ, MODEL, check, done, encode, load_tok, ppl_of, read_safetensors,
-                      reference, run, tmpdir)
+from cloqtest import (CLOQ, GG, M64, MODEL, check, done, encode, load_tok, mix64, ppl_of, read_safetensors, reference,
+                      run, seed_mix, tmpdir)
 
 LOGIT_ATOL = 1e-4       # float32 incremental decode vs float64 full forward (logits ~ +-15)
 TIE_TOL = 1e-4          # top-two NumPy logits closer than this: argmax may differ honestly
@@ -62,19 +62,6 @@ def log_softmax(lg):
 
 
 # ---- the documented draw, replayed -------------------------------------------------------------
-M64, GG = (1 << 64) - 1, 0x9E3779B97F4A7C15
-
-
-def mix64(z):
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
-
-
-def seed_mix(a, b, c):
-    h = mix64((a + GG) & M64)
-    h = mix64(h ^ ((b + 2 * GG) & M64))
-    return mix64(h ^ ((c + 3 * GG) & M64))
 
 
 class Rng:
