@@ -5,7 +5,8 @@
 # 1, 2, 3 and more ranks against independent goldens; the Slurm job templates on a one-node
 # cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s and on the
 # safetensors, config.json, tokenizer.json and token-file readers for 30 s each (suite 'fuzz',
-# release pass only, its own clang + ASan/UBSan build). Ends with the line `N passed, N failed`;
+# release pass only, its own clang + ASan/UBSan build); GPTQModel loading a GPTQ export (suite
+# 'peers', release pass only). Ends with the line `N passed, N failed`;
 # exit status 0 only if all passed. Set CLOQ_SKIP_ASAN=1 to run the release build only.
 # The release build compiles and links the CUDA backend when nvcc is present (-Dcuda=auto); the
 # tests run on the CPU (CLOQ_DEVICE=cpu; tests/e2e/test_device.py checks auto, cuda and cpu, and
@@ -36,8 +37,10 @@ if [ "${CLOQ_SKIP_ASAN:-0}" != 1 ]; then
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   set +e
   # The Slurm suite tests job templates, not our code: once, in the release pass, is enough. The
-  # fuzz suite builds its own sanitized clang build (build-fuzz/): once as well.
-  meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite slurm --no-suite fuzz "$@"
+  # fuzz suite builds its own sanitized clang build (build-fuzz/): once as well. The peers suite
+  # runs another project's loader (GPTQModel) on an export: once.
+  meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite slurm --no-suite fuzz \
+    --no-suite peers "$@"
   rc2=$?
   set -e
   [ $rc -ne 0 ] || rc=$rc2
