@@ -25,7 +25,9 @@ typedef struct {
   int64_t nlens, caplens;
   char *wbuf;          /* a piece in the byte alphabet, or after Metaspace */
   size_t wcap;
-  const char *text0;   /* the text being encoded (Metaspace "first" prepends only at its start) */
+  const char *text0;   /* the text being encoded */
+  const char *first;   /* where it starts after the normalizer (Metaspace "first" prepends only
+                          there: `tokenizers` asks for original offset 0) */
   pcre2_match_data *md;
 } enc;
 
@@ -211,7 +213,7 @@ static int metaspace(enc *s, const char *str, size_t n) {
   CLOQ_CALL(grow(&s->wbuf, &s->wcap, 3 * n + 4));
   char *w = s->wbuf;
   size_t k = 0;
-  int pre = t->meta_scheme == 2 || (t->meta_scheme == 1 && str == s->text0);
+  int pre = t->meta_scheme == 2 || (t->meta_scheme == 1 && str == s->first);
   if (pre && !(str[0] == ' ' || (n >= 3 && !memcmp(str, cloq_bpe__space_mark, 3)))) {
     memcpy(w, cloq_bpe__space_mark, 3);
     k = 3;
@@ -320,21 +322,25 @@ static int split_added(enc *s, int set, const char *text, size_t len) {
   return CLOQ_OK;
 }
 
-/* A raw-text segment between added tokens: normalize, then the normalized added tokens. */
+/* A raw-text segment between added tokens: normalize, then the normalized added tokens (the
+ * pieces that follow are those of the normalized text). */
 static int enc_segment(enc *s, const char *seg, size_t n) {
   const cloq_tok *t = s->t;
-  if (t->kind != CLOQ_TOK_SPM || t->meta) return split_added(s, 1, seg, n);
+  if (!cloq_bpe__has_normalizer(t)) return split_added(s, 1, seg, n);
   char *norm;
   size_t nl;
-  CLOQ_CALL(cloq_bpe__normalize(t, seg, n, &norm, &nl));
+  CLOQ_CALL(cloq_bpe__normalize(t, seg, n, (size_t)(seg - s->text0), &norm, &nl));
+  const char *first = s->first;
+  if (seg == s->text0) s->first = norm;
   int rc = split_added(s, 1, norm, nl);
+  s->first = first;
   free(norm);
   return rc;
 }
 
 static int run(enc *s, const char *text, size_t len, int bos) {
   const cloq_tok *t = s->t;
-  s->text0 = text;
+  s->text0 = s->first = text;
   if (t->n_re > 0 || t->re_word) {
     s->md = pcre2_match_data_create(4, NULL);
     CLOQ_CHECK(s->md, "tokenizer: out of memory");

@@ -27,7 +27,11 @@ int cloq_bpe__build_merge_index(cloq_tok *t);
 int cloq_bpe__add_merge(cloq_tok *t, int64_t r, const char *l, size_t ll, const char *rr, size_t rl,
                           const char *what);
 int cloq_bpe__set_pieces(cloq_tok *t, int64_t n, const char *const *pieces, const size_t *lens);
-int cloq_bpe__normalize(const cloq_tok *t, const char *s, size_t n, char **out, size_t *outlen);
+/* The normalizer of t on s[0..n) into *out (malloc'd, NUL-terminated): NFC, then Prepend U+2581
+ * and Replace ' ' with U+2581, as t has them; base is the offset of s in the text (messages). */
+int cloq_bpe__has_normalizer(const cloq_tok *t);
+int cloq_bpe__normalize(const cloq_tok *t, const char *s, size_t n, size_t base, char **out,
+                        size_t *outlen);
 int cloq_bpe__setup_pre(cloq_tok *t, int pre, const char *what);
 int cloq_bpe__finish(cloq_tok *t);
 cloq_tok *cloq_bpe__new_tok(int kind);

@@ -43,8 +43,10 @@ static int is_prepend_mark(const json_t *n) {
          !strcmp(jstr(n, "prepend"), cloq_bpe__space_mark);
 }
 
-/* normalizer: null, or Llama 2's Sequence[Prepend(U+2581), Replace(' ', U+2581)] (either order,
- * or the Replace alone). */
+/* normalizer: null; NFC (Qwen2, Qwen2.5, Qwen3); Llama 2's Sequence[Prepend(U+2581), Replace(' ',
+ * U+2581)] (either order, or the Replace alone); a Sequence of these, each at most once (NFC
+ * commutes with the other two, so its place in the Sequence does not matter). NFKC, NFD, NFKD,
+ * Lowercase, Strip, ... are refused by name. */
 static int parse_normalizer(cloq_tok *t, const json_t *n, const char *path) {
   if (!n || json_is_null(n)) return CLOQ_OK;
   CLOQ_CHECK(json_is_object(n), "%s: \"normalizer\" is not an object", path);
@@ -60,12 +62,14 @@ static int parse_normalizer(cloq_tok *t, const json_t *n, const char *path) {
     const json_t *e = seq ? json_array_get(list, i) : list;
     if (is_prepend_mark(e) && !t->prepend) t->prepend = 1;
     else if (is_replace_space(e) && !t->replace_space) t->replace_space = 1;
+    else if (!strcmp(jtype(e), "NFC") && !t->nfc) t->nfc = 1;
     else
-      return CLOQ_FAIL("%s: normalizer %s is not supported (only Llama 2's Prepend(\"\xe2\x96\x81\") "
-                       "and Replace(\" \", \"\xe2\x96\x81\") are)", path, jtype(e));
+      return CLOQ_FAIL("%s: normalizer %s%s is not supported (only NFC and Llama 2's "
+                       "Prepend(\"\xe2\x96\x81\") and Replace(\" \", \"\xe2\x96\x81\") are, each "
+                       "once)", path, jtype(e), seq ? " inside a Sequence" : "");
   }
-  CLOQ_CHECK(t->replace_space, "%s: normalizer Prepend without Replace(\" \", \"\xe2\x96\x81\") is "
-             "not supported", path);
+  CLOQ_CHECK(t->replace_space || !t->prepend, "%s: normalizer Prepend without Replace(\" \", "
+             "\"\xe2\x96\x81\") is not supported", path);
   return CLOQ_OK;
 }
 
@@ -376,17 +380,18 @@ static int parse_json(cloq_tok *t, const json_t *root, const char *path) {
     d->single_word = (unsigned char)jbool(a, "single_word", 0);
   }
 
-  /* the kind: ByteLevel pre-tokenizer, or Llama 2's normalizer and no pre-tokenizer */
+  /* the kind: ByteLevel pre-tokenizer, or Llama 2's normalizer and no pre-tokenizer (NFC goes
+   * with any of them) */
   int byte_level;
   CLOQ_CALL(parse_normalizer(t, json_object_get(root, "normalizer"), path));
   CLOQ_CALL(parse_pre(t, json_object_get(root, "pre_tokenizer"), path, &byte_level));
   if (byte_level) {
-    CLOQ_CHECK(!t->replace_space, "%s: a normalizer together with a ByteLevel pre_tokenizer is not "
-               "supported", path);
+    CLOQ_CHECK(!t->replace_space, "%s: Llama 2's normalizer together with a ByteLevel "
+               "pre_tokenizer is not supported", path);
     t->kind = CLOQ_TOK_BPE;
   } else if (t->meta) {
-    CLOQ_CHECK(!t->replace_space, "%s: a normalizer together with a Metaspace pre_tokenizer is not "
-               "supported", path);
+    CLOQ_CHECK(!t->replace_space, "%s: Llama 2's normalizer together with a Metaspace "
+               "pre_tokenizer is not supported", path);
     t->kind = CLOQ_TOK_SPM;
   } else {
     CLOQ_CHECK(t->replace_space, "%s: neither a ByteLevel pre_tokenizer (byte-level BPE) nor "

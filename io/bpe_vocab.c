@@ -14,9 +14,10 @@
  *                 do. Characters without a piece fall back to the <0xNN> byte pieces.
  * The pipeline is the one of `tokenizers` (Tokenizer::encode): added tokens that are not
  * normalized are found in the raw text (leftmost-longest, with their lstrip/rstrip/single_word
- * options), the normalizer runs on each remaining segment, normalized added tokens are found in
- * that, the pre-tokenizer splits the rest, the model encodes each piece, the post-processor adds
- * BOS. tests/e2e/test_tokenizers.py checks the ids against `tokenizers` on all of WikiText-2.
+ * options), the normalizer (NFC through io/unicode_nfc.c; Llama 2's) runs on each remaining
+ * segment, normalized added tokens are found in that, the pre-tokenizer splits the rest, the
+ * model encodes each piece, the post-processor adds BOS. tests/e2e/test_tokenizers.py checks the
+ * ids against `tokenizers` on all of WikiText-2.
  *
  * Regexes: `tokenizers` runs its patterns with Oniguruma, whose Unicode tables are newer than
  * PCRE2 10.42's and whose \s is exactly the White_Space property. The patterns here therefore spell
@@ -41,6 +42,7 @@
 #include "cloq_err.h"
 #include "cloq_tok.h"
 #include "tok_internal.h"
+#include "unicode_nfc.h"
 
 /* ---- patterns ------------------------------------------------------------------------------- */
 
@@ -268,11 +270,28 @@ int cloq_bpe__set_pieces(cloq_tok *t, int64_t n, const char *const *pieces, cons
   return CLOQ_OK;
 }
 
-/* The normalizer of the SPM kind on s[0..n) into *out (malloc'd): U+2581 in front (when
- * t->prepend and n > 0), each ' ' as U+2581 (when t->replace_space). */
-int cloq_bpe__normalize(const cloq_tok *t, const char *s, size_t n, char **out, size_t *outlen) {
+int cloq_bpe__has_normalizer(const cloq_tok *t) {
+  return t->nfc || t->prepend || t->replace_space;
+}
+
+/* NFC (t->nfc; CLOQ_NFC_CHECKED, so that a text whose NFC differs in `tokenizers`' Unicode 9.0.0
+ * is refused), then U+2581 in front (t->prepend and n > 0) and each ' ' as U+2581
+ * (t->replace_space). NFC commutes with both: neither ' ' nor U+2581 composes with anything. */
+int cloq_bpe__normalize(const cloq_tok *t, const char *s, size_t n, size_t base, char **out,
+                        size_t *outlen) {
+  char *nfc = NULL;
+  if (t->nfc) {
+    CLOQ_CALL(cloq_nfc(s, n, CLOQ_NFC_CHECKED, base, &nfc, &n));
+    if (!t->prepend && !t->replace_space) {
+      *out = nfc;
+      *outlen = n;
+      return CLOQ_OK;
+    }
+    s = nfc;
+  }
   size_t cap = 3 * n + 4, k = 0;
   char *o = malloc(cap);
+  if (!o) free(nfc);
   CLOQ_CHECK(o, "tokenizer: out of memory normalizing %zu bytes", n);
   if (t->prepend && n > 0) {
     memcpy(o, cloq_bpe__space_mark, 3);
@@ -287,6 +306,7 @@ int cloq_bpe__normalize(const cloq_tok *t, const char *s, size_t n, char **out, 
     }
   }
   o[k] = '\0';
+  free(nfc);
   *out = o;
   *outlen = k;
   return CLOQ_OK;
@@ -311,9 +331,9 @@ static int index_added(cloq_tok *t) {
   int need_word = 0;
   for (int64_t i = 0; i < t->n_added; i++) {
     tok_added *a = &t->added[i];
-    if (a->normalized && t->kind == CLOQ_TOK_SPM) {
+    if (a->normalized && cloq_bpe__has_normalizer(t)) {
       size_t nl;
-      CLOQ_CALL(cloq_bpe__normalize(t, a->content, strlen(a->content), &a->pattern, &nl));
+      CLOQ_CALL(cloq_bpe__normalize(t, a->content, strlen(a->content), 0, &a->pattern, &nl));
       a->plen = (int32_t)nl;
     } else {
       a->pattern = strdup(a->content);

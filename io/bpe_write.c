@@ -174,6 +174,25 @@ static json_t *added_json(jb *b, int32_t id, const char *content, int special, i
                    "normalized", normalized, "special", special);
 }
 
+/* The normalizer n (owned) with NFC in front: {"type": "NFC"} alone when n is null (Qwen2's
+ * tokenizer.json), else Sequence[NFC, ...]. NULL when out of memory. */
+static json_t *with_nfc(json_t *n) {
+  json_t *nfc = json_pack("{s:s}", "type", "NFC");
+  if (!n || !nfc) {
+    json_decref(n);
+    json_decref(nfc);
+    return NULL;
+  }
+  if (json_is_null(n)) return nfc;
+  json_t *list = json_object_get(n, "normalizers");
+  if (!list) return json_pack("{s:s, s:[o, o]}", "type", "Sequence", "normalizers", nfc, n);
+  if (json_array_insert_new(list, 0, nfc) != 0) {
+    json_decref(n);
+    return NULL;
+  }
+  return n;
+}
+
 static int write_hf(const cloq_tok *t, const char *dir) {
   int64_t V = t->vocab_size;
   int rc = CLOQ_OK;
@@ -284,6 +303,7 @@ static int write_hf(const cloq_tok *t, const char *dir) {
         pre = bl;
       decoder = bytelevel_json(1, 1);
     }
+    if (t->nfc) normalizer = with_nfc(normalizer);
     int add_bos = t->add_bos && bos;
     if (add_bos) {
       post = json_pack("{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, {s:{s:s, "

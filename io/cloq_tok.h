@@ -50,9 +50,13 @@ int cloq_tok_splits_at_spaces(const cloq_tok *t);
  *                     to the GPT-2 byte alphabet and merged by merge rank. Pre-tokenizers: GPT-2,
  *                     SmolLM (digits alone), Llama 3, Qwen2 and Qwen 3.5 (a Split regex before
  *                     ByteLevel); see cloq_tok_vocab.pre for their GGUF names.
+ * Normalizers (tokenizer.json): Llama 2's Prepend/Replace (SPM) and NFC (Qwen2/2.5/3, any kind;
+ * io/unicode_nfc.h: Unicode 14.0.0 tables, and a text whose NFC differs under the Unicode 9.0.0
+ * tables of `tokenizers` is an encoding error naming the character).
  * Added tokens (tokenizer.json added_tokens; GGUF types 2, 3, 4) found in the text are split out
- * first, as `tokenizers` does. Ids are those of the Hugging Face `tokenizers` library on the same
- * files (tests/e2e/test_tokenizers.py). Anything these kinds cannot reproduce exactly (another
+ * first, as `tokenizers` does (those with normalized true are looked for after the normalizer).
+ * Ids are those of the Hugging Face `tokenizers` library on the same files
+ * (tests/e2e/test_tokenizers.py). Anything these kinds cannot reproduce exactly (another
  * model type, normalizer, pre-tokenizer or post-processor) is a load error naming it.
  */
 enum { CLOQ_TOK_LLAMA2C = 0, CLOQ_TOK_SPM = 1, CLOQ_TOK_BPE = 2 };
@@ -95,7 +99,9 @@ int cloq_tok_write_hf(const cloq_tok *t, const char *dir);
 /* The pieces encode hands to the model separately, as byte lengths in order (*lens malloc'd):
  * added tokens and, for BPE, each pre-tokenizer piece (they tile the text unless ByteLevel adds
  * prefix spaces); SPM: each normalized segment between added tokens; llama2.c: the whole text.
- * For tests of the pre-tokenizers. */
+ * A piece after a normalizer is measured in the normalized text (NFC may change lengths: the
+ * pieces then tile the text with each segment between added tokens normalized), an added token
+ * in the raw text. For tests of the pre-tokenizers. */
 int cloq_tok_split(const cloq_tok *t, const char *text, size_t len, int64_t **lens, int64_t *n);
 
 #endif

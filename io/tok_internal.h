@@ -2,8 +2,9 @@
  *
  * One struct serves the three kinds. tokenizer.c owns the llama2.c reader, the piece index and the
  * merge core (a lazy-deletion heap over a linked list of symbols); bpe_*.c own everything that the
- * Hugging Face and GGUF vocabularies add: tokenizer.json, added tokens, normalization, the PCRE2
- * pre-tokenizers, byte-level mapping, merge ranks, and writing tokenizer.json back.
+ * Hugging Face and GGUF vocabularies add: tokenizer.json, added tokens, normalization (NFC through
+ * io/unicode_nfc.c), the PCRE2 pre-tokenizers, byte-level mapping, merge ranks, and writing
+ * tokenizer.json back.
  */
 #ifndef CLOQ_TOK_INTERNAL_H
 #define CLOQ_TOK_INTERNAL_H
@@ -62,6 +63,7 @@ struct cloq_tok {
   int32_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
   int add_bos;
   char *unk_name;            /* tokenizer.json model.unk_token (may be missing from the vocab) */
+  int nfc;                   /* the NFC normalizer (io/unicode_nfc.c), before prepend/replace */
   int prepend;               /* SPM: U+2581 is prepended to each text segment (normalizer) */
   int replace_space;         /* SPM: ' ' becomes U+2581 (normalizer) */
   int meta;                  /* SPM: a Metaspace pre-tokenizer instead of that normalizer */

@@ -21,6 +21,15 @@ qwen2: Qwen2/2.5/3; qwen35: newer Qwen releases):
     stays in the line).
 (d) errors: missing --text, both or neither of --tokenizer/--model, unreadable files, an existing
     --out, bad flags: one line on stderr, exit status 1, nothing on stdout, nothing left at --out.
+(e) the NFC normalizer of real Qwen2/Qwen2.5/Qwen3 tokenizer.json files: the qwen2 conversion of
+    (b) with its normalizer set to NFC (and to Sequence[NFC]) with the `tokenizers` API; cloq's ids
+    must equal `tokenizers`' on the whole WikiText-2 test text, line by line, and on a stress text
+    of decomposed sequences (e + U+0301, Hangul jamo, several combining marks out of order,
+    singletons such as U+212B, composition exclusions such as U+0958, marks after added tokens);
+    cloq_tok_write_hf must write the normalizer back (same ids in `tokenizers`); a text whose NFC
+    differs between cloq's Unicode 14.0.0 and `tokenizers`' 9.0.0 is refused naming the code
+    point; NFKC, NFD, NFKD, Lowercase are refused by name. (tests/e2e/test_nfc.py checks the NFC
+    itself on every code point.)
 
 Environment: CLOQ_BIN, CLOQ_TOK_TOOL (build/tests/io/tok_tool), CLOQ_ASSETS. transformers comes
 from bench/peers/.venv (bench/peers/install.sh, run by this test; failing to make or import it is
@@ -359,5 +368,103 @@ check(p.returncode == 0 and all(f in p.stdout for f in flags), "tokenize --help 
 p = run(["--help"])
 check(p.returncode == 0 and "tokenize" in p.stdout, "cloq --help lists tokenize", "tokenize",
       p.stdout[-300:])
+
+# ---- (e) the NFC normalizer (Qwen2, Qwen2.5, Qwen3) ---------------------------------------------
+print("== (e) Qwen2's NFC normalizer")
+nfc_stress = [
+    "e\u0301", "re\u0301sume\u0301 cafe\u0301 cre\u0300me bru\u0302le\u0301e", "nai\u0308ve",
+    "A\u030angstro\u0308m \u212bngstr\u00f6m", "Tie\u0302\u0301ng Vie\u0323\u0302t",
+    "\u1100\u1161\u11a8 \u1112\u1161\u11ab\u1100\u1173\u11af \uac00\u11a8 \uac01\u11a8",
+    "\u1100\u0301\u1161 \u1100\u1161\u302e\u11a8",
+    "a\u0301\u0316 a\u0316\u0301 A\u030a\u0323 q\u0307\u0323 \u1e0b\u0323 o\u031b\u0323\u0301",
+    "x\u0301\u0300\u0302\u0303 e\u0301\u0301 \u03b1\u0313\u0301\u0345",
+    "\u212b \u2126 \u212a \u0340\u0341 \u037e \u0387 \u1fef \uf900\uf91f \u2000x\u2001y",
+    "\u0958\u0959\u095a \u0915\u093c\u0916\u093c \u09dc \u0a33 \ufb1d \u0f43 \u2adc \u0344",
+    "\U0001d15e\U0001d15f \U0002f800", "\u0301abc  \u0301 !\u0301? 12\u20dd3",
+    "<|im_start|>e\u0301<|im_end|>\u0301 <|endoftext|>\u0308o",
+    "a\u08d3 x\u1df6", "\u00e9 \u00c5 \uac01 \u1e08",
+]
+qn, refs = None, {}
+if hf:
+    import unicodedata
+    from tokenizers import Tokenizer, normalizers
+    wiki_nfc = unicodedata.normalize("NFC", wiki)
+    print(f"     NFC changes {sum(a != b for a, b in zip(wiki, wiki_nfc))} characters of "
+          f"WikiText-2 (lengths {len(wiki)} -> {len(wiki_nfc)})")
+    qn = Tokenizer.from_file(hf["variant"]["qwen2"]["json"])
+    plain = Tokenizer.from_file(hf["variant"]["qwen2"]["json"])
+    qn.normalizer = normalizers.NFC()
+    nfc_json = os.path.join(d, "qwen2-nfc", "tokenizer.json")
+    os.makedirs(os.path.dirname(nfc_json))
+    qn.save(nfc_json)
+    spec = json.load(open(nfc_json, encoding="utf-8"))
+    check(spec["normalizer"] == {"type": "NFC"} and spec["pre_tokenizer"]["type"] == "Sequence",
+          "the qwen2 conversion with normalizer NFC, as Qwen2's own tokenizer.json",
+          {"type": "NFC"}, spec["normalizer"])
+    enc = lambda t, xs: [e.ids for e in t.encode_batch(xs, add_special_tokens=False)]
+    want_nfc, want_plain = enc(qn, nfc_stress), enc(plain, nfc_stress)
+    changed = sum(a != b for a, b in zip(want_nfc, want_plain))
+    check(changed >= len(nfc_stress) - 3, f"NFC changes the `tokenizers` ids of {changed} of the "
+          f"{len(nfc_stress)} stress pieces", f">= {len(nfc_stress) - 3}", changed)
+    got, p = tokenize(["--tokenizer", nfc_json, "--whole", "--no-bos", "--text", WIKI])
+    compare_ids("qwen2 + NFC: WikiText-2 test, --whole",
+                qn.encode(wiki, add_special_tokens=False).ids,
+                got[0] if got else [p.stderr.strip()])
+    got, p = tokenize(["--tokenizer", nfc_json, "--no-bos", "--text", WIKI])
+    compare_seqs("qwen2 + NFC: WikiText-2 line by line", enc(qn, lines), got)
+    got, p = tokenize(["--tokenizer", nfc_json, "--no-bos", "--delimiter", "\\n--8<--\\n"],
+                      text=STRESS_SEP.join(nfc_stress + stress), label="stress-nfc")
+    compare_seqs(f"qwen2 + NFC: stress text of decomposed sequences ({len(nfc_stress)} pieces) and "
+                 f"(b)'s ({len(stress)})", want_nfc + enc(qn, stress), got if got else None)
+    whole = " ".join(nfc_stress) + "\n" + wiki[:20000]
+    got, p = tokenize(["--tokenizer", nfc_json, "--whole", "--no-bos"], text=whole,
+                      label="whole-nfc")
+    compare_ids("qwen2 + NFC: the stress pieces as one text",
+                qn.encode(whole, add_special_tokens=False).ids,
+                got[0] if got else [p.stderr.strip()])
+    # Sequence[NFC]
+    qs = Tokenizer.from_file(nfc_json)
+    qs.normalizer = normalizers.Sequence([normalizers.NFC()])
+    seq_json = os.path.join(d, "qwen2-seqnfc.json")
+    qs.save(seq_json)
+    got, p = tokenize(["--tokenizer", seq_json, "--no-bos", "--delimiter", "\\n--8<--\\n"],
+                      text=STRESS_SEP.join(nfc_stress), label="stress-seqnfc")
+    compare_seqs("qwen2 + Sequence[NFC]: the stress text", enc(qs, nfc_stress), got)
+    # cloq_tok_write_hf writes the normalizer back
+    wd = os.path.join(d, "written-qwen2-nfc")
+    os.makedirs(wd)
+    p = subprocess.run([TOOL, "write-hf", nfc_json, wd], capture_output=True, text=True)
+    check(p.returncode == 0, "qwen2 + NFC: cloq_tok_write_hf", "rc 0", p.stderr.strip())
+    if p.returncode == 0:
+        wj = os.path.join(wd, "tokenizer.json")
+        wn = json.load(open(wj, encoding="utf-8"))["normalizer"]
+        back = Tokenizer.from_file(wj)
+        check(wn == {"type": "NFC"} and enc(back, nfc_stress) == want_nfc and
+              back.encode(wiki, add_special_tokens=False).ids ==
+              qn.encode(wiki, add_special_tokens=False).ids,
+              "qwen2 + NFC: the written tokenizer.json has normalizer NFC and `tokenizers` gives "
+              "the same ids on the stress text and WikiText-2", {"type": "NFC"}, wn)
+    # refusals: a text whose NFC differs between Unicode 14.0.0 and 9.0.0; other normalizers
+    for text, cp in [("a\u1df6\u0301", "U+1DF6"),
+                     ("x \u0915\u094d\U00011935\U00011930", "U+11935")]:
+        want_ud = unicodedata.normalize("NFC", text)
+        got, p = tokenize(["--tokenizer", nfc_json, "--whole"], text=text, label="newer")
+        err = p.stderr.strip().splitlines()
+        check(want_ud != qn.normalizer.normalize_str(text) and got is None and p.returncode == 1 and
+              len(err) == 1 and cp in err[0] and "9.0.0" in err[0] and p.stdout == "",
+              f"{text.encode('unicode_escape').decode()}: NFC differs in `tokenizers`' Unicode "
+              f"9.0.0; refused in one line naming {cp}", f"rc 1, {cp}", f"rc {p.returncode}: {err}")
+    for norm in ["NFKC", "NFD", "NFKD", "Lowercase", "Sequence"]:
+        bad = dict(spec, normalizer={"type": norm} if norm != "Sequence" else
+                   {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "NFKC"}]})
+        bj = os.path.join(d, f"qwen2-{norm}.json")
+        json.dump(bad, open(bj, "w", encoding="utf-8"), ensure_ascii=False)
+        name = "NFKC inside a Sequence" if norm == "Sequence" else norm
+        got, p = tokenize(["--tokenizer", bj, "--whole"], text="x", label="badnorm")
+        err = p.stderr.strip().splitlines()
+        check(p.returncode == 1 and len(err) == 1 and
+              f"normalizer {name} is not supported" in err[0],
+              f"normalizer {name}: refused in one line naming it", "rc 1",
+              f"rc {p.returncode}: {err}")
 
 done()

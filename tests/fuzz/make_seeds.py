@@ -12,8 +12,9 @@ the source tree), so that each fuzzer starts from what cloq really reads:
   fuzz_tokenizer    tokenizer.json files: stories260K's tok512.bin as Llama 2 SentencePiece BPE
                     (normalizer, and Metaspace), and the first 300 ids of Llama 3's vocabulary
                     (ggml-vocab-llama-bpe.gguf) with the Llama 3, GPT-2, SmolLM, Qwen2 and
-                    Qwen 3.5 pre-tokenizers; each followed by NUL, a text to encode (story, WikiText-2) and
-                    sometimes NUL and a tokenizer_config.json (fuzz_tokenizer.c's input layout).
+                    Qwen 3.5 pre-tokenizers (Qwen2 also with its NFC normalizer); each followed
+                    by NUL, a text to encode (story, WikiText-2) and sometimes NUL and a
+                    tokenizer_config.json (fuzz_tokenizer.c's input layout).
   fuzz_tokens       token files: stories260K's reference story and greedy ids, split into lines,
                     with blank lines, CRLF, tabs, leading zeros and ids at the int32 limit.
 Usage: python3 tests/fuzz/make_seeds.py OUTDIR [TARGET]   (TARGET default fuzz_gguf)"""
@@ -318,10 +319,11 @@ HF_QWEN35 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N
              r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def bpe_json(pre, n=300):
+def bpe_json(pre, n=300, normalizer=None):
     """The first n ids of Llama 3's vocabulary (all 256 bytes among them) and the merges among
-    them, with two added tokens, as a byte-level tokenizer.json with pre-tokenizer `pre`. Small:
-    the fuzzer's speed falls with the size of the JSON (10 ms per run at 1000 ids, 3 at 300)."""
+    them, with two added tokens, as a byte-level tokenizer.json with pre-tokenizer `pre` (and
+    `normalizer`). Small: the fuzzer's speed falls with the size of the JSON (10 ms per run at
+    1000 ids, 3 at 300)."""
     r = gguf_strings(asset("vocab/ggml-vocab-llama-bpe.gguf"),
                         ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"), 20000)
     toks = r["tokenizer.ggml.tokens"][:n]
@@ -362,7 +364,7 @@ def bpe_json(pre, n=300):
                        {"Sequence": {"id": "A", "type_id": 0}}],
             "pair": [], "special_tokens": {bos: {"id": bos, "ids": [n], "tokens": [bos]}}}
     j = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-         "normalizer": None, "pre_tokenizer": pre_tok,
+         "normalizer": normalizer, "pre_tokenizer": pre_tok,
          "post_processor": post if pre == "llama3" else
          {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
          "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
@@ -393,6 +395,15 @@ def seeds_tokenizer():
     marks = "re\u0301sume\u0301 a\u0300a\u0300 \u0301x !\u0301? \u0915\u094d\u0937\u093f 12345\n".encode()
     write("qwen2_300.bin", bpe_json("qwen2") + b"\0" + marks + wiki[:200])
     write("qwen35_300.bin", bpe_json("qwen35") + b"\0" + marks + wiki[:200])
+    # Qwen2's NFC normalizer: decomposed letters, Hangul jamo, marks out of order, singletons,
+    # exclusions, invalid bytes; then a character newer than Unicode 9.0.0 (the text is refused)
+    nfc = ("e\u0301 \u1100\u1161\u11a8 a\u0301\u0316 \u212b \u0958 \u0344 \u00e9\u0301\u0301"
+           "\n").encode() + b"e\xff\xcc\x81 \xc0\x80 "
+    write("qwen2_nfc_300.bin", bpe_json("qwen2", normalizer={"type": "NFC"}) + b"\0" + nfc +
+          wiki[:100])
+    write("qwen2_seqnfc_300.bin", bpe_json("qwen2", normalizer={
+        "type": "Sequence", "normalizers": [{"type": "NFC"}]}) + b"\0" + nfc +
+        "a\u1df6\u0301".encode())
 
 
 # ---- fuzz_tokens --------------------------------------------------------------------------------

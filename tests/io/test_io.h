@@ -40,6 +40,7 @@ int run_config_tests(void);
 int run_safetensors_tests(void);
 int run_half_tests(void);
 int run_tokenizer_tests(void);
+int run_nfc_tests(void);
 int run_data_tests(void);
 
 #endif

@@ -1,5 +1,6 @@
 /* test_io_main.c: the io test binary. `test_io GROUP` runs one group (config, safetensors, half,
- * tokenizer, data); no argument runs them all. Assets come from $CLOQ_ASSETS (meson sets it). */
+ * tokenizer, nfc, data); no argument runs them all. Assets come from $CLOQ_ASSETS (meson sets
+ * it). */
 #include "test_io.h"
 
 #include <dirent.h>
@@ -91,7 +92,7 @@ int main(int argc, char **argv) {
     int (*run)(void);
   } groups[] = {{"config", run_config_tests},       {"safetensors", run_safetensors_tests},
                 {"half", run_half_tests},           {"tokenizer", run_tokenizer_tests},
-                {"data", run_data_tests}};
+                {"nfc", run_nfc_tests},             {"data", run_data_tests}};
   int failed = 0, ran = 0;
   for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
     if (argc > 1 && strcmp(argv[1], groups[i].name)) continue;

@@ -1046,6 +1046,126 @@ static void write_text_file(const char *path, const char *text) {
   write_bytes(path, text, strlen(text));
 }
 
+/* The NFC normalizer (Qwen2's tokenizer.json): applied to the text between the added tokens that
+ * are not normalized, before the normalized ones are looked for (their patterns are normalized
+ * too) and before the pre-tokenizer; the pieces that cloq_tok_split gives are those of the
+ * normalized text; Metaspace "first" still prepends at the start of the text; cloq_tok_write_hf
+ * writes it back. The ids were checked with `tokenizers` 0.23.3. */
+static void test_bpe_nfc(void **state) {
+  (void)state;
+  char alpha[256][4];
+  bytes_to_unicode(alpha);
+  json_t *vocab = json_object();
+  for (int b = 0; b < 256; b++) json_object_set_new(vocab, alpha[b], json_integer(b));
+  json_t *added = json_pack("[o, o]", added_tok(256, "<e\xcc\x81>", 1, 0, 0, 0, 0),
+                            added_tok(257, "o\xcc\x88", 0, 1, 0, 0, 0));
+  json_t *root = json_pack(
+      "{s:o, s:{s:s}, s:{s:s, s:b, s:b}, s:n, s:{s:s, s:o, s:[]}}", "added_tokens", added,
+      "normalizer", "type", "NFC", "pre_tokenizer", "type", "ByteLevel", "add_prefix_space", 0,
+      "use_regex", 1, "post_processor", "model", "type", "BPE", "vocab", vocab, "merges");
+  char *dir = make_tmpdir();
+  char *path = join_path(dir, "tokenizer.json");
+  assert_int_equal(json_dump_file(root, path, 0), 0);
+  cloq_tok *t;
+  CHECK_OK(cloq_tok_load(path, 0, &t));
+  EXPECT_IDS(t, "e\xcc\x81", 0, 0xC3, 0xA9);                /* e U+0301: the bytes of U+00E9 */
+  EXPECT_IDS(t, "\xe2\x84\xab", 0, 0xC3, 0x85);             /* U+212B: those of U+00C5 */
+  EXPECT_IDS(t, "A\xcc\x8a\xcc\xa3", 0, 0xE1, 0xBA, 0xA0, 0xCC, 0x8A); /* U+1EA0 U+030A */
+  EXPECT_IDS(t, "<e\xcc\x81>", 0, 256);                     /* raw: found before NFC */
+  EXPECT_IDS(t, "<\xc3\xa9>", 0, '<', 0xC3, 0xA9, '>');
+  EXPECT_IDS(t, "o\xcc\x88", 0, 257);                       /* normalized: found after NFC */
+  EXPECT_IDS(t, "\xc3\xb6", 0, 257);
+  int64_t *lens, n;
+  CHECK_OK(cloq_tok_split(t, "e\xcc\x81 x", 5, &lens, &n)); /* pieces of the NFC text: é| x */
+  assert_int_equal(n, 2);
+  assert_int_equal(lens[0], 2);
+  assert_int_equal(lens[1], 2);
+  free(lens);
+  int32_t *ids;
+  EXPECT_FAIL(cloq_tok_encode(t, "<e\xcc\x81>a\xe1\xb7\xb6\xcc\x81", 11, 0, &ids, &n),
+              "U+1DF6 at byte 6");
+  /* written back: {"type": "NFC"}, and the same ids */
+  CHECK_OK(cloq_tok_write_hf(t, dir));
+  json_t *w = json_load_file(path, 0, NULL);
+  assert_non_null(w);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(w, "normalizer"), "type")),
+                      "NFC");
+  json_decref(w);
+  cloq_tok *back;
+  CHECK_OK(cloq_tok_load(path, 0, &back));
+  EXPECT_IDS(back, "e\xcc\x81<e\xcc\x81>o\xcc\x88", 0, 0xC3, 0xA9, 256, 257);
+  cloq_tok_free(&back);
+  cloq_tok_free(&t);
+
+  /* Sequence[NFC] is NFC; other normalizers are refused by name */
+  static const char *const norms[][2] = {
+      {"{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}]}", NULL},
+      {"{\"type\": \"NFD\"}", "normalizer NFD is not supported"},
+      {"{\"type\": \"NFKC\"}", "normalizer NFKC is not supported"},
+      {"{\"type\": \"Lowercase\"}", "normalizer Lowercase is not supported"},
+      {"{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"NFKD\"}]}",
+       "normalizer NFKD inside a Sequence is not supported"},
+      {"{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"NFC\"}]}",
+       "normalizer NFC inside a Sequence is not supported"},
+  };
+  for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": "
+             "[]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"normalizer\": %s}", norms[i][0]);
+    write_text_file(path, buf);
+    if (norms[i][1]) {
+      EXPECT_FAIL(cloq_tok_load(path, 0, &t), norms[i][1]);
+    } else {
+      CHECK_OK(cloq_tok_load(path, 0, &t));
+      EXPECT_IDS(t, "a", 0, 0);
+      cloq_tok_free(&t);
+    }
+  }
+
+  /* NFC + Metaspace(first): the prepend still happens at the start of the (normalized) text,
+   * not after an added token */
+  root = json_pack(
+      "{s:[o, o], s:{s:s}, s:{s:s, s:s, s:s, s:b}, s:{s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i, "
+      "s:i}, s:[]}}",
+      "added_tokens", added_tok(0, "<unk>", 1, 0, 0, 0, 0), added_tok(5, "<m>", 1, 0, 0, 0, 0),
+      "normalizer", "type", "NFC", "pre_tokenizer", "type", "Metaspace", "replacement",
+      SPACE_MARK, "prepend_scheme", "first", "split", 1, "model", "type", "BPE", "unk_token",
+      "<unk>", "vocab", "<unk>", 0, SPACE_MARK, 1, "\xc3\xa9", 2, "e", 3, "\xcc\x81", 4, "<m>", 5,
+      "merges");
+  t = load_json_tok(root, dir, "tokenizer.json");
+  assert_int_equal(cloq_tok_kind(t), CLOQ_TOK_SPM);
+  EXPECT_IDS(t, "e\xcc\x81 e\xcc\x81", 0, 1, 2, 1, 2);
+  EXPECT_IDS(t, "<m>e\xcc\x81", 0, 5, 2);
+  CHECK_OK(cloq_tok_write_hf(t, dir));
+  CHECK_OK(cloq_tok_load(path, 0, &back));
+  EXPECT_IDS(back, "e\xcc\x81 e\xcc\x81<m>e\xcc\x81", 0, 1, 2, 1, 2, 5, 2);
+  cloq_tok_free(&back);
+  cloq_tok_free(&t);
+
+  /* Llama 2's Prepend + Replace with NFC after them (it commutes with them): é is not a piece,
+   * so its bytes; written back as Sequence[NFC, Prepend, Replace] */
+  const char *m[] = {SPACE_MARK " a", "a b", "a a"};
+  root = llama2_json(m, 3);
+  json_array_append_new(json_object_get(json_object_get(root, "normalizer"), "normalizers"),
+                        json_pack("{s:s}", "type", "NFC"));
+  t = load_json_tok(root, dir, "tokenizer.json");
+  EXPECT_IDS(t, "e\xcc\x81" "a", 1, 1, 259, 3 + 0xC3, 3 + 0xA9, 260);
+  CHECK_OK(cloq_tok_write_hf(t, dir));
+  w = json_load_file(path, 0, NULL);
+  assert_non_null(w);
+  json_t *wn = json_object_get(json_object_get(w, "normalizer"), "normalizers");
+  assert_int_equal(json_array_size(wn), 3);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(wn, 0), "type")), "NFC");
+  json_decref(w);
+  CHECK_OK(cloq_tok_load(path, 0, &back));
+  EXPECT_IDS(back, "e\xcc\x81" "a", 1, 1, 259, 3 + 0xC3, 3 + 0xA9, 260);
+  cloq_tok_free(&back);
+  cloq_tok_free(&t);
+  free(path);
+  rm_dir(dir);
+  free(dir);
+}
+
 static void test_tok_json_errors(void **state) {
   (void)state;
   char *dir = make_tmpdir();
@@ -1071,8 +1191,8 @@ static void test_tok_json_errors(void **state) {
                         "\"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
   EXPECT_FAIL(cloq_tok_load(path, 0, &t), "pre_tokenizer Whitespace is not supported");
   write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
-                        "\"normalizer\": {\"type\": \"NFC\"}}");
-  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "normalizer NFC is not supported");
+                        "\"normalizer\": {\"type\": \"NFKC\"}}");
+  EXPECT_FAIL(cloq_tok_load(path, 0, &t), "normalizer NFKC is not supported");
   write_text_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
                         "\"pre_tokenizer\": null}");
   EXPECT_FAIL(cloq_tok_load(path, 0, &t), "neither a ByteLevel pre_tokenizer");
@@ -1193,6 +1313,7 @@ int run_tokenizer_tests(void) {
       cmocka_unit_test(test_spm_by_score),            cmocka_unit_test(test_spm_json_rank),
       cmocka_unit_test(test_tok_json_errors),         cmocka_unit_test(test_tok_write_hf),
       cmocka_unit_test(test_tok_llama2c_any_size),    cmocka_unit_test(test_spm_metaspace),
+      cmocka_unit_test(test_bpe_nfc),
   };
   return cmocka_run_group_tests_name("io/tokenizer", tests, NULL, NULL);
 }
