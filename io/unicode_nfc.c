@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpe_internal.h" /* cloq_bpe__put_utf8 */
 #include "cloq_err.h"
 #include "unicode_nfc.h"
 
@@ -93,29 +94,6 @@ static uint32_t utf8_next(const unsigned char *s, size_t n, size_t *len) {
   if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return UINT32_MAX;
   *len = k;
   return cp;
-}
-
-static size_t put_utf8(uint32_t c, char *o) {
-  if (c < 0x80) {
-    o[0] = (char)c;
-    return 1;
-  }
-  if (c < 0x800) {
-    o[0] = (char)(0xC0 | (c >> 6));
-    o[1] = (char)(0x80 | (c & 63));
-    return 2;
-  }
-  if (c < 0x10000) {
-    o[0] = (char)(0xE0 | (c >> 12));
-    o[1] = (char)(0x80 | ((c >> 6) & 63));
-    o[2] = (char)(0x80 | (c & 63));
-    return 3;
-  }
-  o[0] = (char)(0xF0 | (c >> 18));
-  o[1] = (char)(0x80 | ((c >> 12) & 63));
-  o[2] = (char)(0x80 | ((c >> 6) & 63));
-  o[3] = (char)(0x80 | (c & 63));
-  return 4;
 }
 
 /* A decomposed stretch (code points and their classes) and the output. */
@@ -242,7 +220,7 @@ static int finish(nfc_buf *b, int old) {
     b->cc[w++] = k;
   }
   CLOQ_CALL(reserve_out(b, 4 * w));
-  for (size_t i = 0; i < w; i++) b->len += put_utf8(b->cp[i], b->out + b->len);
+  for (size_t i = 0; i < w; i++) b->len += cloq_bpe__put_utf8(b->cp[i], b->out + b->len);
   b->n = 0;
   return CLOQ_OK;
 }

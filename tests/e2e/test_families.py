@@ -6,8 +6,10 @@ transformers' own classes and save_pretrained (torch on the CPU, bench/peers/.ve
    within 1e-4 relative, at 1 and 2 ranks.
 2. The same weights written as GGUF with gguf-py (as llama.cpp's converter writes them: llama q/k
    rows and biases permuted, llama3 scaling as its rope_freqs tensor, linear scaling as metadata,
-   qwen2/qwen3 names) give the same logits. (llama.cpp writes Mistral as "llama" without its
-   window, so a Mistral GGUF is read as Llama: not tested here, said in the README.)
+   qwen2/qwen3 names) give the same logits; `cloq export` converts such a GGUF back to a Hugging
+   Face folder of its family that transformers loads with the same logits. (llama.cpp writes
+   Mistral as "llama" without its window, so a Mistral GGUF is read as Llama: not tested here,
+   said in the README.)
 3. `cloq init` then `cloq export`: transformers loads the base with the family's model_type, and
    PeftModel with the adapter reproduces `cloq eval --store` perplexity within 1e-4 relative.
 4. On every module the CLoQ objective is below the zero init's and at most the SVD init's.
@@ -106,6 +108,14 @@ for name, (m, sq, _) in a["samples"].items():
     import numpy as np
     np.save(np_path, lg.numpy())
     out["sample:" + name] = np_path
+for name, m in a["converted"].items():
+    mm = transformers.AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32,
+                                                           attn_implementation="eager").eval()
+    with torch.no_grad():
+        lg = mm(input_ids=ids[:1]).logits.double()[0]
+    import numpy as np
+    np.save(m + ".logits.npy", lg.numpy())
+    out["converted:" + name] = [m + ".logits.npy", mm.config.model_type]
 for name, ex in a["exports"].items():
     base = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(ex, "base"),
                                                              dtype=torch.float32,
@@ -303,6 +313,22 @@ for name in ("llama3", "llama-linear-bias", "qwen2", "qwen3"):
     check(rel(ppl_of(p), ref[name]["ppl"]) < RTOL, f"{name} GGUF: ppl {ppl_of(p):.6f}", f"< {RTOL}",
           rel(ppl_of(p), ref[name]["ppl"]))
 
+# a GGUF converted back to a Hugging Face folder (export without a store): its generated config
+# names the family; transformers' logits on it are compared at the end. llama3's rope_freqs has no
+# config.json form: refused in one line.
+converted = {}
+for name in ("llama-linear-bias", "qwen2", "qwen3"):
+    cv = os.path.join(d, f"{name}-gguf-hf")
+    p = run(["export", "--model", os.path.join(d, name + ".gguf"), "--out", cv, "--format", "safetensors"])
+    check(p.returncode == 0, f"{name}: export of the GGUF to a Hugging Face folder", 0, p.stderr.strip()[-300:])
+    if p.returncode == 0:
+        converted[name] = os.path.join(cv, "base")
+p = run(["export", "--model", os.path.join(d, "llama3.gguf"), "--out", os.path.join(d, "llama3-gguf-hf"),
+         "--format", "safetensors"])
+errs = [l for l in p.stderr.splitlines() if l.startswith("cloq: error:")]
+check(p.returncode != 0 and len(errs) == 1 and "rope_freqs" in errs[0],
+      "llama3 GGUF export to config.json refused in one line naming rope_freqs", "rope_freqs", p.stderr.strip()[-300:])
+
 # ---- 3 and 4. init, export, PEFT; the objectives -------------------------------------------------
 INIT = ["--calib", calib, "--calib-format", "tokens", "--bits", "3", "--group-size", "32", "--rank", "8",
         "--nsamples", "16", "--seqlen", T]
@@ -347,13 +373,20 @@ for name in FAMILIES:
     check(p.returncode == 0, f"{name}: export runs", 0, p.stderr.strip()[-300:])
     exports[name] = ex
 
-got = venv(CHECK, {"data": data, "exports": exports, "samples": samples})
+got = venv(CHECK, {"data": data, "exports": exports, "samples": samples, "converted": converted})
 check(got is not None, "transformers + PEFT load every export", "ok", got)
 for name, (_, _, lg) in samples.items():
     if got and "sample:" + name in got:
         r = logits_rel(lg, np.load(got["sample:" + name]))
         check(r < RTOL, f"{name}: cloq sample's decoding logits (K/V cache) within {RTOL} of "
               f"transformers on the drawn sequence (max rel {r:.2e})", f"< {RTOL}", r)
+for name in converted:
+    if got and "converted:" + name in got:
+        npy, mt = got["converted:" + name]
+        r = float(np.abs(np.load(npy) - np.load(os.path.join(d, name, "logits0.npy"))).max() /
+                  np.abs(np.load(os.path.join(d, name, "logits0.npy"))).max())
+        check(r < RTOL and mt == ref[name]["model_type"], f"{name}: its GGUF converted back loads as "
+              f"{mt} and gives transformers' logits (max rel {r:.2e})", f"< {RTOL}", (r, mt))
 for name in exports:
     if not got or name not in got:
         continue
