@@ -1066,6 +1066,7 @@ static void test_bpe_nfc(void **state) {
   char *dir = make_tmpdir();
   char *path = join_path(dir, "tokenizer.json");
   assert_int_equal(json_dump_file(root, path, 0), 0);
+  json_decref(root);
   cloq_tok *t;
   CHECK_OK(cloq_tok_load(path, 0, &t));
   EXPECT_IDS(t, "e\xcc\x81", 0, 0xC3, 0xA9);                /* e U+0301: the bytes of U+00E9 */
