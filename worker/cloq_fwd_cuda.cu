@@ -277,20 +277,20 @@ __global__ void finite_kernel(const float *x, int64_t n, unsigned long long *bad
 
 /* ---- the block --------------------------------------------------------------------------------- */
 
-static int linear(cloq_fwd_cuda *f, float *y, const float *x, const float *W, int64_t t,
-                  int64_t n_in, int64_t n_out, float beta) {
+/* y (t, n_out) = x (t, n_in) W^T + beta y, then + its bias where it has one: module m of slot s
+ * (shape from cloq_module_shape). */
+static int linear(cloq_fwd_cuda *f, int64_t s, int m, float *y, const float *x, int64_t t,
+                  float beta) {
+  int64_t n_out, n_in;
+  cloq_module_shape(&f->d, m, &n_out, &n_in);
   const float one = 1.0f;
   CLOQ_CUBLAS(cublasSgemm(f->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)t, (int)n_in,
-                          &one, W, (int)n_in, x, (int)n_in, &beta, y, (int)n_out));
-  return CLOQ_OK;
-}
-
-/* y (t, n) += slot s's bias of module m, if it has one. */
-static int add_bias(cloq_fwd_cuda *f, int64_t s, int m, float *y, int64_t t, int64_t n) {
+                          &one, f->wt[s * NW + m], (int)n_in, x, (int)n_in, &beta, y, (int)n_out));
   const float *b = f->bias[s * NW + m];
-  if (!b) return CLOQ_OK;
-  bias_kernel<<<cloq_cuda_grid(t * n, 256), 256, 0, f->c->stream>>>(y, b, t, n);
-  CLOQ_CUDA(cudaGetLastError());
+  if (b) {
+    bias_kernel<<<cloq_cuda_grid(t * n_out, 256), 256, 0, f->c->stream>>>(y, b, t, n_out);
+    CLOQ_CUDA(cudaGetLastError());
+  }
   return CLOQ_OK;
 }
 
@@ -319,19 +319,15 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
   cudaStream_t st = f->c->stream;
   const int64_t D = d->dim, hd = d->head_dim, nh = d->n_heads, nkv = d->n_kv_heads;
   const int64_t qd = nh * hd, kd = nkv * hd, H = d->hidden_dim, group = nh / nkv;
-  float *const *w = f->wt + s * NW;
   const float *an = f->norms[s * 2], *fn = f->norms[s * 2 + 1];
 
   /* attention */
   rmsnorm_kernel<<<(unsigned)t, 256, 0, st>>>(f->xn, f->x, an, D, d->norm_eps);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gram_acc(f, s, 0, f->xn, t));
-  CLOQ_CALL(linear(f, f->q, f->xn, w[0], t, D, qd, 0.0f));
-  CLOQ_CALL(linear(f, f->k, f->xn, w[1], t, D, kd, 0.0f));
-  CLOQ_CALL(linear(f, f->v, f->xn, w[2], t, D, kd, 0.0f));
-  CLOQ_CALL(add_bias(f, s, 0, f->q, t, qd));
-  CLOQ_CALL(add_bias(f, s, 1, f->k, t, kd));
-  CLOQ_CALL(add_bias(f, s, 2, f->v, t, kd));
+  CLOQ_CALL(linear(f, s, 0, f->q, f->xn, t, 0.0f));
+  CLOQ_CALL(linear(f, s, 1, f->k, f->xn, t, 0.0f));
+  CLOQ_CALL(linear(f, s, 2, f->v, f->xn, t, 0.0f));
   if (f->qkn[s * 2]) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
     rmsnorm_kernel<<<(unsigned)(t * nh), 256, 0, st>>>(f->q, f->q, f->qkn[s * 2], hd, d->norm_eps);
     rmsnorm_kernel<<<(unsigned)(t * nkv), 256, 0, st>>>(f->k, f->k, f->qkn[s * 2 + 1], hd,
@@ -356,23 +352,19 @@ static int block(cloq_fwd_cuda *f, int64_t s, int64_t b, int64_t t) {
         (int)group));
   }
   CLOQ_CALL(gram_acc(f, s, 1, f->att, t));
-  CLOQ_CALL(linear(f, f->x, f->att, w[3], t, qd, D, 1.0f)); /* x += att W_o^T */
-  CLOQ_CALL(add_bias(f, s, 3, f->x, t, D));
+  CLOQ_CALL(linear(f, s, 3, f->x, f->att, t, 1.0f)); /* x += att W_o^T (+ b_o) */
   CLOQ_CALL(check_finite(f, t * D, b, "attention output"));
 
   /* MLP */
   rmsnorm_kernel<<<(unsigned)t, 256, 0, st>>>(f->xn, f->x, fn, D, d->norm_eps);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gram_acc(f, s, 2, f->xn, t));
-  CLOQ_CALL(linear(f, f->g, f->xn, w[4], t, D, H, 0.0f));
-  CLOQ_CALL(linear(f, f->u, f->xn, w[5], t, D, H, 0.0f));
-  CLOQ_CALL(add_bias(f, s, 4, f->g, t, H));
-  CLOQ_CALL(add_bias(f, s, 5, f->u, t, H));
+  CLOQ_CALL(linear(f, s, 4, f->g, f->xn, t, 0.0f));
+  CLOQ_CALL(linear(f, s, 5, f->u, f->xn, t, 0.0f));
   swiglu_kernel<<<cloq_cuda_grid(t * H, 256), 256, 0, st>>>(f->g, f->u, t * H);
   CLOQ_CUDA(cudaGetLastError());
   CLOQ_CALL(gram_acc(f, s, 3, f->g, t));
-  CLOQ_CALL(linear(f, f->x, f->g, w[6], t, H, D, 1.0f)); /* x += g W_down^T */
-  CLOQ_CALL(add_bias(f, s, 6, f->x, t, D));
+  CLOQ_CALL(linear(f, s, 6, f->x, f->g, t, 1.0f)); /* x += g W_down^T (+ b_down) */
   CLOQ_CALL(check_finite(f, t * D, b, "MLP output"));
   return CLOQ_OK;
 }

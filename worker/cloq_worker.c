@@ -276,18 +276,27 @@ static void rmsnorm(float *out, const float *x, const float *weight, int64_t t, 
   }
 }
 
-/* y (t, n_out) = x (t, n_in) W^T, W (n_out, n_in). */
-static void linear(float *y, const float *x, const float *W, int64_t t, int64_t n_in,
-                   int64_t n_out) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)n_out, (int)n_in, 1.0f, x,
-              (int)n_in, W, (int)n_in, 0.0f, y, (int)n_out);
-}
-
 /* y (t, n) += bias (n) on every row; nothing when bias is NULL. */
 static void add_bias(float *y, const float *bias, int64_t t, int64_t n) {
   if (!bias) return;
   for (int64_t r = 0; r < t; r++)
     for (int64_t j = 0; j < n; j++) y[r * n + j] += bias[j];
+}
+
+/* y (t, n_out) = x (t, n_in) W^T + bias, W (n_out, n_in), bias (n_out) or NULL. */
+static void linear(float *y, const float *x, const float *W, const float *bias, int64_t t,
+                   int64_t n_in, int64_t n_out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)n_out, (int)n_in, 1.0f, x,
+              (int)n_in, W, (int)n_in, 0.0f, y, (int)n_out);
+  add_bias(y, bias, t, n_out);
+}
+
+/* Qwen3's q/k norms, where the block has them: RMSNorm over each head's hd values of q (rows of
+ * nh heads) and k (nkv heads), in place, before RoPE. */
+static void qk_norm(const cloq_block *bl, const cloq_config *c, float *q, float *k, int64_t t) {
+  if (!bl->q_norm) return;
+  rmsnorm(q, q, bl->q_norm, t * c->n_heads, c->head_dim, c->norm_eps);
+  rmsnorm(k, k, bl->k_norm, t * c->n_kv_heads, c->head_dim, c->norm_eps);
 }
 
 /* The first key position query i attends to: i - window + 1 with a sliding window, else 0. */
@@ -356,16 +365,10 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
   /* attention */
   rmsnorm(w->xn, x, bl->attn_norm, t, d, c->norm_eps);
   accumulate(w, bi, CLOQ_IN_ATTN, w->xn, t);
-  linear(w->q, w->xn, bl->w[CLOQ_M_Q], t, d, qd);
-  linear(w->k, w->xn, bl->w[CLOQ_M_K], t, d, kd);
-  linear(w->v, w->xn, bl->w[CLOQ_M_V], t, d, kd);
-  add_bias(w->q, bl->bias[CLOQ_M_Q], t, qd);
-  add_bias(w->k, bl->bias[CLOQ_M_K], t, kd);
-  add_bias(w->v, bl->bias[CLOQ_M_V], t, kd);
-  if (bl->q_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
-    rmsnorm(w->q, w->q, bl->q_norm, t * nh, hd, c->norm_eps);
-    rmsnorm(w->k, w->k, bl->k_norm, t * nkv, hd, c->norm_eps);
-  }
+  linear(w->q, w->xn, bl->w[CLOQ_M_Q], bl->bias[CLOQ_M_Q], t, d, qd);
+  linear(w->k, w->xn, bl->w[CLOQ_M_K], bl->bias[CLOQ_M_K], t, d, kd);
+  linear(w->v, w->xn, bl->w[CLOQ_M_V], bl->bias[CLOQ_M_V], t, d, kd);
+  qk_norm(bl, c, w->q, w->k, t);
   rope(w->q, t, nh, hd, w->rope_cos, w->rope_sin);
   rope(w->k, t, nkv, hd, w->rope_cos, w->rope_sin);
   float scale = (float)(1.0 / sqrt((double)hd));
@@ -389,25 +392,21 @@ static int block_forward(cloq_worker *w, int64_t bi, float *x, int64_t t) {
                 w->scores, (int)t, vh, (int)kd, 0.0f, w->att + h * hd, (int)qd);
   }
   accumulate(w, bi, CLOQ_IN_O, w->att, t);
-  linear(w->tmp, w->att, bl->w[CLOQ_M_O], t, qd, d);
-  add_bias(w->tmp, bl->bias[CLOQ_M_O], t, d);
+  linear(w->tmp, w->att, bl->w[CLOQ_M_O], bl->bias[CLOQ_M_O], t, qd, d);
   for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, t * d, b, "attention output"));
 
   /* MLP */
   rmsnorm(w->xn, x, bl->ffn_norm, t, d, c->norm_eps);
   accumulate(w, bi, CLOQ_IN_MLP, w->xn, t);
-  linear(w->g, w->xn, bl->w[CLOQ_M_GATE], t, d, H);
-  linear(w->u, w->xn, bl->w[CLOQ_M_UP], t, d, H);
-  add_bias(w->g, bl->bias[CLOQ_M_GATE], t, H);
-  add_bias(w->u, bl->bias[CLOQ_M_UP], t, H);
+  linear(w->g, w->xn, bl->w[CLOQ_M_GATE], bl->bias[CLOQ_M_GATE], t, d, H);
+  linear(w->u, w->xn, bl->w[CLOQ_M_UP], bl->bias[CLOQ_M_UP], t, d, H);
   for (int64_t i = 0; i < t * H; i++) {
     float gv = w->g[i];
     w->g[i] = gv / (1.0f + expf(-gv)) * w->u[i];
   }
   accumulate(w, bi, CLOQ_IN_DOWN, w->g, t);
-  linear(w->tmp, w->g, bl->w[CLOQ_M_DOWN], t, H, d);
-  add_bias(w->tmp, bl->bias[CLOQ_M_DOWN], t, d);
+  linear(w->tmp, w->g, bl->w[CLOQ_M_DOWN], bl->bias[CLOQ_M_DOWN], t, H, d);
   for (int64_t i = 0; i < t * d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, t * d, b, "MLP output"));
   return CLOQ_OK;
@@ -588,11 +587,13 @@ void cloq_worker_free_gram(cloq_worker *w, int64_t b) {
 
 /* ---- incremental decoding with the K/V cache ------------------------------------------------- */
 
-/* linear() for one row: y (n_out) = W x. OpenBLAS packs W on every sgemm call, which costs more
- * than the product itself when there is one row; sgemv reads W once. */
-static void linear_row(float *y, const float *x, const float *W, int64_t n_in, int64_t n_out) {
+/* linear() for one row: y (n_out) = W x + bias. OpenBLAS packs W on every sgemm call, which costs
+ * more than the product itself when there is one row; sgemv reads W once. */
+static void linear_row(float *y, const float *x, const float *W, const float *bias, int64_t n_in,
+                       int64_t n_out) {
   cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_out, (int)n_in, 1.0f, W, (int)n_in, x, 1, 0.0f,
               y, 1);
+  add_bias(y, bias, 1, n_out);
 }
 
 /* x . y over n, in row_sum's 8 fixed lanes (vectorizes; order fixed here). */
@@ -621,16 +622,10 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
 
   /* attention */
   rmsnorm(w->xn, x, bl->attn_norm, 1, d, c->norm_eps);
-  linear_row(w->q, w->xn, bl->w[CLOQ_M_Q], d, qd);
-  linear_row(w->k, w->xn, bl->w[CLOQ_M_K], d, kd);
-  linear_row(w->v, w->xn, bl->w[CLOQ_M_V], d, kd);
-  add_bias(w->q, bl->bias[CLOQ_M_Q], 1, qd);
-  add_bias(w->k, bl->bias[CLOQ_M_K], 1, kd);
-  add_bias(w->v, bl->bias[CLOQ_M_V], 1, kd);
-  if (bl->q_norm) {
-    rmsnorm(w->q, w->q, bl->q_norm, nh, hd, c->norm_eps);
-    rmsnorm(w->k, w->k, bl->k_norm, nkv, hd, c->norm_eps);
-  }
+  linear_row(w->q, w->xn, bl->w[CLOQ_M_Q], bl->bias[CLOQ_M_Q], d, qd);
+  linear_row(w->k, w->xn, bl->w[CLOQ_M_K], bl->bias[CLOQ_M_K], d, kd);
+  linear_row(w->v, w->xn, bl->w[CLOQ_M_V], bl->bias[CLOQ_M_V], d, kd);
+  qk_norm(bl, c, w->q, w->k, 1);
   rope(w->q, 1, nh, hd, w->rope_cos + pos * half, w->rope_sin + pos * half);
   rope(w->k, 1, nkv, hd, w->rope_cos + pos * half, w->rope_sin + pos * half);
   for (int64_t i = 0; i < kd; i++) { /* row i of the transposed cache is (kv head, dim) i */
@@ -657,23 +652,19 @@ static int block_decode(cloq_worker *w, int64_t bi, float *x, int64_t pos) {
     for (int64_t j = 0; j < n; j++) row[j] *= inv;
     for (int64_t i = 0; i < hd; i++) w->att[h * hd + i] = dot_lanes(row, vt + i * T, n);
   }
-  linear_row(w->tmp, w->att, bl->w[CLOQ_M_O], qd, d);
-  add_bias(w->tmp, bl->bias[CLOQ_M_O], 1, d);
+  linear_row(w->tmp, w->att, bl->w[CLOQ_M_O], bl->bias[CLOQ_M_O], qd, d);
   for (int64_t i = 0; i < d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, d, b, "attention output"));
 
   /* MLP */
   rmsnorm(w->xn, x, bl->ffn_norm, 1, d, c->norm_eps);
-  linear_row(w->g, w->xn, bl->w[CLOQ_M_GATE], d, H);
-  linear_row(w->u, w->xn, bl->w[CLOQ_M_UP], d, H);
-  add_bias(w->g, bl->bias[CLOQ_M_GATE], 1, H);
-  add_bias(w->u, bl->bias[CLOQ_M_UP], 1, H);
+  linear_row(w->g, w->xn, bl->w[CLOQ_M_GATE], bl->bias[CLOQ_M_GATE], d, H);
+  linear_row(w->u, w->xn, bl->w[CLOQ_M_UP], bl->bias[CLOQ_M_UP], d, H);
   for (int64_t i = 0; i < H; i++) {
     float gv = w->g[i];
     w->g[i] = gv / (1.0f + expf(-gv)) * w->u[i];
   }
-  linear_row(w->tmp, w->g, bl->w[CLOQ_M_DOWN], H, d);
-  add_bias(w->tmp, bl->bias[CLOQ_M_DOWN], 1, d);
+  linear_row(w->tmp, w->g, bl->w[CLOQ_M_DOWN], bl->bias[CLOQ_M_DOWN], H, d);
   for (int64_t i = 0; i < d; i++) x[i] += w->tmp[i];
   CLOQ_CALL(check_finite(x, d, b, "MLP output"));
   return CLOQ_OK;
