@@ -19,7 +19,16 @@ typedef enum {
  * them by factor; llama3 divides the low frequencies by factor and blends the middle band
  * (transformers' _compute_llama3_parameters); GGUF's rope_freqs.weight divides each by its
  * entry (what llama.cpp's converter stores for llama3). */
-typedef enum { CLOQ_ROPE_DEFAULT = 0, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3, CLOQ_ROPE_FREQS } cloq_rope_type;
+typedef enum {
+  CLOQ_ROPE_DEFAULT = 0, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3, CLOQ_ROPE_FREQS
+} cloq_rope_type;
+
+/* cloq_config.bias masks (bit m: module m in cloq_modules.h order q, k, v, o, gate, up, down). */
+enum {
+  CLOQ_BIAS_QKV = 0x7u,  /* qwen2 */
+  CLOQ_BIAS_ATTN = 0xfu, /* attention_bias: q, k, v, o */
+  CLOQ_BIAS_MLP = 0x70u  /* mlp_bias: gate, up, down */
+};
 
 typedef struct {
   cloq_family family;

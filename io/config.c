@@ -9,6 +9,7 @@
  */
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,13 +75,11 @@ const char *cloq_family_arch(cloq_family f) {
   return f >= 0 && f < CLOQ_NFAM ? fam_archs[f] : "?";
 }
 
-/* Number KEY of object o (required). */
-static int rope_num(json_t *o, const char *path, const char *what, const char *key, double *out) {
+/* Number KEY of RoPE object o (`what`, of rope_type `type`), required. */
+static int rope_num(json_t *o, const char *path, const char *what, const char *type,
+                    const char *key, double *out) {
   json_t *v = get(o, key);
-  CLOQ_CHECK(v, "%s: %s of type %s needs %s", path, what,
-             json_string_value(get(o, "rope_type")) ? json_string_value(get(o, "rope_type"))
-                                                     : json_string_value(get(o, "type")),
-             key);
+  CLOQ_CHECK(v, "%s: %s of type %s needs %s", path, what, type, key);
   CLOQ_CHECK(json_is_number(v), "%s: %s.%s must be a number, found %s", path, what, key,
              cloq_json_kind(v));
   *out = json_number_value(v);
@@ -122,14 +121,14 @@ static int parse_rope(json_t *root, const char *path, cloq_config *c) {
   if (!strcmp(t, "default")) return CLOQ_OK;
   if (!strcmp(t, "linear")) {
     c->rope_type = CLOQ_ROPE_LINEAR;
-    CLOQ_CALL(rope_num(rp, path, what, "factor", &c->rope_factor));
+    CLOQ_CALL(rope_num(rp, path, what, t, "factor", &c->rope_factor));
   } else if (!strcmp(t, "llama3")) {
     double om;
     c->rope_type = CLOQ_ROPE_LLAMA3;
-    CLOQ_CALL(rope_num(rp, path, what, "factor", &c->rope_factor));
-    CLOQ_CALL(rope_num(rp, path, what, "low_freq_factor", &c->rope_low));
-    CLOQ_CALL(rope_num(rp, path, what, "high_freq_factor", &c->rope_high));
-    CLOQ_CALL(rope_num(rp, path, what, "original_max_position_embeddings", &om));
+    CLOQ_CALL(rope_num(rp, path, what, t, "factor", &c->rope_factor));
+    CLOQ_CALL(rope_num(rp, path, what, t, "low_freq_factor", &c->rope_low));
+    CLOQ_CALL(rope_num(rp, path, what, t, "high_freq_factor", &c->rope_high));
+    CLOQ_CALL(rope_num(rp, path, what, t, "original_max_position_embeddings", &om));
     CLOQ_CHECK(om >= 1 && om <= 1e12 && om == floor(om), "%s: %s.original_max_position_embeddings"
                " must be a positive integer, found %g", path, what, om);
     c->rope_orig_max = (int64_t)om;
@@ -197,7 +196,8 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   if (c->family == CLOQ_FAM_LLAMA || c->family == CLOQ_FAM_QWEN3)
     CLOQ_CALL(get_bool(root, path, "attention_bias", 0, &ab));
   if (c->family == CLOQ_FAM_LLAMA) CLOQ_CALL(get_bool(root, path, "mlp_bias", 0, &mb));
-  c->bias = (ab ? 0xfu : 0u) | (mb ? 0x70u : 0u) | (c->family == CLOQ_FAM_QWEN2 ? 0x7u : 0u);
+  c->bias = (ab ? CLOQ_BIAS_ATTN : 0u) | (mb ? CLOQ_BIAS_MLP : 0u) |
+            (c->family == CLOQ_FAM_QWEN2 ? CLOQ_BIAS_QKV : 0u);
   c->qk_norm = c->family == CLOQ_FAM_QWEN3;
   CLOQ_CALL(parse_rope(root, path, c));
 
@@ -237,40 +237,44 @@ static int parse_config(json_t *root, const char *path, cloq_config *c) {
   return cloq_config_check(c, path);
 }
 
+/* Appends ", " (after the first item) and printf(fmt, ...) to buf, cut to cap; *n is its length. */
+static void add_feature(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_feature(char *buf, size_t cap, size_t *n, const char *fmt, ...) {
+  if (*n && *n < cap) *n += (size_t)snprintf(buf + *n, cap - *n, ", ");
+  if (*n >= cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(buf + *n, cap - *n, fmt, ap);
+  va_end(ap);
+  *n += k > 0 ? (size_t)k : 0;
+}
+
 void cloq_config_features(const cloq_config *c, char *buf, size_t cap) {
   size_t n = 0;
   buf[0] = 0;
-#define ADD(...)                                                                                   \
-  do {                                                                                             \
-    if (n < cap) {                                                                                 \
-      int k_ = snprintf(buf + n, cap - n, "%s", n ? ", " : "");                                    \
-      n += k_ > 0 ? (size_t)k_ : 0;                                                                \
-    }                                                                                              \
-    if (n < cap) {                                                                                 \
-      int k_ = snprintf(buf + n, cap - n, __VA_ARGS__);                                            \
-      n += k_ > 0 ? (size_t)k_ : 0;                                                                \
-    }                                                                                              \
-  } while (0)
-  if (c->rope_type == CLOQ_ROPE_LINEAR) ADD("rope linear x%g", c->rope_factor);
+  if (c->rope_type == CLOQ_ROPE_LINEAR)
+    add_feature(buf, cap, &n, "rope linear x%g", c->rope_factor);
   if (c->rope_type == CLOQ_ROPE_LLAMA3)
-    ADD("rope llama3 x%g (low %g, high %g, original %lld)", c->rope_factor, c->rope_low,
-        c->rope_high, (long long)c->rope_orig_max);
-  if (c->rope_type == CLOQ_ROPE_FREQS) ADD("rope frequency factors (rope_freqs)");
+    add_feature(buf, cap, &n, "rope llama3 x%g (low %g, high %g, original %lld)", c->rope_factor,
+                c->rope_low, c->rope_high, (long long)c->rope_orig_max);
+  if (c->rope_type == CLOQ_ROPE_FREQS)
+    add_feature(buf, cap, &n, "rope frequency factors (rope_freqs)");
   if (c->bias) {
     static const char *const mn[7] = {"q", "k", "v", "o", "gate", "up", "down"};
     char b[64] = "";
     for (int m = 0; m < 7; m++)
       if (c->bias & (1u << m)) snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s",
                                         b[0] ? "/" : "", mn[m]);
-    ADD("%s biases", b);
+    add_feature(buf, cap, &n, "%s biases", b);
   }
-  if (c->qk_norm) ADD("q/k norm");
-  if (c->window) ADD("sliding window %lld", (long long)c->window);
-  if (c->head_dim * c->n_heads != c->dim) ADD("head_dim %lld", (long long)c->head_dim);
-  if (c->n_kv_heads != c->n_heads) ADD("GQA %lld/%lld", (long long)c->n_heads,
-                                       (long long)c->n_kv_heads);
-  if (c->tied) ADD("tied embeddings");
-#undef ADD
+  if (c->qk_norm) add_feature(buf, cap, &n, "q/k norm");
+  if (c->window) add_feature(buf, cap, &n, "sliding window %lld", (long long)c->window);
+  if (c->head_dim * c->n_heads != c->dim)
+    add_feature(buf, cap, &n, "head_dim %lld", (long long)c->head_dim);
+  if (c->n_kv_heads != c->n_heads)
+    add_feature(buf, cap, &n, "GQA %lld/%lld", (long long)c->n_heads, (long long)c->n_kv_heads);
+  if (c->tied) add_feature(buf, cap, &n, "tied embeddings");
   if (!n) snprintf(buf, cap, "none");
 }
 

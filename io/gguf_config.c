@@ -137,13 +137,13 @@ int cloq_gguf_config(const cloq_gguf *g, cloq_config *c) {
   CLOQ_CALL(cloq_gguf__get_int(g, "tokenizer.ggml.bos_token_id", 1, 0, &c->bos_id));
   /* biases and q/k norms: qwen2's q/k/v always; llama's and qwen3's where block 0 has them (the
    * worker then reads every block's by name) */
-  if (c->family == CLOQ_FAM_QWEN2) c->bias = 0x7u;
+  if (c->family == CLOQ_FAM_QWEN2) c->bias = CLOQ_BIAS_QKV;
   c->qk_norm = c->family == CLOQ_FAM_QWEN3;
   if ((c->family == CLOQ_FAM_QWEN3 || c->family == CLOQ_FAM_LLAMA) &&
       cloq_gguf_find_tensor(g, "blk.0.attn_q.bias"))
-    c->bias = 0xfu; /* attention_bias: q, k, v, o */
+    c->bias = CLOQ_BIAS_ATTN;
   if (c->family == CLOQ_FAM_LLAMA && cloq_gguf_find_tensor(g, "blk.0.ffn_gate.bias"))
-    c->bias |= 0x70u; /* mlp_bias: gate, up, down */
+    c->bias |= CLOQ_BIAS_MLP;
   return cloq_config_check(c, gn);
 }
 

@@ -246,10 +246,12 @@ json_t *cloq_hf_config_json(const cloq_config *g) {
   int bad = !root;
   /* the family's own keys, in the places LlamaConfig had them */
   if (!bad && g->family == CLOQ_FAM_LLAMA)
-    bad = json_object_set_new(root, "attention_bias", json_boolean(g->bias & 0xfu)) ||
-          json_object_set_new(root, "mlp_bias", json_boolean(g->bias & 0x70u));
+    bad = json_object_set_new(root, "attention_bias",
+                              json_boolean(g->bias & CLOQ_BIAS_ATTN)) ||
+          json_object_set_new(root, "mlp_bias", json_boolean(g->bias & CLOQ_BIAS_MLP));
   if (!bad && g->family == CLOQ_FAM_QWEN3)
-    bad = json_object_set_new(root, "attention_bias", json_boolean(g->bias & 0xfu));
+    bad = json_object_set_new(root, "attention_bias",
+                              json_boolean(g->bias & CLOQ_BIAS_ATTN));
   if (!bad && (g->family == CLOQ_FAM_QWEN2 || g->family == CLOQ_FAM_QWEN3))
     bad = json_object_set_new(root, "use_sliding_window", json_false());
   if (!bad && g->family == CLOQ_FAM_MISTRAL)

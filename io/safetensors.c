@@ -385,27 +385,30 @@ done:
  * checkpoints; qwen2 and qwen3 keep Hugging Face's): GGUF row h*hd + 2i + j holds Hugging Face
  * row h*hd + j*hd/2 + i. read_f32 undoes that, so the model is the Hugging Face one everywhere
  * else in cloq. */
+enum { ROT_NONE, ROT_Q, ROT_KV }; /* rows permuted in heads of q (n_heads) or k (n_kv_heads) */
 static const struct {
   const char *gguf, *hf;
+  int rot; /* llama: rows (q/k and their biases) in llama.cpp's interleaved rotary order */
 } gguf_names[] = {
-    {"attn_norm.weight", "input_layernorm.weight"},
-    {"ffn_norm.weight", "post_attention_layernorm.weight"},
-    {"attn_q.weight", "self_attn.q_proj.weight"},
-    {"attn_k.weight", "self_attn.k_proj.weight"},
-    {"attn_v.weight", "self_attn.v_proj.weight"},
-    {"attn_output.weight", "self_attn.o_proj.weight"},
-    {"ffn_gate.weight", "mlp.gate_proj.weight"},
-    {"ffn_up.weight", "mlp.up_proj.weight"},
-    {"ffn_down.weight", "mlp.down_proj.weight"},
-    {"attn_q.bias", "self_attn.q_proj.bias"}, /* qwen2 (and qwen3 with attention_bias) */
-    {"attn_k.bias", "self_attn.k_proj.bias"},
-    {"attn_v.bias", "self_attn.v_proj.bias"},
-    {"attn_output.bias", "self_attn.o_proj.bias"},
-    {"ffn_gate.bias", "mlp.gate_proj.bias"}, /* llama with mlp_bias */
-    {"ffn_up.bias", "mlp.up_proj.bias"},
-    {"ffn_down.bias", "mlp.down_proj.bias"},
-    {"attn_q_norm.weight", "self_attn.q_norm.weight"}, /* qwen3 */
-    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+    {"attn_norm.weight", "input_layernorm.weight", ROT_NONE},
+    {"ffn_norm.weight", "post_attention_layernorm.weight", ROT_NONE},
+    {"attn_q.weight", "self_attn.q_proj.weight", ROT_Q},
+    {"attn_k.weight", "self_attn.k_proj.weight", ROT_KV},
+    {"attn_v.weight", "self_attn.v_proj.weight", ROT_NONE},
+    {"attn_output.weight", "self_attn.o_proj.weight", ROT_NONE},
+    {"ffn_gate.weight", "mlp.gate_proj.weight", ROT_NONE},
+    {"ffn_up.weight", "mlp.up_proj.weight", ROT_NONE},
+    {"ffn_down.weight", "mlp.down_proj.weight", ROT_NONE},
+    /* qwen2 (and llama or qwen3 with attention_bias) */
+    {"attn_q.bias", "self_attn.q_proj.bias", ROT_Q},
+    {"attn_k.bias", "self_attn.k_proj.bias", ROT_KV},
+    {"attn_v.bias", "self_attn.v_proj.bias", ROT_NONE},
+    {"attn_output.bias", "self_attn.o_proj.bias", ROT_NONE},
+    {"ffn_gate.bias", "mlp.gate_proj.bias", ROT_NONE}, /* llama with mlp_bias */
+    {"ffn_up.bias", "mlp.up_proj.bias", ROT_NONE},
+    {"ffn_down.bias", "mlp.down_proj.bias", ROT_NONE},
+    {"attn_q_norm.weight", "self_attn.q_norm.weight", ROT_NONE}, /* qwen3 */
+    {"attn_k_norm.weight", "self_attn.k_norm.weight", ROT_NONE},
 };
 
 static cloq_dtype gguf_dtype(int type) {
@@ -442,10 +445,8 @@ static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
           snprintf(name, sizeof name, "model.layers.%d.%s", layer, gguf_names[k].hf);
           hf = name;
           /* only llama.cpp's llama converter permutes (qwen2/qwen3 use the NEOX layout) */
-          /* (and its q/k biases, permuted like the rows they belong to) */
-          if ((k == 2 || k == 9) && cfg.family == CLOQ_FAM_LLAMA) e->rope_heads = (int)cfg.n_heads;
-          if ((k == 3 || k == 10) && cfg.family == CLOQ_FAM_LLAMA)
-            e->rope_heads = (int)cfg.n_kv_heads;
+          if (cfg.family == CLOQ_FAM_LLAMA && gguf_names[k].rot != ROT_NONE)
+            e->rope_heads = (int)(gguf_names[k].rot == ROT_Q ? cfg.n_heads : cfg.n_kv_heads);
         }
     }
     e->name = strdup(hf ? hf : gt->name);
@@ -473,6 +474,13 @@ static int open_gguf(cloq_ckpt *st, const char *path, const cloq_config *cfgp) {
   return CLOQ_OK;
 }
 
+/* The GGUF row that holds Hugging Face row r of a tensor permuted in heads of hd rows: HF row
+ * r = h*hd + j*hd/2 + i comes from GGUF row h*hd + 2i + j. */
+static int64_t rot_src(int64_t r, int64_t hd) {
+  int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2);
+  return h * hd + 2 * i + j;
+}
+
 /* GGUF: dequantize row by row (undoing the rotary row order of q/k) into out. */
 static int read_gguf(const cloq_ckpt *st, const st_entry *e, float *out) {
   const cloq_gguf_tensor *gt = e->gt;
@@ -485,21 +493,14 @@ static int read_gguf(const cloq_ckpt *st, const st_entry *e, float *out) {
     CLOQ_CHECK(tmp, "out of memory reading %s", gt->name);
     cloq_gguf_dequant(gt->type, gt->data, e->numel, tmp);
     int64_t hd = e->numel / e->rope_heads;
-    for (int64_t r = 0; r < e->numel; r++) {
-      int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2);
-      out[r] = tmp[h * hd + 2 * i + j];
-    }
+    for (int64_t r = 0; r < e->numel; r++) out[r] = tmp[rot_src(r, hd)];
     free(tmp);
     return CLOQ_OK;
   }
   size_t row_bytes = (size_t)(gt->nbytes / (uint64_t)rows);
   int64_t hd = e->rope_heads ? rows / e->rope_heads : 0;
   for (int64_t r = 0; r < rows; r++) {
-    int64_t src = r;
-    if (hd) { /* HF row r = h*hd + j*hd/2 + i comes from GGUF row h*hd + 2i + j */
-      int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2);
-      src = h * hd + 2 * i + j;
-    }
+    int64_t src = hd ? rot_src(r, hd) : r;
     cloq_gguf_dequant(gt->type, gt->data + (size_t)src * row_bytes, cols, out + r * cols);
   }
   return CLOQ_OK;
