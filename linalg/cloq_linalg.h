@@ -104,6 +104,67 @@ int cloq_magr(const float *W, int64_t n_out, int64_t n_in, const double *H, doub
 int cloq_magr_ref(const float *W, int64_t n_out, int64_t n_in, const double *H, double alpha,
                   int iters, int64_t group_size, float *Wout);
 
+/* ---- COMQ (Zhang et al. 2024): coordinate-wise minimization of the layer objective --------------
+ * Greedy coordinate descent, backpropagation-free, on the damped layer objective
+ *     f(Q) = tr((W - Q) Hd (W - Q)^T),   Hd = H + damp * mean(diag H) * I
+ * (H: the full symmetric (n_in, n_in) Gram matrix X^T X, float64, not modified) over the integer
+ * codes AND the per-group scales and zero points, on RTN's grid and layout (codes (n_out, n_in)
+ * uint8, scales and zeros (n_out, n_groups) float32, dequantized by cloq_dequant). Rows are
+ * independent: f = sum over rows of r^T Hd r, r = w - q, q the float32-dequantized row.
+ * Start: cloq_quant_rtn's grid (init CLOQ_COMQ_INIT_RTN) or cloq_quant_gptq's with the same bits,
+ * group_size, damp, act_order and block (CLOQ_COMQ_INIT_GPTQ); the _ref version starts from the
+ * _ref quantizers. Per row, with g = Hd r (float64) kept up to date after every accepted change:
+ *   greedy order: columns by decreasing sqrt(Hd_jj) |w_j| (w the original row; stable, ties by
+ *   index), as in the COMQ reference code; then `iters` sweeps of
+ *   (a) codes, one column j at a time in that order: t = q_j + g_j / Hd_jj (the minimizer of f
+ *       along q_j), code = clamp(rintf((float)t / s) + z, 0, 2^bits - 1) with the group's s, z
+ *       (the grid formula of RTN, float32), q_new = (code - z) * s in float32; accepted when
+ *       delta = q_new - q_j changes f by delta (delta Hd_jj - 2 g_j) < 0 (float64). f along a
+ *       coordinate is a convex quadratic, so this is the nearest grid point to t; the test only
+ *       refuses the ties (a change of f that is exactly 0 in exact arithmetic);
+ *   (b) for each group G in column order: the scale, then the zero point, with the codes fixed.
+ *       Scale: v = code - z over G, s* = s + v^T g_G / (v^T Hd_GG v) (the exact 1-D minimizer),
+ *       rounded to float32; proposed only when finite, > 0 and != s. Zero point: the continuous
+ *       minimizer z - sum(g_G) / (s 1^T Hd_GG 1), rounded to the nearest integer (ties to even),
+ *       clamped to [0, 2^bits - 1]; proposed only when it differs from z. A proposal is
+ *       accepted only when the change of f computed in float64 from the group's actual new
+ *       float32-dequantized values, dq^T Hd_GG dq - 2 dq^T g_G, is < 0.
+ *   Sweeps stop early once one changes nothing (the next would repeat it exactly).
+ * So f never increases (up to float64 rounding of g): obj[1] <= obj[0]. Zero points stay
+ * integers in range, stored as +0.0, never -0.0; scales stay finite and > 0.
+ * obj (may be NULL): obj[0] = f at the start, obj[1] = f of the result, both float64 from the
+ * float32-dequantized Q (obj[0] = obj[1] = 0 for an empty weight).
+ * Fast: blocks of rows; per block G = R Hd by one dgemm, the code updates by cblas_daxpy on rows
+ * of Hd (H must be symmetric), and each group's scale and zero steps for all rows of the block
+ * at once (one dgemm for V Hd_GG, one for the updates of the rows that propose a move); working
+ * memory O(n_in^2 + 256 n_in). Ref: loops, one row at a time. Both evaluate the same formulas
+ * in different summation orders (BLAS), so g agrees to rounding and a code can differ only at a
+ * rounding tie (measured: codes, scales and zeros bitwise equal on every test problem; the tests
+ * bound the fraction). The result does not depend on the BLAS thread count.
+ * Fails on invalid bits or group_size (as RTN), iters < 1, damp < 0 or non-finite, an unknown
+ * init, a shape that does not fit the 32-bit BLAS interface, non-finite W (naming row and column)
+ * or H, an Hd with a diagonal entry <= 0 (naming the column and suggesting a larger --damp), and
+ * the failures of the starting quantizer (GPTQ's: block < 1, H not positive definite). */
+enum { CLOQ_COMQ_INIT_RTN, CLOQ_COMQ_INIT_GPTQ };
+typedef struct {
+  int bits;            /* 2, 3, 4 or 8 */
+  int64_t group_size;  /* -1 or >= 1, as for RTN */
+  double damp;         /* Hd = H + damp * mean(diag H) * I */
+  int iters;           /* K >= 1 sweeps */
+  int init;            /* CLOQ_COMQ_INIT_RTN: start from cloq_quant_rtn's grid; _GPTQ: from
+                          cloq_quant_gptq's (with act_order, block below) */
+  int act_order;       /* GPTQ start only */
+  int64_t block;       /* GPTQ start only: its lazy batch width */
+} cloq_comq_params;
+/* obj (may be NULL): obj[0] = f at the starting point, obj[1] = f of the result (float64, of the
+ * float32-dequantized Q) */
+int cloq_quant_comq(const float *W, int64_t n_out, int64_t n_in, const double *H,
+                    const cloq_comq_params *p, uint8_t *codes, float *scales, float *zeros,
+                    double *obj);
+int cloq_quant_comq_ref(const float *W, int64_t n_out, int64_t n_in, const double *H,
+                        const cloq_comq_params *p, uint8_t *codes, float *scales, float *zeros,
+                        double *obj);
+
 /* ---- Gram matrices ---------------------------------------------------------------------------
  * H (n, n) float64 += X^T X for X (t, n) float32. Products are formed in float64 (X is widened
  * first), so the sum is exact up to float64 rounding. Only the upper triangle (j >= i) of H is
@@ -243,6 +304,61 @@ int cloq_lora_cloq(const double *E, int64_t n_out, int64_t n_in, const double *H
 int cloq_lora_cloq_ref(const double *E, int64_t n_out, int64_t n_in, const double *H,
                        double damp, int64_t r, float *A, float *B, double *objective);
 void cloq_lora_zero(int64_t n_out, int64_t n_in, int64_t r, uint64_t seed, float *A, float *B);
+
+/* QuAILoRA (Lawton et al. 2024): calibrated refinement of a start (the svd init's factors) by
+ * alternating exact block minimizations of the damped objective
+ *     f(A, B) = tr((E - BA) Hd (E - BA)^T),  Hd = H + damp * mean(diag H) * I
+ * (E (n_out, n_in) float64; H full symmetric (n_in, n_in), not modified). One alternation:
+ *   B-step: B = E Hd A^T (A Hd A^T)^-1;
+ *   A-step: A = (B^T B)^-1 B^T E. Hd drops out: with Hd = C C^T, C invertible,
+ *           f = ||(E - BA) C||_F^2 = ||E C - B (A C)||_F^2, minimized over A C by B^+ E C, so over
+ *           A by B^+ E whatever C.
+ * Each step minimizes f exactly over one factor, so f never increases, and f >= CLoQ's optimum
+ * (cloq_lora_cloq's *objective) always. The r x r systems are solved by Cholesky
+ * (cloq_hfactor_make: dpotrf, diagonal-pivoted when singular or nearly so). A singular one (a
+ * zero row of A, as an svd start from an E of rank < r has, or a zero column of B) gets the basic
+ * solution: its leading nonsingular pivoted block is solved and the other rows of the new factor
+ * are 0. That is still an exact minimizer (the systems are consistent: A Hd E^T has its columns
+ * in range(A) = range(A Hd A^T)), so f still does not increase; the product keeps that lower rank
+ * from then on. After the last alternation the product B A (float64) is re-split in balance:
+ * V = orth(B) (Householder QR; V V^T B A = B A), then cloq_lora_split(V, B A), so that
+ * B^T B = A A^T = diag(singular values of B A) like every other init.
+ * A (r, n_in), B (n_out, r) float32: in: the starting factors (the svd init's, from the caller);
+ * out: the refined, balanced factors. iters >= 0 alternations (0: the re-split only).
+ * obj (iters + 1, may be NULL): obj[0] = f of the start, obj[k] = f after k alternations (of the
+ * float64 iterates, before the re-split and its float32 rounding), evaluated as
+ * tr(E Hd E^T) - 2 tr(B A Hd E^T) + tr(B^T B A Hd A^T): rounding relative to tr(E Hd E^T).
+ * Cost: O(iters (n_out n_in r + n_in^2 r)), plus once a Cholesky of Hd (n_in^3 / 3, to prove it
+ * positive definite) and, when obj is given, tr(E Hd E^T) (n_out n_in^2).
+ * Fast: dsymm/dgemm, Cholesky through LAPACK, dgeqrf/dorgqr. Ref: loops, the hand-written
+ * pivoted Cholesky (cloq_hfactor_ref), modified Gram-Schmidt, cloq_lora_split_ref.
+ * Fail on r outside [1, min(n_out, n_in)], iters < 0, a non-finite E, H, A or B, damp < 0 or
+ * non-finite, an Hd that is not positive definite (numerical rank < n_in), a non-finite iterate,
+ * or a factor entry that overflows float32. */
+int cloq_lora_quailora(const double *E, int64_t n_out, int64_t n_in, const double *H, double damp,
+                       int64_t r, int iters, float *A, float *B, double *obj);
+int cloq_lora_quailora_ref(const double *E, int64_t n_out, int64_t n_in, const double *H,
+                           double damp, int64_t r, int iters, float *A, float *B, double *obj);
+
+/* ---- rank allocation under a parameter budget -------------------------------------------------
+ * Module m at rank r has CLoQ objective trace_m - (gain_m,0 + ... + gain_m,r-1) (its top-r
+ * eigenvalues, non-increasing) and costs r * cost_m parameters (cost_m = n_out + n_in). Minimizing
+ * the weighted total sum_m weight_m * objective_m(r_m) under sum_m r_m cost_m <= budget, with
+ * rmin <= r_m <= rmax_m, is a knapsack whose items (one more rank of one module) have
+ * non-increasing value within a module. Greedy: every module starts at rmin; then the item of the
+ * highest weight * gain / cost is taken while it fits (the prefix). Exchange argument: the prefix
+ * takes, for each module, its items in order, and every item it took has a ratio >= every item
+ * it did not, so no allocation spending at most *prefix_used parameters does better (the
+ * fractional relaxation's optimum at that budget is integral and equals it). The prefix stops at
+ * the first item that does not fit ("optimal up to the last step"); the rest of the budget is
+ * then filled with the items that still fit, best ratio first, which can only lower the
+ * objective. Items of zero gain are never taken. Ties: the lowest module index.
+ * gain: (nmod, ldg) row-major, entries 0..rmax_m - 1 read. rank (nmod) out; prefix_used (may be
+ * NULL): the parameters the prefix spent. Fails on an invalid argument, gains that are negative,
+ * non-finite or increasing, and a budget below rmin in every module. */
+int cloq_rank_allocate(int64_t nmod, const int64_t *rmax, const int64_t *cost, const double *gain,
+                       int64_t ldg, const double *weight, int64_t budget, int64_t rmin,
+                       int64_t *rank, int64_t *prefix_used);
 
 /* Calibrated objective tr((E - BA) H (E - BA)^T) = ||X (Q + BA - W)^T||_F^2 for H = X^T X
  * (pass B = A = NULL, r = 0 for the objective of the bare quantized weight). float64.

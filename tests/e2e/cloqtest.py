@@ -21,6 +21,38 @@ _failures = 0
 _checks = 0
 
 
+GPTQ_TOOL = os.environ.get("CLOQ_GPTQ_TOOL", "build/tests/linalg/gptq_tool")
+
+
+def run_gptq_tool(mode, W, H, params):
+    """tests/linalg/gptq_tool MODE on W (float32) and H (float64; None for rtn): (process,
+    outputs). Outputs (None on failure): MagR's Wout, else [codes, scales, zeros], plus COMQ's
+    objectives [start, result] when the tool wrote them."""
+    d = tempfile.mkdtemp(prefix="cloq-tool-")
+    W.astype("<f4").tofile(os.path.join(d, "W.f32"))
+    if H is not None:
+        H.astype("<f8").tofile(os.path.join(d, "H.f64"))
+    with open(os.path.join(d, "params.txt"), "w") as f:
+        f.write(" ".join(repr(x) for x in params) + "\n")
+    p = subprocess.run([GPTQ_TOOL, mode, d, d], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    out = None
+    if p.returncode == 0:
+        n_out, n_in = W.shape
+        if mode.startswith("magr"):
+            out = np.fromfile(os.path.join(d, "Wout.f32"), "<f4").reshape(n_out, n_in)
+        else:
+            out = [np.fromfile(os.path.join(d, "codes.u8"), np.uint8).reshape(n_out, n_in),
+                   np.fromfile(os.path.join(d, "scales.f32"), "<f4").reshape(n_out, -1),
+                   np.fromfile(os.path.join(d, "zeros.f32"), "<f4").reshape(n_out, -1)]
+            if os.path.exists(os.path.join(d, "obj.f64")):
+                out.append(np.fromfile(os.path.join(d, "obj.f64"), "<f8"))
+    for name in os.listdir(d):
+        os.remove(os.path.join(d, name))
+    os.rmdir(d)
+    return p, out
+
+
 def check(ok, what, expected=None, got=None):
     global _failures, _checks
     _checks += 1

@@ -14,14 +14,11 @@ zero points equal, objectives tr((W - Q) H (W - Q)^T) equal to OBJ_RTOL; MagR ou
 float32 ulp of the row's largest weight.
 """
 import os
-import subprocess
-import tempfile
 
 import numpy as np
 
-from cloqtest import check, done
+from cloqtest import check, done, run_gptq_tool
 
-TOOL = os.environ.get("CLOQ_GPTQ_TOOL", "build/tests/linalg/gptq_tool")
 f32, f64 = np.float32, np.float64
 
 # Fraction of all compared codes that may differ from NumPy's (summation orders differ at the
@@ -31,30 +28,6 @@ CODE_MISMATCH_FRAC = 1e-3
 OBJ_RTOL = 1e-9
 # MagR: |C - NumPy| in float32 ulps of the row's largest |w| (measured: bitwise equal).
 MAGR_ULPS = 1
-
-
-def run_tool(mode, W, H, params):
-    d = tempfile.mkdtemp(prefix="cloq-gptq-")
-    W.astype("<f4").tofile(os.path.join(d, "W.f32"))
-    if H is not None:
-        H.astype("<f8").tofile(os.path.join(d, "H.f64"))
-    with open(os.path.join(d, "params.txt"), "w") as f:
-        f.write(" ".join(repr(x) for x in params) + "\n")
-    p = subprocess.run([TOOL, mode, d, d], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-    out = None
-    if p.returncode == 0:
-        n_out, n_in = W.shape
-        if mode.startswith("magr"):
-            out = np.fromfile(os.path.join(d, "Wout.f32"), "<f4").reshape(n_out, n_in)
-        else:
-            out = (np.fromfile(os.path.join(d, "codes.u8"), np.uint8).reshape(n_out, n_in),
-                   np.fromfile(os.path.join(d, "scales.f32"), "<f4").reshape(n_out, -1),
-                   np.fromfile(os.path.join(d, "zeros.f32"), "<f4").reshape(n_out, -1))
-    for name in os.listdir(d):
-        os.remove(os.path.join(d, name))
-    os.rmdir(d)
-    return p, out
 
 
 # ---- NumPy GPTQ ---------------------------------------------------------------------------------
@@ -199,7 +172,7 @@ for n_out, n_in, t, gs, block, dead in GPTQ_CASES:
             o_np = objective(W, want, gs, H)
             for mode in ("gptq", "gptq_ref"):
                 what = f"{mode} ({n_out}, {n_in}) bits {bits} group {gs} block {block} act_order {ao}"
-                p, got = run_tool(mode, W, H, [n_out, n_in, bits, gs, damp, ao, block])
+                p, got = run_gptq_tool(mode, W, H, [n_out, n_in, bits, gs, damp, ao, block])
                 if got is None:
                     check(False, what + " runs", "exit 0", f"{p.returncode}: {p.stderr.strip()}")
                     continue
@@ -228,7 +201,7 @@ for mode in ("gptq", "gptq_ref"):
 Wbad = np.ones((2, 3), f32)
 Hbad = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 for mode in ("gptq", "gptq_ref"):
-    p, _ = run_tool(mode, Wbad, Hbad, [2, 3, 4, -1, 0.0, 0, 2])
+    p, _ = run_gptq_tool(mode, Wbad, Hbad, [2, 3, 4, -1, 0.0, 0, 2])
     check(p.returncode == 1 and "not positive definite" in p.stderr and "--damp" in p.stderr,
           f"{mode}: indefinite H with damp 0 fails naming --damp", "exit 1 + message",
           f"{p.returncode}: {p.stderr.strip()}")
@@ -242,7 +215,7 @@ for n_out, n_in, t, gs, alpha, iters in MAGR_CASES:
     ulp = np.spacing(np.abs(W).max(1).astype(f32)).astype(f64)[:, None]
     for mode in ("magr", "magr_ref"):
         what = f"{mode} ({n_out}, {n_in}) group {gs} alpha {alpha} iters {iters}"
-        p, got = run_tool(mode, W, H, [n_out, n_in, alpha, iters, gs])
+        p, got = run_gptq_tool(mode, W, H, [n_out, n_in, alpha, iters, gs])
         if got is None:
             check(False, what + " runs", "exit 0", f"{p.returncode}: {p.stderr.strip()}")
             continue

@@ -1,10 +1,15 @@
-/* gptq_tool: runs one GPTQ, MagR or RTN problem read from files, so that tests/e2e can check the
- * C kernels against an independent NumPy derivation. A test helper, not a test.
+/* gptq_tool: runs one GPTQ, COMQ, MagR or RTN problem read from files, so that tests/e2e can
+ * check the C kernels against an independent NumPy derivation. A test helper, not a test.
  *
  *   gptq_tool gptq|gptq_ref|rtn IN_DIR OUT_DIR
  *       IN_DIR/params.txt: n_out n_in bits group_size damp act_order block
  *       IN_DIR/W.f32 (n_out, n_in) float32, IN_DIR/H.f64 (n_in, n_in) float64 (not read by rtn)
  *       -> OUT_DIR/codes.u8 (n_out, n_in), scales.f32 and zeros.f32 (n_out, n_groups)
+ *   gptq_tool comq|comq_ref IN_DIR OUT_DIR
+ *       IN_DIR/params.txt: n_out n_in bits group_size damp iters init act_order block
+ *       (init 0: RTN start, 1: GPTQ start); W.f32, H.f64 as above
+ *       -> OUT_DIR/codes.u8, scales.f32, zeros.f32 as above, obj.f64 (2): f at the start and of
+ *          the result
  *   gptq_tool magr|magr_ref IN_DIR OUT_DIR
  *       IN_DIR/params.txt: n_out n_in alpha iters group_size; W.f32, H.f64 as above
  *       -> OUT_DIR/Wout.f32 (n_out, n_in)
@@ -59,13 +64,15 @@ static int write_file(const char *dir, const char *name, const void *buf, size_t
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: gptq_tool gptq|gptq_ref|rtn|magr|magr_ref IN_DIR OUT_DIR\n");
+    fprintf(stderr, "usage: gptq_tool gptq|gptq_ref|comq|comq_ref|rtn|magr|magr_ref IN_DIR "
+            "OUT_DIR\n");
     return 2;
   }
   const char *mode = argv[1], *in = argv[2], *out = argv[3];
   const int is_magr = !strcmp(mode, "magr") || !strcmp(mode, "magr_ref");
   const int is_gptq = !strcmp(mode, "gptq") || !strcmp(mode, "gptq_ref");
-  if (!is_magr && !is_gptq && strcmp(mode, "rtn") != 0) {
+  const int is_comq = !strcmp(mode, "comq") || !strcmp(mode, "comq_ref");
+  if (!is_magr && !is_gptq && !is_comq && strcmp(mode, "rtn") != 0) {
     fprintf(stderr, "gptq_tool: unknown mode %s\n", mode);
     return 2;
   }
@@ -77,10 +84,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   long long n_out = 0, n_in = 0, group = 0, block = 0, iters = 0;
-  int bits = 0, act_order = 0, nread;
+  int bits = 0, act_order = 0, init = 0, nread;
   double damp = 0.0, alpha = 0.0;
   if (is_magr)
     nread = fscanf(f, "%lld %lld %lf %lld %lld", &n_out, &n_in, &alpha, &iters, &group) == 5;
+  else if (is_comq)
+    nread = fscanf(f, "%lld %lld %d %lld %lf %lld %d %d %lld", &n_out, &n_in, &bits, &group,
+                   &damp, &iters, &init, &act_order, &block) == 9;
   else
     nread = fscanf(f, "%lld %lld %d %lld %lf %d %lld", &n_out, &n_in, &bits, &group, &damp,
                    &act_order, &block) == 7;
@@ -102,11 +112,19 @@ int main(int argc, char **argv) {
   if (!W || (strcmp(mode, "rtn") && !H) || !Wout || !scales || !zeros || !codes) goto done;
   const cloq_gptq_params p = {.bits = bits, .group_size = group, .damp = damp,
                               .act_order = act_order, .block = block};
+  const cloq_comq_params cp = {.bits = bits, .group_size = group, .damp = damp,
+                               .iters = (int)iters, .init = init, .act_order = act_order,
+                               .block = block};
+  double obj[2] = {0.0, 0.0};
   int krc;
   if (!strcmp(mode, "gptq"))
     krc = cloq_quant_gptq(W, n_out, n_in, H, &p, codes, scales, zeros);
   else if (!strcmp(mode, "gptq_ref"))
     krc = cloq_quant_gptq_ref(W, n_out, n_in, H, &p, codes, scales, zeros);
+  else if (!strcmp(mode, "comq"))
+    krc = cloq_quant_comq(W, n_out, n_in, H, &cp, codes, scales, zeros, obj);
+  else if (!strcmp(mode, "comq_ref"))
+    krc = cloq_quant_comq_ref(W, n_out, n_in, H, &cp, codes, scales, zeros, obj);
   else if (!strcmp(mode, "rtn"))
     krc = cloq_quant_rtn(W, n_out, n_in, bits, group, codes, scales, zeros);
   else if (!strcmp(mode, "magr"))
@@ -123,7 +141,8 @@ int main(int argc, char **argv) {
   else
     rc = write_file(out, "codes.u8", codes, nel) ||
          write_file(out, "scales.f32", scales, (size_t)ng * (size_t)n_out * sizeof(float)) ||
-         write_file(out, "zeros.f32", zeros, (size_t)ng * (size_t)n_out * sizeof(float));
+         write_file(out, "zeros.f32", zeros, (size_t)ng * (size_t)n_out * sizeof(float)) ||
+         (is_comq && write_file(out, "obj.f64", obj, sizeof obj));
   rc = rc ? 2 : 0;
 done:
   free(W);

@@ -32,31 +32,6 @@ static const double RTN_GAIN_MAX_RATIO = 0.85, RTN_GAIN_MIN_ROWS = 0.70;
 
 enum { ITERS = 200 };
 
-/* A low-rank correlated problem: X = (Z A / sqrt(k) + noise E) diag(exp(N(0, 0.25))), Z (t, k),
- * k = n_in / 4, so H has many small eigenvalues (directions MagR can move W along almost for
- * free), and W is N(0, 0.02) with every 37th entry x10 (outliers that set RTN's ranges). */
-static void make_problem(int64_t n_out, int64_t n_in, int64_t t, uint64_t seed, float *W,
-                         double *H) {
-  const int64_t k = n_in / 4;
-  cloq_rng g;
-  cloq_rng_seed(&g, seed);
-  double *Z = XALLOC(double, t * k), *A = XALLOC(double, k * n_in);
-  double *Xd = XALLOC(double, t * n_in);
-  float *X = XALLOC(float, t * n_in);
-  fill_normal_d(Z, t * k, &g, 1.0);
-  fill_normal_d(A, k * n_in, &g, 1.0 / sqrt((double)k));
-  matmul_d(Z, A, t, k, n_in, Xd);
-  for (int64_t c = 0; c < n_in; c++) {
-    const double s = exp(0.5 * cloq_rng_normal(&g));
-    for (int64_t r = 0; r < t; r++)
-      X[r * n_in + c] = (float)((Xd[r * n_in + c] + 0.05 * cloq_rng_normal(&g)) * s);
-  }
-  gram_full(X, t, n_in, H);
-  fill_normal_f(W, n_out * n_in, &g, 0.02);
-  for (int64_t i = 0; i < n_out * n_in; i += 37) W[i] *= 10.0f;
-  free(Z), free(A), free(Xd), free(X);
-}
-
 /* Row r's e^T H e for e = a - b (float arrays), float64. */
 static double row_quad(const float *a, const float *b, int64_t n, const double *H) {
   double total = 0.0;
@@ -155,7 +130,7 @@ static void test_magr_fast_matches_ref(void **state) {
     float *W = XALLOC(float, n_out * n_in), *Wf = XALLOC(float, n_out * n_in);
     float *Wr = XALLOC(float, n_out * n_in);
     double *H = XALLOC(double, n_in * n_in);
-    make_problem(n_out, n_in, cases[k].t, 700u + k, W, H);
+    outlier_problem(n_out, n_in, cases[k].t, 700u + k, W, H);
     EXPECT_OK(cloq_magr(W, n_out, n_in, H, cases[k].alpha, ITERS, cases[k].gs, Wf));
     EXPECT_OK(cloq_magr_ref(W, n_out, n_in, H, cases[k].alpha, ITERS, cases[k].gs, Wr));
     for (int64_t r = 0; r < n_out; r++) {
@@ -184,7 +159,7 @@ static void test_magr_properties(void **state) {
   double *H = XALLOC(double, n_in * n_in);
   double worst_rel[2] = {0.0, 0.0}, mean_shrink[2] = {0.0, 0.0};
   for (int trial = 0; trial < 3; trial++) {
-    make_problem(n_out, n_in, t, 4000u + (uint64_t)trial, W, H);
+    outlier_problem(n_out, n_in, t, 4000u + (uint64_t)trial, W, H);
     double wHw = 0.0;
     float *zero = XALLOC(float, n_in);
     for (int64_t r = 0; r < n_out; r++) wHw += row_quad(W + r * n_in, zero, n_in, H);
@@ -254,7 +229,7 @@ static void test_magr_helps_rtn(void **state) {
   float s[32], z[32];
   double worst_ratio = 0.0, worst_rows = 1.0;
   for (int trial = 0; trial < 3; trial++) {
-    make_problem(n_out, n_in, t, 8100u + (uint64_t)trial, W, H);
+    outlier_problem(n_out, n_in, t, 8100u + (uint64_t)trial, W, H);
     EXPECT_OK(cloq_magr(W, n_out, n_in, H, 1e-3, ITERS, -1, Wm));
     for (int bits = 3; bits <= 4; bits++) {
       EXPECT_OK(cloq_quant_rtn(W, n_out, n_in, bits, -1, c, s, z));

@@ -110,4 +110,35 @@ static inline void gram_full(const float *X, int64_t t, int64_t n, double *H) {
   cloq_gram_symmetrize(H, n);
 }
 
+/* H (n, n) = X^T X of a low-rank correlated X (t, n): X = (Z M / sqrt(k) + 0.05 N) diag(s),
+ * Z (t, k) and M (k, n) standard normal, k = max(n / 4, 1), s_c = exp(N(0, 0.25)): k large
+ * eigenvalues and many small ones, columns scaled unevenly (MagR's, COMQ's and QuAILoRA's test
+ * problems). Draws from g in that order. */
+static inline void correlated_gram(int64_t n, int64_t t, cloq_rng *g, double *H) {
+  const int64_t k = n / 4 > 0 ? n / 4 : 1;
+  double *Z = XALLOC(double, t * k), *M = XALLOC(double, k * n), *Xd = XALLOC(double, t * n);
+  float *X = XALLOC(float, t * n);
+  fill_normal_d(Z, t * k, g, 1.0);
+  fill_normal_d(M, k * n, g, 1.0 / sqrt((double)k));
+  matmul_d(Z, M, t, k, n, Xd);
+  for (int64_t c = 0; c < n; c++) {
+    const double s = exp(0.5 * cloq_rng_normal(g));
+    for (int64_t r = 0; r < t; r++)
+      X[r * n + c] = (float)((Xd[r * n + c] + 0.05 * cloq_rng_normal(g)) * s);
+  }
+  gram_full(X, t, n, H);
+  free(Z), free(M), free(Xd), free(X);
+}
+
+/* correlated_gram's H (n_in, t samples) and W (n_out, n_in) N(0, 0.02) with every 37th entry x10
+ * (outliers that set RTN's ranges), from one stream seeded with `seed` (MagR's and COMQ's tests). */
+static inline void outlier_problem(int64_t n_out, int64_t n_in, int64_t t, uint64_t seed, float *W,
+                                   double *H) {
+  cloq_rng g;
+  cloq_rng_seed(&g, seed);
+  correlated_gram(n_in, t, &g, H);
+  fill_normal_f(W, n_out * n_in, &g, 0.02);
+  for (int64_t i = 0; i < n_out * n_in; i += 37) W[i] *= 10.0f;
+}
+
 #endif
