@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cloq_err.h"
+#include "cloq_modules.h"
 #include "cloq_signal.h"
 
 /* Whether path names the file or folder whose stat is st. */
@@ -87,6 +88,11 @@ static void defaults(cloq_opts *o) {
   o->magr_alpha = -1;
   o->magr_iters = 200;
   o->loftq_iters = 5;
+  o->cloq_iters = 1;
+  o->comq_iters = 3;
+  o->comq_init = "rtn";
+  o->quailora_iters = 10;
+  o->rank_weight = "relative";
 }
 
 void cloq_cli_usage(int cmd) {
@@ -117,12 +123,25 @@ void cloq_cli_usage(int cmd) {
         "  --bits N               2 | 3 | 4 | 8 (default 4)\n"
         "  --group-size N         input columns per quantization group, -1 = whole row (default 128)\n"
         "  --rank N               LoRA rank r (default 16)\n"
-        "  --init I               zero | svd | cloq | loftq (default cloq). loftq alternates\n"
-        "                         Q = quant(W - L), L = SVD_r(W - Q), --loftq-iters times\n"
+        "  --init I               zero | svd | cloq | loftq | quailora (default cloq). loftq\n"
+        "                         alternates Q = quant(W - L), L = SVD_r(W - Q), --loftq-iters\n"
+        "                         times; quailora refines the svd init by calibrated least squares\n"
+        "  --cloq-iters T         cloq: T joint alternations Q = quant(W - L), L = CLoQ(W - Q) at\n"
+        "                         the largest rank (default 1: the closed form for quant(W)); the\n"
+        "                         iterate of the lowest calibrated objective is kept\n"
         "  --loftq-iters T        LoftQ alternations (default 5; 1 equals --init svd); the\n"
         "                         iterate of the lowest calibrated objective is kept\n"
-        "  --quantizer Q          rtn | gptq (default rtn). gptq: GPTQ/OPTQ with the same damped\n"
-        "                         Gram matrix, same grid and groups as rtn\n"
+        "  --quailora-iters K     quailora: alternations of the B and A solves (default 10)\n"
+        "  --rank-budget N        init: total LoRA parameters, sum of r_m (n_out + n_in) over every\n"
+        "                         module; ranks are allocated per module (at most --rank) to\n"
+        "                         minimize the calibrated objective (see README)\n"
+        "  --rank-weight W        relative | raw (default relative): a module's gain measured\n"
+        "                         relative to its zero-init objective, or raw\n"
+        "  --quantizer Q          rtn | gptq | comq (default rtn). gptq: GPTQ/OPTQ with the same\n"
+        "                         damped Gram matrix, same grid and groups as rtn; comq: greedy\n"
+        "                         coordinate descent over codes, scales and zeros on that objective\n"
+        "  --comq-iters K         comq: coordinate-descent sweeps (default 3)\n"
+        "  --comq-init Q          comq: rtn | gptq, the starting grid (default rtn)\n"
         "  --act-order            gptq: quantize columns by decreasing H_jj (groups stay\n"
         "                         consecutive columns, their grids fixed beforehand)\n"
         "  --gptq-block N         gptq: lazy batch width (default 128)\n"
@@ -357,6 +376,14 @@ int cloq_args_unknown(const cloq_args *s) {
   return CLOQ_FAIL("unknown option %s for 'cloq %s' (see cloq %s --help)", s->flag, s->cmd, s->cmd);
 }
 
+/* A flag that only applies with another setting: an error when given without it. */
+static int check_given(const cloq_args *s, const char *flag, const char *needs, int ok) {
+  if (ok) return CLOQ_OK;
+  for (int k = 0; k < s->nseen; k++)
+    if (!strcmp(s->seen[k], flag)) return CLOQ_FAIL("%s needs %s", flag, needs);
+  return CLOQ_OK;
+}
+
 static int one_of(const char *flag, const char *v, const char *const *allowed) {
   for (int i = 0; allowed[i]; i++)
     if (strcmp(v, allowed[i]) == 0) return CLOQ_OK;
@@ -472,11 +499,25 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
       CLOQ_CHECK(o->group_size != 0, "--group-size: 0 is not allowed (use -1 for whole rows)");
     } else if (init && !sweep && cloq_args_is(&sc, "--rank")) CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->rank));
     else if (init && cloq_args_is(&sc, "--init")) {
-      CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", "loftq", NULL}));
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"zero", "svd", "cloq", "loftq", "quailora", NULL}));
       o->init = a;
     } else if (init && cloq_args_is(&sc, "--quantizer")) {
-      CLOQ_CALL(one_of(f, a, (const char *const[]){"rtn", "gptq", NULL}));
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"rtn", "gptq", "comq", NULL}));
       o->quantizer = a;
+    } else if (init && cloq_args_is(&sc, "--cloq-iters")) {
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, CLOQ_MAX_ITERS, &o->cloq_iters));
+    } else if (init && cloq_args_is(&sc, "--comq-iters")) {
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 10, &o->comq_iters));
+    } else if (init && cloq_args_is(&sc, "--comq-init")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"rtn", "gptq", NULL}));
+      o->comq_init = a;
+    } else if (init && cloq_args_is(&sc, "--quailora-iters")) {
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 0, CLOQ_MAX_ITERS - 1, &o->quailora_iters));
+    } else if (init && !sweep && cloq_args_is(&sc, "--rank-budget")) {
+      CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, INT64_MAX, &o->rank_budget));
+    } else if (init && !sweep && cloq_args_is(&sc, "--rank-weight")) {
+      CLOQ_CALL(one_of(f, a, (const char *const[]){"raw", "relative", NULL}));
+      o->rank_weight = a;
     } else if (init && cloq_args_is(&sc, "--gptq-block")) {
       CLOQ_CALL(cloq_cli_parse_i64(f, a, 1, 1 << 20, &o->gptq_block));
     } else if (init && cloq_args_is(&sc, "--magr-alpha")) {
@@ -523,8 +564,17 @@ int cloq_cli_parse(int argc, char **argv, cloq_opts *o) {
                "block's weights by Q + B A in memory)");
     CLOQ_CHECK(o->out, "--out is required");
     CLOQ_CALL(check_output("--out", o->out, sweep, inputs, 4));
-    CLOQ_CHECK(!o->act_order || !strcmp(o->quantizer, "gptq"),
-               "--act-order needs --quantizer gptq");
+    CLOQ_CHECK(!o->act_order || !strcmp(o->quantizer, "gptq") ||
+                   (!strcmp(o->quantizer, "comq") && !strcmp(o->comq_init, "gptq")),
+               "--act-order needs --quantizer gptq (or comq with --comq-init gptq)");
+    CLOQ_CALL(check_given(&sc, "--cloq-iters", "--init cloq", !strcmp(o->init, "cloq")));
+    CLOQ_CALL(check_given(&sc, "--quailora-iters", "--init quailora",
+                          !strcmp(o->init, "quailora")));
+    CLOQ_CALL(check_given(&sc, "--comq-iters", "--quantizer comq", !strcmp(o->quantizer, "comq")));
+    CLOQ_CALL(check_given(&sc, "--comq-init", "--quantizer comq", !strcmp(o->quantizer, "comq")));
+    CLOQ_CALL(check_given(&sc, "--rank-weight", "--rank-budget", o->rank_budget > 0));
+    CLOQ_CHECK(!o->rank_budget || !strcmp(o->init, "cloq"),
+               "--rank-budget needs --init cloq (ranks are allocated by CLoQ's eigenvalues)");
     if (o->magr_alpha < 0) o->magr_alpha = o->group_size == -1 ? 1e-3 : 1e-4;
     CLOQ_CHECK(!o->export_format || o->export_dir, "--export-format needs --export DIR");
     /* refuse before hours of work, not after: cloq export itself refuses an existing DIR that

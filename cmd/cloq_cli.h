@@ -22,14 +22,20 @@ typedef struct {
   int bits;
   int64_t group_size;
   int64_t rank;
-  const char *init;       /* zero | svd | cloq | loftq */
-  const char *quantizer;  /* rtn | gptq */
+  const char *init;       /* zero | svd | cloq | loftq | quailora */
+  const char *quantizer;  /* rtn | gptq | comq */
   int act_order;          /* --act-order (gptq) */
   int64_t gptq_block;     /* --gptq-block: lazy batch width (gptq) */
   int magr;               /* --magr: MagR preprocessing before the quantizer */
   double magr_alpha;      /* --magr-alpha (< 0: default, 1e-3 whole rows, 1e-4 groups) */
   int64_t magr_iters;     /* --magr-iters */
   int64_t loftq_iters;    /* --loftq-iters T (init loftq) */
+  int64_t cloq_iters;     /* --cloq-iters T (init cloq; 1: the closed form alone) */
+  int64_t comq_iters;     /* --comq-iters K (quantizer comq) */
+  const char *comq_init;  /* --comq-init rtn | gptq (quantizer comq) */
+  int64_t quailora_iters; /* --quailora-iters K (init quailora) */
+  int64_t rank_budget;    /* --rank-budget N: total LoRA parameters (0: off; init only) */
+  const char *rank_weight;/* --rank-weight raw | relative: how the budget weighs modules */
   double damp;
   int64_t nsamples;
   int64_t seqlen;         /* 0: min(2048, max_position_embeddings) */

@@ -95,6 +95,7 @@ typedef struct {
   char old[PATH_CAP + 16];     /* DIR.old: an earlier export moved aside during the swap */
   char base_abs[PATH_CAP];/* absolute DIR/base, what the adapter points to */
   double lora_alpha;
+  int64_t *ranks;         /* a --rank-budget store: each module's rank (n_layers x 7), else NULL */
   /* the store module being turned into tensors */
   cloq_qmodule q;
   int64_t qb;
@@ -223,10 +224,16 @@ static int produce(ex_ctx *c, const cloq_hf_tensor *t, const ex_src *s, void *bu
     cloq_dequant(c->q.codes, c->q.scales, c->q.zeros, c->q.n_out, c->q.n_in, c->meta.group_size,
                  f);
     return cloq_hf_from_f32(f, n, t->dtype, buf, t->name);
-  case SRC_LORA_A:
+  case SRC_LORA_A: /* the leading rows: the module's own rank */
     memcpy(buf, c->q.A, (size_t)n * sizeof(float));
     return CLOQ_OK;
-  case SRC_LORA_B:
+  case SRC_LORA_B: /* the leading t->shape[1] columns (the module's rank), compacted in place */
+    if (t->shape[1] < c->q.rank) {
+      for (int64_t i = 0; i < t->shape[0]; i++)
+        memmove(c->q.B + i * t->shape[1], c->q.B + i * c->q.rank,
+                (size_t)t->shape[1] * sizeof(float));
+      c->qb = -1; /* q.B is no longer the store's */
+    }
     return cloq_peft_lora_b(c->q.B, n, c->meta.rank, c->lora_alpha, buf, t->name);
   case SRC_QWEIGHT:
     cloq_gptq_qweight(&c->q, c->meta.bits, buf, t->shape[0]);
@@ -348,7 +355,7 @@ static int plan_adapter(ex_ctx *c, plan *p) {
       char nm[160];
       snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)b, cloq_module_name[m]);
       cloq_hf_tensor t[2];
-      cloq_peft_tensors(nm, no, ni, c->meta.rank, t);
+      cloq_peft_tensors(nm, no, ni, c->ranks ? c->ranks[b * CLOQ_NMOD + m] : c->meta.rank, t);
       for (int k = 0; k < 2; k++) CLOQ_CALL(add(p, &t[k], SRC_LORA_A + k, b, m, NULL));
     }
   return CLOQ_OK;
@@ -471,7 +478,8 @@ static int export_adapter(ex_ctx *c) {
               "model %s, but the LoRA factors belong to the quantized base; export "
               "--format safetensors,peft to get both", base);
   }
-  return cloq_peft_write_config(dir, base, c->meta.rank, c->lora_alpha);
+  return cloq_peft_write_config(dir, base, c->meta.rank, c->lora_alpha, c->ranks,
+                                c->cfg.n_layers);
 }
 
 static int export_gptq(ex_ctx *c) {
@@ -607,6 +615,15 @@ static int swap_in(ex_ctx *c) {
   return CLOQ_OK;
 }
 
+/* Each module's own rank (a --rank-budget store). */
+static int load_ranks(ex_ctx *c) {
+  int64_t n = c->cfg.n_layers * CLOQ_NMOD;
+  CLOQ_ALLOC(c->ranks, n, "module ranks");
+  for (int64_t k = 0; k < n; k++)
+    CLOQ_CALL(cloq_store_read_rank(c->store, k / CLOQ_NMOD, (int)(k % CLOQ_NMOD), &c->ranks[k]));
+  return CLOQ_OK;
+}
+
 static int load_inputs(ex_ctx *c) {
   const cloq_export_opts *o = c->o;
   if (o->model) {
@@ -627,12 +644,14 @@ static int load_inputs(ex_ctx *c) {
     CLOQ_CHECK(b == 2 || b == 3 || b == 4 || b == 8, "store %s: bits %d is not 2, 3, 4 or 8",
                o->store, b);
     c->lora_alpha = o->lora_alpha > 0 ? o->lora_alpha : (double)c->meta.rank;
+    if (c->meta.rank_budget) CLOQ_CALL(load_ranks(c));
   }
   return CLOQ_OK;
 }
 
 static void ctx_free(ex_ctx *c) {
   cloq_qmodule_free(&c->q);
+  free(c->ranks);
   free(c->scratch);
   free(c->zcol);
   cloq_tok_free(&c->tok);

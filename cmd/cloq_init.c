@@ -57,8 +57,16 @@ static void make_params(const cloq_opts *o, cloq_init_params *ip) {
   ip->init = !strcmp(o->init, "zero")    ? CLOQ_INIT_ZERO
              : !strcmp(o->init, "svd")   ? CLOQ_INIT_SVD
              : !strcmp(o->init, "loftq") ? CLOQ_INIT_LOFTQ
+             : !strcmp(o->init, "quailora") ? CLOQ_INIT_QUAILORA
                                          : CLOQ_INIT_CLOQ;
-  ip->quantizer = !strcmp(o->quantizer, "gptq") ? CLOQ_QUANT_GPTQ : CLOQ_QUANT_RTN;
+  ip->quantizer = !strcmp(o->quantizer, "gptq")   ? CLOQ_QUANT_GPTQ
+                  : !strcmp(o->quantizer, "comq") ? CLOQ_QUANT_COMQ
+                                                  : CLOQ_QUANT_RTN;
+  ip->cloq_iters = (int)o->cloq_iters;
+  ip->comq_iters = (int)o->comq_iters;
+  ip->comq_init = !strcmp(o->comq_init, "gptq") ? CLOQ_COMQ_INIT_GPTQ : CLOQ_COMQ_INIT_RTN;
+  ip->quailora_iters = (int)o->quailora_iters;
+  ip->rank_budget = o->rank_budget;
   ip->act_order = o->act_order;
   ip->gptq_block = o->gptq_block;
   ip->magr = o->magr;
@@ -73,6 +81,15 @@ static void make_params(const cloq_opts *o, cloq_init_params *ip) {
 }
 
 static int check_ranks(const cloq_opts *o, const cloq_config *cfg) {
+  int64_t floor = 0; /* --rank-budget: rank 1 in every module */
+  for (int m = 0; m < CLOQ_NMOD; m++) {
+    int64_t no, ni;
+    cloq_module_shape(cfg, m, &no, &ni);
+    floor += cfg->n_layers * (no + ni);
+  }
+  CLOQ_CHECK(!o->rank_budget || o->rank_budget >= floor,
+             "--rank-budget %lld is below the %lld parameters of rank 1 in every module",
+             (long long)o->rank_budget, (long long)floor);
   for (int i = 0; i < o->nranks; i++) {
     int64_t r = o->rank_list[i];
     for (int m = 0; m < CLOQ_NMOD; m++) {
@@ -146,6 +163,10 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
       if (!cloq) f += 2.0 * no * ni * rmax;                                  /* V^T F */
       /* LoftQ: the first alternation is shared by the ranks; each rank then does T - 1 more */
       if (loftq) f *= 1.0 + (double)ip->nranks * (double)(ip->loftq_iters > 1 ? ip->loftq_iters - 1 : 0);
+      if (cloq) f *= (double)ip->cloq_iters; /* the joint alternation: a solve per iterate */
+      /* QuAILoRA: per rank and alternation, E Hd A^T, A Hd A^T and B^T E */
+      if (ip->init == CLOQ_INIT_QUAILORA)
+        f += (double)ip->quailora_iters * (4.0 * no * ni + 4.0 * ni * ni) * rsum;
     }
     initf += f;
     double ws = 8 * ni * ni                    /* the unit's factor */
@@ -156,8 +177,14 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
             + 8 * (ns + 2 * no) * rmax * 2;    /* eigenvectors, F P, V (and LoftQ's first) */
     /* LoftQ: its target; from 2 alternations the first error and the best iterate kept */
     if (loftq) ws += 4 * no * ni + (ip->loftq_iters > 1 ? 9 * no * ni + 4 * rmax * (no + ni) : 0);
+    /* CLoQ's alternation: its target, the kept iterate's quantization, factors and basis */
+    if (cloq && ip->cloq_iters > 1) ws += 9 * no * ni + 4 * rmax * (no + ni) + 16 * no * rmax;
     if (ip->magr) ws += 4 * no * ni + 8 * ni * ni; /* MagR's weight, its eigensolver's copy of H */
-    if (ip->quantizer == CLOQ_QUANT_GPTQ) ws += 8 * ni * ni * 2 + no * ni * 8;
+    if (ip->quantizer == CLOQ_QUANT_GPTQ || (ip->quantizer == CLOQ_QUANT_COMQ &&
+                                             ip->comq_init == CLOQ_COMQ_INIT_GPTQ))
+      ws += 8 * ni * ni * 2 + no * ni * 8;
+    /* COMQ: Hd, its rows' orders and G = R Hd, R for a block of 256 rows */
+    if (ip->quantizer == CLOQ_QUANT_COMQ) ws += 8 * ni * ni + 3 * 8 * 256 * ni;
     if (ws > init_ws) init_ws = ws;
   }
   double fwd_flops = tok * (2 * params + 4 * T / 2 * qd); /* linears + causal attention */
@@ -454,7 +481,15 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
     for (int i = 0; i < o->nbits; i++) printf("%s%d", i ? "," : " ", o->bits_list[i]);
     printf(", group %lld, init %s, rank", (long long)o->group_size, o->init);
     for (int i = 0; i < o->nranks; i++) printf("%s%lld", i ? "," : " ", (long long)o->rank_list[i]);
-    printf(", damp %g, seed %lld, propagate %s\n", o->damp, (long long)o->seed, o->propagate);
+    printf(", damp %g, seed %lld, propagate %s", o->damp, (long long)o->seed, o->propagate);
+    if (!strcmp(o->quantizer, "comq"))
+      printf(", comq %lld sweeps from %s", (long long)o->comq_iters, o->comq_init);
+    if (!strcmp(o->init, "cloq") && o->cloq_iters > 1)
+      printf(", %lld joint alternations", (long long)o->cloq_iters);
+    if (!strcmp(o->init, "quailora")) printf(", %lld QuAILoRA alternations", (long long)o->quailora_iters);
+    if (o->rank_budget)
+      printf(", rank budget %lld parameters (%s weights)", (long long)o->rank_budget, o->rank_weight);
+    printf("\n");
     printf("calibration: %lld samples, %lld tokens from %s (%s", (long long)stats[0],
            (long long)stats[2], o->calib, o->calib_format);
     if (o->calib_field)
@@ -494,6 +529,7 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
   int64_t nl = c.cfg.n_layers;
   r.todo = calloc((size_t)(nl * r.nconf), 1);
   AGREE(r.todo ? CLOQ_OK : CLOQ_FAIL("out of memory"));
+  const int comq = !strcmp(o->quantizer, "comq");
   for (int ib = 0; ib < o->nbits; ib++)
     for (int ir = 0; ir < o->nranks; ir++) {
       int k = ib * o->nranks + ir;
@@ -508,11 +544,20 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
                               .nranks = c.size,
                               .dist_threshold = o->dist_threshold,
                               .act_order = o->act_order,
-                              .gptq_block = !strcmp(o->quantizer, "gptq") ? o->gptq_block : 0,
+                              .gptq_block = !strcmp(o->quantizer, "gptq") ||
+                                                    (comq && !strcmp(o->comq_init, "gptq"))
+                                                ? o->gptq_block : 0,
                               .magr = o->magr,
                               .magr_alpha = o->magr ? o->magr_alpha : 0,
                               .magr_iters = o->magr ? o->magr_iters : 0,
-                              .loftq_iters = !strcmp(o->init, "loftq") ? o->loftq_iters : 0};
+                              .loftq_iters = !strcmp(o->init, "loftq") ? o->loftq_iters : 0,
+                              .cloq_iters = !strcmp(o->init, "cloq") && o->cloq_iters > 1
+                                                ? o->cloq_iters : 0,
+                              .comq_iters = comq ? o->comq_iters : 0,
+                              .comq_init = comq && !strcmp(o->comq_init, "gptq"),
+                              .quailora_iters = !strcmp(o->init, "quailora") ? o->quailora_iters : 0,
+                              .rank_budget = o->rank_budget,
+                              .rank_weight_raw = o->rank_budget && !strcmp(o->rank_weight, "raw")};
       snprintf(meta.model, sizeof meta.model, "%s", o->model);
       snprintf(meta.calib, sizeof meta.calib, "%s", o->calib);
       snprintf(meta.calib_format, sizeof meta.calib_format, "%s", o->calib_format);
@@ -569,6 +614,13 @@ int cloq_cmd_init(const cloq_opts *o, MPI_Comm comm) {
       fflush(stdout);
     }
     AGREE(init_blocks(&r, &c, &x));
+  }
+  for (int k = 0; k < r.nconf && o->rank_budget; k++) { /* init: one store */
+    int64_t used = 0;
+    AGREE(cloq_store_allocate_ranks(r.stores[k], !strcmp(o->rank_weight, "relative"), &used));
+    if (c.rank == 0)
+      printf("rank budget: %lld of %lld LoRA parameters allocated (%s weights, ranks 1 to %lld)\n",
+             (long long)used, (long long)o->rank_budget, o->rank_weight, (long long)o->rank);
   }
   for (int k = 0; k < r.nconf; k++)
     if (r.stores[k]) AGREE(cloq_store_finish(&r.stores[k]));

@@ -8,6 +8,9 @@
 
 #include "cloq_config.h"
 
+/* The most iterations an iterative init records (--cloq-iters, --quailora-iters). */
+enum { CLOQ_MAX_ITERS = 256 };
+
 enum {
   CLOQ_M_Q, CLOQ_M_K, CLOQ_M_V, CLOQ_M_O, CLOQ_M_GATE, CLOQ_M_UP, CLOQ_M_DOWN, CLOQ_NMOD
 };
@@ -62,6 +65,19 @@ typedef struct {
   /* Calibrated objective tr((W - Q - BA) Hd (W - Q - BA)^T) with the damped Gram matrix Hd, and
    * that of the same quantizer's Q with B A = 0 (the zero init); NaN where not computed. */
   double objective, objective_zero;
+  /* Iterative inits (--cloq-iters T > 1, quailora): the objective of each iterate, in order
+   * (cloq: T iterates of the alternation, at the sweep's largest rank; quailora: the svd start,
+   * then each alternation), and which one the factors are (1-based). n_iter 0: not iterative. */
+  int n_iter, iter_chosen;
+  double iter_obj[CLOQ_MAX_ITERS + 1];
+  /* --rank-budget runs only (else NULL): the CLoQ basis V (n_out, rank), float32, and what each of
+   * its columns captures of the objective (rank), from which the ranks are allocated at the end
+   * (cloq_store_allocate_ranks). */
+  float *basis;
+  double *captured;
+  /* The module's own LoRA rank after a --rank-budget allocation (its factors' rows/columns from
+   * it to `rank` are zero); 0: `rank`. */
+  int64_t rank_alloc;
 } cloq_qmodule;
 
 /* Sets the shapes of module m for a group size and LoRA rank; arrays stay NULL. */
@@ -70,6 +86,8 @@ void cloq_qmodule_shape(const cloq_config *cfg, int m, int64_t group_size, int64
 /* Sets the shapes and allocates zeroed arrays (the error names block b and the module). */
 int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_size,
                        int64_t rank, cloq_qmodule *q);
+/* Allocates q's basis and captured arrays (a --rank-budget run), zeroed. */
+int cloq_qmodule_alloc_budget(cloq_qmodule *q);
 /* Frees the arrays; accepts a zeroed or partly allocated q. */
 void cloq_qmodule_free(cloq_qmodule *q);
 

@@ -24,31 +24,64 @@
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 
-static int attr_write(hid_t obj, const char *name, hid_t type, const void *v) {
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = a < 0 ? -1 : H5Awrite(a, type, v);
+/* Attribute `name` of obj (one of that name replaced) with dataspace sp (closed here), stored as
+ * ftype from memory of mtype. */
+static int attr_write_space(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *v,
+                            hid_t sp) {
+  if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+  hid_t a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = a < 0 ? -1 : H5Awrite(a, mtype, v);
   if (a >= 0) H5Aclose(a);
   H5Sclose(sp);
   CLOQ_CHECK(e >= 0, "HDF5: writing attribute %s failed", name);
   return CLOQ_OK;
 }
 
+int store_attr_write(hid_t obj, const char *name, hid_t type, const void *v) {
+  return attr_write_space(obj, name, type, type, v, H5Screate(H5S_SCALAR));
+}
+
 static int attr_str(hid_t obj, const char *name, const char *v) {
   hid_t t = H5Tcopy(H5T_C_S1);
   H5Tset_size(t, strlen(v) + 1);
   H5Tset_strpad(t, H5T_STR_NULLTERM);
-  int rc = attr_write(obj, name, t, v);
+  int rc = store_attr_write(obj, name, t, v);
   H5Tclose(t);
   return rc;
 }
 
 static int attr_i64(hid_t obj, const char *name, int64_t v) {
-  return attr_write(obj, name, H5T_NATIVE_INT64, &v);
+  return store_attr_write(obj, name, H5T_NATIVE_INT64, &v);
 }
 
 static int attr_f64(hid_t obj, const char *name, double v) {
-  return attr_write(obj, name, H5T_NATIVE_DOUBLE, &v);
+  return store_attr_write(obj, name, H5T_NATIVE_DOUBLE, &v);
+}
+
+/* An iterative init's record: iter_objectives (float64, one per iterate) and iter_chosen (the
+ * 1-based iterate whose factors the module holds). */
+static int attr_f64_array(hid_t g, const char *name, const double *v, int64_t n) {
+  hsize_t dn = (hsize_t)n;
+  return attr_write_space(g, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, v,
+                          H5Screate_simple(1, &dn, NULL));
+}
+
+static int attr_iterates(hid_t g, const cloq_qmodule *q) {
+  CLOQ_CALL(attr_f64_array(g, "iter_objectives", q->iter_obj, q->n_iter));
+  return attr_i64(g, "iter_chosen", q->iter_chosen);
+}
+
+/* A --rank-budget run's module: its CLoQ basis (dataset lora_basis, float32 (n_out, rank)) and
+ * what each column captures (attribute captured, float64 (rank)), for the allocation at the end. */
+static int write_basis(hid_t g, const cloq_qmodule *q) {
+  hsize_t dims[2] = {(hsize_t)q->n_out, (hsize_t)q->rank};
+  hid_t sp = H5Screate_simple(2, dims, NULL);
+  hid_t ds = H5Dcreate2(g, "lora_basis", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, q->basis);
+  if (ds >= 0) H5Dclose(ds);
+  H5Sclose(sp);
+  CLOQ_CHECK(e >= 0, "HDF5: writing lora_basis failed");
+  return attr_f64_array(g, "captured", q->captured, q->rank);
 }
 
 /* ---- settings ------------------------------------------------------------------------------ */
@@ -82,6 +115,13 @@ static int write_meta(hid_t f, const cloq_config *cfg, const cloq_store_meta *m)
   CLOQ_CALL(attr_f64(f, "magr_alpha", m->magr_alpha));
   CLOQ_CALL(attr_i64(f, "magr_iters", m->magr_iters));
   CLOQ_CALL(attr_i64(f, "loftq_iters", m->loftq_iters));
+  const char *const opt_names[] = {"cloq_iters", "comq_iters", "comq_init", "rank_budget",
+                                   "rank_weight_raw"};
+  const int64_t opt[] = {m->cloq_iters, m->comq_iters, m->comq_init, m->rank_budget,
+                         m->rank_weight_raw};
+  for (int i = 0; i < 5; i++)
+    if (opt[i]) CLOQ_CALL(attr_i64(f, opt_names[i], opt[i]));
+  if (!strcmp(m->init, "quailora")) CLOQ_CALL(attr_i64(f, "quailora_iters", m->quailora_iters));
   CLOQ_CALL(attr_str(f, "model_digest", m->model_digest));
   CLOQ_CALL(attr_str(f, "calib_digest", m->calib_digest));
   int64_t v[6];
@@ -176,6 +216,7 @@ static int64_t block_file_bytes(const cloq_store *s) {
     cloq_qmodule_shape(&s->cfg, m, s->meta.group_size, s->meta.rank, &q);
     n += q.n_out * q.n_in + 4 * (2 * q.n_out * q.n_groups + q.rank * (q.n_in + q.n_out)) +
          5 * 4096;
+    if (s->meta.rank_budget) n += 4 * q.n_out * q.rank + 8 * q.rank + 4096; /* the basis */
   }
   return n + n / 64;
 }
@@ -375,6 +416,8 @@ int cloq_store_block_write(cloq_store_block *bw, int m, const cloq_qmodule *q) {
   if (rc == CLOQ_OK) rc = attr_f64(g, "objective_zero", q->objective_zero);
   if (rc == CLOQ_OK)
     rc = attr_f64(g, "objective_ratio", store_objective_ratio(q->objective, q->objective_zero));
+  if (rc == CLOQ_OK && q->n_iter > 0) rc = attr_iterates(g, q);
+  if (rc == CLOQ_OK && q->basis) rc = write_basis(g, q);
   H5Gclose(g);
   return rc;
 }

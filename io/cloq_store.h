@@ -35,8 +35,8 @@ typedef struct {
   char calib[1024];        /* calibration file as given */
   char calib_format[16];   /* "text" | "tokens" | "jsonl" */
   char calib_field[256];   /* jsonl: the records' field read ("" otherwise) */
-  char init[16];           /* "zero" | "svd" | "cloq" | "loftq" */
-  char quantizer[16];      /* "rtn" | "gptq" */
+  char init[16];           /* "zero" | "svd" | "cloq" | "loftq" | "quailora" */
+  char quantizer[16];      /* "rtn" | "gptq" | "comq" */
   char propagate[16];      /* "full" | "sequential" */
   int bits;
   int64_t group_size;      /* -1: one group per row */
@@ -54,6 +54,14 @@ typedef struct {
   double magr_alpha;
   int64_t magr_iters;
   int64_t loftq_iters;     /* loftq: alternations T */
+  /* Written only when not 0 (stores of the other settings keep their attributes; reading an
+   * absent one gives 0): */
+  int64_t cloq_iters;      /* cloq: joint alternations T when > 1 */
+  int64_t comq_iters;      /* comq: coordinate-descent sweeps */
+  int64_t comq_init;       /* comq: 1 = started from GPTQ (0: from RTN) */
+  int64_t quailora_iters;  /* quailora: alternations (0 is also a valid count: see init) */
+  int64_t rank_budget;     /* --rank-budget: total LoRA parameters (rank is then the maximum) */
+  int64_t rank_weight_raw; /* --rank-weight raw (1) or relative (0) */
   /* content digests (16 hex digits; empty in stores written before they existed): the model's
    * (cloq_ckpt_digest) and the calibration samples' token ids */
   char model_digest[24];
@@ -90,6 +98,15 @@ int cloq_store_read_done(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
 /* Collective. Checks that every block is complete, then (rank 0) writes PATH's top file (as
  * PATH.tmp, renamed), replaces an old PATH.d and renames PATH.partial.d to PATH.d. Frees *s. */
 int cloq_store_finish(cloq_store **s);
+/* Collective, before cloq_store_finish, in a --rank-budget run (meta.rank_budget > 0; every
+ * module written with its basis and captured values at meta.rank, the maximum): allocates the
+ * modules' ranks under the budget (cloq_rank_allocate, at least 1 each; weights 1 / objective_zero
+ * when relative, else 1) and rewrites every block file with each module's factors re-split at its
+ * rank (zero-padded to meta.rank), its objective at that rank and the attribute rank. Blocks are
+ * shared round-robin among the ranks; each rewrite replaces its file atomically and marks it
+ * (ranks_allocated), so a resumed end redoes only what is missing and gets the same allocation.
+ * *used (may be NULL): the parameters allocated. */
+int cloq_store_allocate_ranks(cloq_store *s, int relative, int64_t *used);
 /* Not collective: frees the handle; the work folder stays, for a resume. Accepts NULL. */
 void cloq_store_abandon(cloq_store **s);
 
@@ -104,6 +121,9 @@ int cloq_store_open(const char *path, const cloq_config *cfg, cloq_store_meta *m
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q);
 /* Not collective. Module m's objective and zero-init objective (attributes only). */
 int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, double *obj_zero);
+/* Not collective. Module m's own LoRA rank: its attribute rank (a --rank-budget store), else the
+ * store's rank. */
+int cloq_store_read_rank(cloq_store *s, int64_t b, int m, int64_t *rank);
 /* Not collective. Accepts NULL. */
 void cloq_store_close(cloq_store **s);
 

@@ -18,7 +18,7 @@
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 
-static int attr_read(hid_t obj, const char *name, hid_t memtype, void *v) {
+int store_attr_read(hid_t obj, const char *name, hid_t memtype, void *v) {
   CLOQ_CHECK(H5Aexists(obj, name) > 0, "store attribute %s is missing", name);
   hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
   CLOQ_CHECK(a >= 0, "HDF5: opening attribute %s failed", name);
@@ -77,7 +77,20 @@ int cloq_qmodule_alloc(const cloq_config *cfg, int64_t b, int m, int64_t group_s
   return CLOQ_OK;
 }
 
+int cloq_qmodule_alloc_budget(cloq_qmodule *q) {
+  int64_t nb;
+  CLOQ_CALL(cloq_mul64(q->n_out, q->rank, &nb));
+  q->basis = cloq_calloc_checked(nb, sizeof *q->basis);
+  q->captured = cloq_calloc_checked(q->rank, sizeof *q->captured);
+  CLOQ_CHECK(q->basis && q->captured, "out of memory for the basis of a %lld x %lld module",
+             (long long)q->n_out, (long long)q->n_in);
+  return CLOQ_OK;
+}
+
 void cloq_qmodule_free(cloq_qmodule *q) {
+  free(q->basis);
+  free(q->captured);
+  q->basis = NULL, q->captured = NULL;
   free(q->codes);
   free(q->scales);
   free(q->zeros);
@@ -105,7 +118,7 @@ int store_read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims[
   int64_t ver, v;
   CLOQ_CALL(attr_read_str(f, "format", fmt, sizeof fmt));
   CLOQ_CHECK(strcmp(fmt, CLOQ_STORE_FORMAT) == 0, "%s is not a cloq store (format %s)", what, fmt);
-  CLOQ_CALL(attr_read(f, "format_version", H5T_NATIVE_INT64, &ver));
+  CLOQ_CALL(store_attr_read(f, "format_version", H5T_NATIVE_INT64, &ver));
   CLOQ_CHECK(ver == CLOQ_STORE_FORMAT_VERSION, "%s has store format version %lld, expected %d%s",
              what, (long long)ver, CLOQ_STORE_FORMAT_VERSION,
              ver == 3 ? " (format 3 split the CLoQ factors unevenly: run cloq init again, with "
@@ -119,29 +132,36 @@ int store_read_meta(hid_t f, const char *what, cloq_store_meta *m, int64_t dims[
   CLOQ_CALL(attr_read_str(f, "init", m->init, sizeof m->init));
   CLOQ_CALL(attr_read_str(f, "quantizer", m->quantizer, sizeof m->quantizer));
   CLOQ_CALL(attr_read_str(f, "propagate", m->propagate, sizeof m->propagate));
-  CLOQ_CALL(attr_read(f, "bits", H5T_NATIVE_INT64, &v));
+  CLOQ_CALL(store_attr_read(f, "bits", H5T_NATIVE_INT64, &v));
   m->bits = (int)v;
-  CLOQ_CALL(attr_read(f, "group_size", H5T_NATIVE_INT64, &m->group_size));
-  CLOQ_CALL(attr_read(f, "rank", H5T_NATIVE_INT64, &m->rank));
-  CLOQ_CALL(attr_read(f, "damp", H5T_NATIVE_DOUBLE, &m->damp));
-  CLOQ_CALL(attr_read(f, "seed", H5T_NATIVE_INT64, &m->seed));
-  CLOQ_CALL(attr_read(f, "nsamples", H5T_NATIVE_INT64, &m->nsamples));
-  CLOQ_CALL(attr_read(f, "seqlen", H5T_NATIVE_INT64, &m->seqlen));
-  CLOQ_CALL(attr_read(f, "calib_tokens", H5T_NATIVE_INT64, &m->calib_tokens));
-  CLOQ_CALL(attr_read(f, "nranks", H5T_NATIVE_INT64, &v));
+  CLOQ_CALL(store_attr_read(f, "group_size", H5T_NATIVE_INT64, &m->group_size));
+  CLOQ_CALL(store_attr_read(f, "rank", H5T_NATIVE_INT64, &m->rank));
+  CLOQ_CALL(store_attr_read(f, "damp", H5T_NATIVE_DOUBLE, &m->damp));
+  CLOQ_CALL(store_attr_read(f, "seed", H5T_NATIVE_INT64, &m->seed));
+  CLOQ_CALL(store_attr_read(f, "nsamples", H5T_NATIVE_INT64, &m->nsamples));
+  CLOQ_CALL(store_attr_read(f, "seqlen", H5T_NATIVE_INT64, &m->seqlen));
+  CLOQ_CALL(store_attr_read(f, "calib_tokens", H5T_NATIVE_INT64, &m->calib_tokens));
+  CLOQ_CALL(store_attr_read(f, "nranks", H5T_NATIVE_INT64, &v));
   m->nranks = (int)v;
-  CLOQ_CALL(attr_read(f, "dist_threshold", H5T_NATIVE_INT64, &m->dist_threshold));
-  CLOQ_CALL(attr_read(f, "act_order", H5T_NATIVE_INT64, &m->act_order));
-  CLOQ_CALL(attr_read(f, "gptq_block", H5T_NATIVE_INT64, &m->gptq_block));
-  CLOQ_CALL(attr_read(f, "magr", H5T_NATIVE_INT64, &m->magr));
-  CLOQ_CALL(attr_read(f, "magr_alpha", H5T_NATIVE_DOUBLE, &m->magr_alpha));
-  CLOQ_CALL(attr_read(f, "magr_iters", H5T_NATIVE_INT64, &m->magr_iters));
-  CLOQ_CALL(attr_read(f, "loftq_iters", H5T_NATIVE_INT64, &m->loftq_iters));
+  CLOQ_CALL(store_attr_read(f, "dist_threshold", H5T_NATIVE_INT64, &m->dist_threshold));
+  CLOQ_CALL(store_attr_read(f, "act_order", H5T_NATIVE_INT64, &m->act_order));
+  CLOQ_CALL(store_attr_read(f, "gptq_block", H5T_NATIVE_INT64, &m->gptq_block));
+  CLOQ_CALL(store_attr_read(f, "magr", H5T_NATIVE_INT64, &m->magr));
+  CLOQ_CALL(store_attr_read(f, "magr_alpha", H5T_NATIVE_DOUBLE, &m->magr_alpha));
+  CLOQ_CALL(store_attr_read(f, "magr_iters", H5T_NATIVE_INT64, &m->magr_iters));
+  CLOQ_CALL(store_attr_read(f, "loftq_iters", H5T_NATIVE_INT64, &m->loftq_iters));
+  const char *const opt_names[] = {"cloq_iters", "comq_iters", "comq_init", "quailora_iters",
+                                   "rank_budget", "rank_weight_raw"};
+  int64_t *const opt[] = {&m->cloq_iters, &m->comq_iters, &m->comq_init, &m->quailora_iters,
+                          &m->rank_budget, &m->rank_weight_raw};
+  for (int i = 0; i < 6; i++)
+    if (H5Aexists(f, opt_names[i]) > 0)
+      CLOQ_CALL(store_attr_read(f, opt_names[i], H5T_NATIVE_INT64, opt[i]));
   if (H5Aexists(f, "model_digest") > 0)
     CLOQ_CALL(attr_read_str(f, "model_digest", m->model_digest, sizeof m->model_digest));
   if (H5Aexists(f, "calib_digest") > 0)
     CLOQ_CALL(attr_read_str(f, "calib_digest", m->calib_digest, sizeof m->calib_digest));
-  for (int i = 0; i < 6; i++) CLOQ_CALL(attr_read(f, dim_names[i], H5T_NATIVE_INT64, &dims[i]));
+  for (int i = 0; i < 6; i++) CLOQ_CALL(store_attr_read(f, dim_names[i], H5T_NATIVE_INT64, &dims[i]));
   return CLOQ_OK;
 }
 
@@ -174,6 +194,12 @@ int store_meta_diff(const cloq_store_meta *a, const int64_t ad[6], const cloq_st
     return snprintf(buf, cap, "--magr-alpha %g, this run %g", a->magr_alpha, b->magr_alpha), 1;
   DIFF_I(magr_iters, "--magr-iters");
   DIFF_I(loftq_iters, "--loftq-iters");
+  DIFF_I(cloq_iters, "--cloq-iters");
+  DIFF_I(comq_iters, "--comq-iters");
+  DIFF_I(comq_init, "--comq-init (1: gptq)");
+  DIFF_I(quailora_iters, "--quailora-iters");
+  DIFF_I(rank_budget, "--rank-budget");
+  DIFF_I(rank_weight_raw, "--rank-weight (1: raw)");
   if (strcmp(a->model_digest, b->model_digest))
     return snprintf(buf, cap, "other model content (digest %s, this run %s): the files of --model "
                     "changed", a->model_digest[0] ? a->model_digest : "none",
@@ -207,9 +233,9 @@ static int verify_block(hid_t f, const char *what, const cloq_store *s, int64_t 
   char why[2400];
   CLOQ_CHECK(!store_meta_diff(&m, dims, &s->meta, want, why, sizeof why),
              "%s belongs to another run (%s)", what, why);
-  CLOQ_CALL(attr_read(f, "block", H5T_NATIVE_INT64, &blk));
+  CLOQ_CALL(store_attr_read(f, "block", H5T_NATIVE_INT64, &blk));
   CLOQ_CHECK(blk == b, "%s holds block %lld, not block %lld", what, (long long)blk, (long long)b);
-  CLOQ_CALL(attr_read(f, "complete", H5T_NATIVE_INT64, &complete));
+  CLOQ_CALL(store_attr_read(f, "complete", H5T_NATIVE_INT64, &complete));
   CLOQ_CHECK(complete == 1, "%s is not complete", what);
   for (int mod = 0; mod < CLOQ_NMOD; mod++) {
     cloq_qmodule q;
@@ -319,8 +345,15 @@ int store_read_module_at(hid_t f, const char *prefix, const char *what, const cl
   snprintf(p, sizeof p, "%s%s", prefix, cloq_module_name[m]);
   hid_t g = H5Gopen2(f, p, H5P_DEFAULT);
   CLOQ_CHECK(g >= 0, "store %s: group %s is missing", what, p);
-  int rc = attr_read(g, "objective", H5T_NATIVE_DOUBLE, &q->objective);
-  if (rc == CLOQ_OK) rc = attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, &q->objective_zero);
+  int rc = store_attr_read(g, "objective", H5T_NATIVE_DOUBLE, &q->objective);
+  if (rc == CLOQ_OK) rc = store_attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, &q->objective_zero);
+  q->rank_alloc = 0;
+  if (rc == CLOQ_OK && H5Aexists(g, "rank") > 0) {
+    rc = store_attr_read(g, "rank", H5T_NATIVE_INT64, &q->rank_alloc);
+    if (rc == CLOQ_OK && (q->rank_alloc < 1 || q->rank_alloc > q->rank))
+      rc = CLOQ_FAIL("store %s: %s: rank %lld outside [1, %lld]", what, p,
+                     (long long)q->rank_alloc, (long long)q->rank);
+  }
   H5Gclose(g);
   CLOQ_CALL(rc);
   return read ? store_validate_module(what, s->meta.bits, b, m, q) : CLOQ_OK;
@@ -395,10 +428,25 @@ int cloq_store_read_objective(cloq_store *s, int64_t b, int m, double *obj, doub
   snprintf(p, sizeof p, "/%s", cloq_module_name[m]);
   hid_t g = H5Gopen2(s->blk[b], p, H5P_DEFAULT);
   CLOQ_CHECK(g >= 0, "store %s: group %s is missing", s->path, p);
-  int rc = attr_read(g, "objective", H5T_NATIVE_DOUBLE, obj);
-  if (rc == CLOQ_OK) rc = attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, obj_zero);
+  int rc = store_attr_read(g, "objective", H5T_NATIVE_DOUBLE, obj);
+  if (rc == CLOQ_OK) rc = store_attr_read(g, "objective_zero", H5T_NATIVE_DOUBLE, obj_zero);
   H5Gclose(g);
   return rc;
+}
+
+int cloq_store_read_rank(cloq_store *s, int64_t b, int m, int64_t *rank) {
+  char p[256];
+  snprintf(p, sizeof p, "/%s", cloq_module_name[m]);
+  hid_t g = H5Gopen2(s->blk[b], p, H5P_DEFAULT);
+  CLOQ_CHECK(g >= 0, "store %s: group %s is missing", s->path, p);
+  *rank = s->meta.rank;
+  int rc = H5Aexists(g, "rank") > 0 ? store_attr_read(g, "rank", H5T_NATIVE_INT64, rank) : CLOQ_OK;
+  H5Gclose(g);
+  CLOQ_CALL(rc);
+  CLOQ_CHECK(*rank >= 1 && *rank <= s->meta.rank, "store %s: block %lld %s: rank %lld outside "
+             "[1, %lld]", s->path, (long long)b, cloq_module_name[m], (long long)*rank,
+             (long long)s->meta.rank);
+  return CLOQ_OK;
 }
 
 int cloq_store_read_module(cloq_store *s, int64_t b, int m, cloq_qmodule *q) {

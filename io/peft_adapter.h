@@ -24,7 +24,11 @@ int cloq_peft_lora_b(const float *B, int64_t n, int64_t rank, double lora_alpha,
                      const char *name);
 
 /* dir/adapter_config.json: LoRA of rank `rank` with lora_alpha on the seven Llama linears, the
- * base model at `base` (a path written as given). */
-int cloq_peft_write_config(const char *dir, const char *base, int64_t rank, double lora_alpha);
+ * base model at `base` (a path written as given). ranks (n_layers x 7, may be NULL): each
+ * linear's own rank, written as rank_pattern (PEFT's per-module r, keyed by the linear's name)
+ * with alpha_pattern lora_alpha * r_m / rank, so that every module keeps PEFT's scaling
+ * lora_alpha / rank. */
+int cloq_peft_write_config(const char *dir, const char *base, int64_t rank, double lora_alpha,
+                           const int64_t *ranks, int64_t n_layers);
 
 #endif

@@ -40,6 +40,9 @@ struct cloq_store_block {
   char tmp[1300], fin[1300];
 };
 
+/* A scalar attribute of obj written (replacing one of that name) or read; errors name it. */
+int store_attr_write(hid_t obj, const char *name, hid_t type, const void *v);
+int store_attr_read(hid_t obj, const char *name, hid_t memtype, void *v);
 /* Shape of dataset d (ds_name order) of a module. */
 void store_dataset_dims(const cloq_qmodule *q, int d, hsize_t dims[2]);
 void store_dims_of(const cloq_config *cfg, int64_t v[6]);

@@ -74,34 +74,50 @@ static int owner_write(sink *k, int m, int c, const cloq_qmodule *q) {
   return CLOQ_OK;
 }
 
-/* A module on the wire: its five arrays (pointer, element count, MPI type, element size). */
+/* A module on the wire: its five arrays, then a --rank-budget run's basis and captured values
+ * (pointer, element count; n 0: absent), and their MPI types and element sizes. */
 typedef struct {
-  void *p[5];
-  int64_t n[5];
+  void *p[7];
+  int64_t n[7];
 } wire;
+static const size_t wire_esz[7] = {1, 4, 4, 4, 4, 4, 8};
+
+static MPI_Datatype wire_type(int d) {
+  return d == 0 ? MPI_UINT8_T : d == 6 ? MPI_DOUBLE : MPI_FLOAT;
+}
 
 static wire wire_of(const cloq_qmodule *q) {
-  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank;
-  return (wire){{q->codes, q->scales, q->zeros, q->A, q->B}, {no * ni, no * ng, no * ng, r * ni, no * r}};
+  int64_t no = q->n_out, ni = q->n_in, ng = q->n_groups, r = q->rank, k = q->basis ? r : 0;
+  return (wire){{q->codes, q->scales, q->zeros, q->A, q->B, q->basis, q->captured},
+                {no * ni, no * ng, no * ng, r * ni, no * r, no * k, k}};
 }
 
 static int qmodule_send(const cloq_qmodule *q, int dest, MPI_Comm comm) {
   wire w = wire_of(q);
-  for (int d = 0; d < 5; d++)
-    CLOQ_CALL(cloq_mpi_send(w.p[d], w.n[d], d ? MPI_FLOAT : MPI_UINT8_T, d ? 4 : 1, dest, TAG_RES,
-                            comm));
-  double obj[2] = {q->objective, q->objective_zero};
-  return cloq_mpi_send(obj, 2, MPI_DOUBLE, 8, dest, TAG_RES, comm);
+  for (int d = 0; d < 7; d++)
+    if (w.n[d])
+      CLOQ_CALL(cloq_mpi_send(w.p[d], w.n[d], wire_type(d), wire_esz[d], dest, TAG_RES, comm));
+  double obj[4 + CLOQ_MAX_ITERS + 1] = {q->objective, q->objective_zero, q->n_iter,
+                                        q->iter_chosen};
+  memcpy(obj + 4, q->iter_obj, (size_t)q->n_iter * sizeof *obj);
+  return cloq_mpi_send(obj, 4 + q->n_iter, MPI_DOUBLE, 8, dest, TAG_RES, comm);
 }
 
 static int qmodule_recv(cloq_qmodule *q, int src, MPI_Comm comm) {
   wire w = wire_of(q);
-  for (int d = 0; d < 5; d++)
-    CLOQ_CALL(cloq_mpi_recv(w.p[d], w.n[d], d ? MPI_FLOAT : MPI_UINT8_T, d ? 4 : 1, src, TAG_RES,
-                            comm));
-  double obj[2];
-  CLOQ_CALL(cloq_mpi_recv(obj, 2, MPI_DOUBLE, 8, src, TAG_RES, comm));
+  for (int d = 0; d < 7; d++)
+    if (w.n[d])
+      CLOQ_CALL(cloq_mpi_recv(w.p[d], w.n[d], wire_type(d), wire_esz[d], src, TAG_RES, comm));
+  /* the objectives, then the iterates' (the receiver knows the count only from the message) */
+  double obj[4 + CLOQ_MAX_ITERS + 1];
+  MPI_Status st;
+  int n = 0;
+  CLOQ_MPI(MPI_Recv(obj, 4 + CLOQ_MAX_ITERS + 1, MPI_DOUBLE, src, TAG_RES, comm, &st));
+  CLOQ_MPI(MPI_Get_count(&st, MPI_DOUBLE, &n));
+  CLOQ_CHECK(n >= 4 && n == 4 + (int)obj[2], "module result from rank %d: %d objectives", src, n);
   q->objective = obj[0], q->objective_zero = obj[1];
+  q->n_iter = (int)obj[2], q->iter_chosen = (int)obj[3];
+  memcpy(q->iter_obj, obj + 4, (size_t)q->n_iter * sizeof *obj);
   return CLOQ_OK;
 }
 
@@ -207,6 +223,7 @@ static int do_module(sink *k, int m, const double *H, const cloq_hfactor *f, clo
   int rc = module_weight(x, k->b, m, &W, &Wown);
   if (rc == CLOQ_OK)
     rc = cloq_qmodule_alloc(x->cfg, k->b, m, ip->group_size, cloq_init_max_rank(ip), &q);
+  if (rc == CLOQ_OK && ip->rank_budget) rc = cloq_qmodule_alloc_budget(&q);
   if (rc == CLOQ_OK) {
     emit_ctx e = {.k = k, .m = m};
     cloq_modjob j = {.ip = ip, .b = k->b, .m = m, .W = W, .H = H, .f = f, .solver = solver,
@@ -349,6 +366,7 @@ int cloq_block_init(const cloq_initctx *x, int64_t b, int owner, int group, cons
             }
             cloq_qmodule q;
             int r2 = cloq_qmodule_alloc(cfg, b, m, ip->group_size, ip->ranks[c % ip->nranks], &q);
+            if (r2 == CLOQ_OK && ip->rank_budget) r2 = cloq_qmodule_alloc_budget(&q);
             if (r2 == CLOQ_OK) r2 = qmodule_recv(&q, src, x->comm);
             if (r2 == CLOQ_OK && rc == CLOQ_OK) r2 = owner_write(&k, m, c, &q);
             cloq_qmodule_free(&q);

@@ -41,7 +41,9 @@ cloq_solver cloq_solver_local(cloq_dev *dev) {
 typedef struct {
   double *E, *E1, *F, *V, *V1, *lam, *cap, *cap1;
   float *Q, *Wmagr, *Tgt;
-  cloq_qmodule best; /* LoftQ: the best iterate so far, when it is not the current one */
+  double trace, trace1; /* ||E C||^2 of the current iterate and of the one kept aside */
+  cloq_qmodule best; /* LoftQ, CLoQ's alternation: the best iterate so far, when it is not the
+                      * current one */
 } bufs;
 
 static void bufs_free(bufs *mb) {
@@ -54,25 +56,32 @@ static void bufs_free(bufs *mb) {
 static int qmodule_like(cloq_qmodule *dst, const cloq_qmodule *q) {
   *dst = *q;
   dst->codes = NULL, dst->scales = dst->zeros = dst->A = dst->B = NULL;
+  dst->basis = NULL, dst->captured = NULL; /* q's (a --rank-budget run), not dst's to free */
   int64_t ng = q->n_out * q->n_groups;
-  return CLOQ_TRY_ALLOC(dst->codes, q->n_out * q->n_in, "LoftQ best codes") &&
-         CLOQ_TRY_ALLOC(dst->scales, ng, "LoftQ best scales") &&
-         CLOQ_TRY_ALLOC(dst->zeros, ng, "LoftQ best zeros") &&
-         CLOQ_TRY_ALLOC(dst->A, q->rank * q->n_in, "LoftQ best A") &&
-         CLOQ_TRY_ALLOC(dst->B, q->n_out * q->rank, "LoftQ best B");
+  return CLOQ_TRY_ALLOC(dst->codes, q->n_out * q->n_in, "best codes") &&
+         CLOQ_TRY_ALLOC(dst->scales, ng, "best scales") &&
+         CLOQ_TRY_ALLOC(dst->zeros, ng, "best zeros") &&
+         CLOQ_TRY_ALLOC(dst->A, q->rank * q->n_in, "best A") &&
+         CLOQ_TRY_ALLOC(dst->B, q->n_out * q->rank, "best B");
+}
+
+/* The quantization (codes, scales, zeros) of q into dst, allocated alike. */
+static void quant_copy(cloq_qmodule *dst, const cloq_qmodule *q) {
+  int64_t ng = q->n_out * q->n_groups;
+  memcpy(dst->codes, q->codes, (size_t)(q->n_out * q->n_in) * sizeof *q->codes);
+  memcpy(dst->scales, q->scales, (size_t)ng * sizeof *q->scales);
+  memcpy(dst->zeros, q->zeros, (size_t)ng * sizeof *q->zeros);
 }
 
 /* Copies the arrays of q at rank r (A (r, n_in), B (n_out, r)) into dst, allocated alike. */
 static void qmodule_copy(cloq_qmodule *dst, const cloq_qmodule *q, int64_t r) {
-  memcpy(dst->codes, q->codes, (size_t)(q->n_out * q->n_in) * sizeof *q->codes);
-  memcpy(dst->scales, q->scales, (size_t)(q->n_out * q->n_groups) * sizeof *q->scales);
-  memcpy(dst->zeros, q->zeros, (size_t)(q->n_out * q->n_groups) * sizeof *q->zeros);
+  quant_copy(dst, q);
   memcpy(dst->A, q->A, (size_t)(r * q->n_in) * sizeof *q->A);
   memcpy(dst->B, q->B, (size_t)(q->n_out * r) * sizeof *q->B);
 }
 
-/* The quantizer of the run on target T (n_out, n_in): RTN, or GPTQ with the input's Gram matrix
- * H. Counted once per call. */
+/* The quantizer of the run on target T (n_out, n_in): RTN, or GPTQ or COMQ with the input's Gram
+ * matrix H. Counted once per call. */
 static int quantize(const cloq_modjob *j, const float *T, int bits, cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
   n_quant++;
@@ -82,6 +91,11 @@ static int quantize(const cloq_modjob *j, const float *T, int bits, cloq_qmodule
                            .act_order = ip->act_order, .block = ip->gptq_block};
     rc = cloq_dev_quant_gptq(ip->dev, T, q->n_out, q->n_in, j->H, &gp, q->codes, q->scales,
                              q->zeros);
+  } else if (ip->quantizer == CLOQ_QUANT_COMQ) { /* the CPU's, on every device */
+    cloq_comq_params cp = {.bits = bits, .group_size = ip->group_size, .damp = ip->damp,
+                           .iters = ip->comq_iters, .init = ip->comq_init,
+                           .act_order = ip->act_order, .block = ip->gptq_block};
+    rc = cloq_quant_comq(T, q->n_out, q->n_in, j->H, &cp, q->codes, q->scales, q->zeros, NULL);
   } else {
     rc = cloq_dev_quant_rtn(ip->dev, T, q->n_out, q->n_in, bits, ip->group_size, q->codes,
                             q->scales, q->zeros);
@@ -132,13 +146,30 @@ static int basis(const cloq_modjob *j, const double *E, int64_t no, int64_t ni, 
   return CLOQ_OK;
 }
 
+/* The objectives of an iterative init's iterates, and which one was kept (0-based). */
+typedef struct {
+  int n, chosen;
+  double obj[CLOQ_MAX_ITERS + 1];
+} history;
+
 static int emit(const cloq_modjob *j, int c, cloq_qmodule *q, int64_t r, double obj,
-                double obj0) {
+                double obj0, const history *h) {
   cloq_qmodule out = *q;
   out.rank = r;
   out.objective = obj;
   out.objective_zero = obj0;
+  out.n_iter = h ? h->n : 0;
+  out.iter_chosen = h ? h->chosen + 1 : 0;
+  if (h) memcpy(out.iter_obj, h->obj, (size_t)h->n * sizeof *h->obj);
   return j->emit(j->emit_ctx, c, &out);
+}
+
+/* B A of the float32 factors at rank r subtracted from Wq: the next quantizer's target. */
+static void target_minus_lora(const float *Wq, const cloq_qmodule *q, int64_t r, float *Tgt) {
+  int64_t no = q->n_out, ni = q->n_in;
+  memcpy(Tgt, Wq, (size_t)(no * ni) * sizeof *Tgt);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, -1.0f, q->B,
+              (int)r, q->A, (int)ni, 1.0f, Tgt, (int)ni);
 }
 
 
@@ -172,9 +203,7 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
     int cur_best = 1; /* the best iterate is q itself, not mb->best */
     for (int t = 1; t < iters; t++) {
       /* target W' - L with L = B A (the float32 factors the store holds) */
-      memcpy(mb->Tgt, Wq, (size_t)nn * sizeof *mb->Tgt);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)no, (int)ni, (int)r, -1.0f, q->B,
-                  (int)r, q->A, (int)ni, 1.0f, mb->Tgt, (int)ni);
+      target_minus_lora(Wq, q, r, mb->Tgt);
       if (cur_best) qmodule_copy(&mb->best, q, r), cur_best = 0;
       double t3 = cloq_now();
       CLOQ_CALL(quantize(j, mb->Tgt, bits, q));
@@ -189,7 +218,69 @@ static int loftq_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, c
     if (!cur_best) qmodule_copy(q, &mb->best, r);
     double obj = best;
     j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
-    CLOQ_CALL(emit(j, c, q, r, obj, obj0));
+    CLOQ_CALL(emit(j, c, q, r, obj, obj0, NULL));
+  }
+  return CLOQ_OK;
+}
+
+/* QuAILoRA at rank r from the svd init in q's factors: the refined, balanced factors in q, the
+ * objective of each iterate in *h (monotone: the last is kept). */
+static int quailora(const cloq_modjob *j, const double *E, int64_t r, cloq_qmodule *q,
+                    history *h) {
+  int k = j->ip->quailora_iters;
+  h->n = k + 1, h->chosen = k;
+  if (cloq_lora_quailora(E, q->n_out, q->n_in, j->H, j->ip->damp, r, k, q->A, q->B, h->obj) !=
+      CLOQ_OK)
+    return CLOQ_FAIL("block %lld %s: QuAILoRA at rank %lld: %s", (long long)j->b,
+                     cloq_module_name[j->m], (long long)r, cloq_err_msg());
+  return CLOQ_OK;
+}
+
+/* The factors of rank r from the basis in mb (solved at rank rs; zero: seeded A, B = 0), and
+ * their objective. */
+static int rank_factors(const cloq_modjob *j, int64_t r, int64_t rs, double obj0, bufs *mb,
+                        cloq_qmodule *q, double *obj, history *h) {
+  const cloq_init_params *ip = j->ip;
+  int64_t no = q->n_out, ni = q->n_in;
+  if (ip->init == CLOQ_INIT_ZERO) { /* the product is 0 whatever A holds */
+    cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)j->b, (uint64_t)j->m), q->A, q->B);
+    *obj = obj0;
+    return CLOQ_OK;
+  }
+  if (cloq_lora_split(mb->V, mb->E, no, ni, rs, r, q->A, q->B) != CLOQ_OK)
+    return CLOQ_FAIL("block %lld %s: %s", (long long)j->b, cloq_module_name[j->m],
+                     cloq_err_msg());
+  *obj = cloq_proj_objective(mb->trace, mb->cap, r, min64(no, ni));
+  if (ip->init != CLOQ_INIT_QUAILORA) return CLOQ_OK;
+  CLOQ_CALL(quailora(j, mb->E, r, q, h));
+  *obj = h->obj[h->n - 1];
+  return CLOQ_OK;
+}
+
+/* A --rank-budget result's basis (the leading r columns of mb->V, solved at rank rs) and captured
+ * values. */
+static void keep_basis(cloq_qmodule *q, const bufs *mb, int64_t r, int64_t rs) {
+  int64_t no = q->n_out;
+  for (int64_t i = 0; i < no; i++)
+    for (int64_t k = 0; k < r; k++) q->basis[i * r + k] = (float)mb->V[i * rs + k];
+  memcpy(q->captured, mb->cap, (size_t)r * sizeof *q->captured);
+}
+
+/* Every rank of bits setting ib from the quantization and basis in q and mb. */
+static int emit_ranks(const cloq_modjob *j, int ib, double obj0, bufs *mb, cloq_qmodule *q,
+                      const history *alt) {
+  const cloq_init_params *ip = j->ip;
+  int64_t rs = cloq_proj_solve_rank(cloq_init_max_rank(ip), q->n_out, q->n_in);
+  for (int ir = 0; ir < ip->nranks; ir++) {
+    int c = ib * ip->nranks + ir;
+    int64_t r = ip->ranks[ir];
+    if (!j->todo[c]) continue;
+    double t0 = cloq_now(), obj = obj0;
+    history h = {0};
+    CLOQ_CALL(rank_factors(j, r, rs, obj0, mb, q, &obj, &h));
+    if (q->basis) keep_basis(q, mb, r, rs);
+    j->sec[CLOQ_ST_INIT] += cloq_now() - t0;
+    CLOQ_CALL(emit(j, c, q, r, obj, obj0, alt ? alt : h.n ? &h : NULL));
   }
   return CLOQ_OK;
 }
@@ -198,37 +289,72 @@ static int module_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb, 
   const cloq_init_params *ip = j->ip;
   int64_t no = q->n_out, ni = q->n_in;
   int64_t rs = cloq_proj_solve_rank(cloq_init_max_rank(ip), no, ni);
-  double t0 = cloq_now(), obj0 = 0;
+  double t0 = cloq_now();
   CLOQ_CALL(quantize(j, Wq, ip->bits[ib], q));
   quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
   double t1 = cloq_now();
   j->sec[CLOQ_ST_QUANT] += t1 - t0;
   if (ip->init == CLOQ_INIT_ZERO) {
-    if (weighted_trace(j, mb->E, no, ni, mb, &obj0) != CLOQ_OK)
+    if (weighted_trace(j, mb->E, no, ni, mb, &mb->trace) != CLOQ_OK)
       return CLOQ_FAIL("block %lld %s: objective: %s", (long long)j->b, cloq_module_name[j->m],
                        cloq_err_msg());
   } else {
-    CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &obj0, mb));
+    CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &mb->trace, mb));
   }
   j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
-  for (int ir = 0; ir < ip->nranks; ir++) {
-    int c = ib * ip->nranks + ir;
-    int64_t r = ip->ranks[ir];
-    if (!j->todo[c]) continue;
-    double t2 = cloq_now(), obj = obj0;
-    if (ip->init == CLOQ_INIT_ZERO) { /* the product is 0 whatever A holds */
-      cloq_lora_zero(no, ni, r, cloq_seed_mix(ip->seed, (uint64_t)j->b, (uint64_t)j->m), q->A,
-                     q->B);
-    } else {
-      if (cloq_lora_split(mb->V, mb->E, no, ni, rs, r, q->A, q->B) != CLOQ_OK)
-        return CLOQ_FAIL("block %lld %s: %s", (long long)j->b, cloq_module_name[j->m],
-                         cloq_err_msg());
-      obj = cloq_proj_objective(obj0, mb->cap, r, min64(no, ni));
+  return emit_ranks(j, ib, mb->trace, mb, q, NULL);
+}
+
+/* Keeps the current iterate of the alternation (quantization, basis, objective) aside. */
+static void keep_iterate(const cloq_qmodule *q, int64_t rs, bufs *mb) {
+  quant_copy(&mb->best, q);
+  memcpy(mb->V1, mb->V, (size_t)(q->n_out * rs) * sizeof *mb->V);
+  memcpy(mb->cap1, mb->cap, (size_t)rs * sizeof *mb->cap);
+  mb->trace1 = mb->trace;
+}
+
+/* Brings the iterate kept aside back as the current one. */
+static void restore_iterate(const cloq_modjob *j, cloq_qmodule *q, int64_t rs, bufs *mb) {
+  quant_copy(q, &mb->best);
+  memcpy(mb->V, mb->V1, (size_t)(q->n_out * rs) * sizeof *mb->V);
+  memcpy(mb->cap, mb->cap1, (size_t)rs * sizeof *mb->cap);
+  mb->trace = mb->trace1;
+  quant_error(q, j->ip->group_size, j->W, mb->Q, mb->E);
+}
+
+/* CLoQ with T = cloq_iters > 1 for bits setting ib (see cloq_modinit.h): T iterates
+ * Q_t = quant(W' - L_(t-1)), L_t = CLoQ(W - Q_t) at the largest rank; the lowest objective there
+ * is kept (the later on ties), then every rank is split from its basis. objective_zero is the
+ * first iterate's (quant(W'), as for LoftQ), so ratios compare with T = 1. */
+static int cloq_alt_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb,
+                         cloq_qmodule *q) {
+  const cloq_init_params *ip = j->ip;
+  int64_t no = q->n_out, ni = q->n_in, rmax = cloq_init_max_rank(ip);
+  int64_t rs = cloq_proj_solve_rank(rmax, no, ni);
+  history h = {.n = ip->cloq_iters};
+  double best = INFINITY, obj0 = 0;
+  int cur_best = 0; /* the kept iterate is the current one, not mb->best */
+  for (int t = 0; t < h.n; t++) {
+    double t0 = cloq_now();
+    const float *tgt = Wq;
+    if (t > 0) {
+      CLOQ_CALL(cloq_lora_split(mb->V, mb->E, no, ni, rs, rmax, q->A, q->B));
+      target_minus_lora(Wq, q, rmax, mb->Tgt);
+      tgt = mb->Tgt;
+      if (cur_best) keep_iterate(q, rs, mb), cur_best = 0;
     }
-    j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
-    CLOQ_CALL(emit(j, c, q, r, obj, obj0));
+    CLOQ_CALL(quantize(j, tgt, ip->bits[ib], q));
+    quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
+    double t1 = cloq_now();
+    j->sec[CLOQ_ST_QUANT] += t1 - t0;
+    CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &mb->trace, mb));
+    if (t == 0) obj0 = mb->trace;
+    h.obj[t] = cloq_proj_objective(mb->trace, mb->cap, rmax, min64(no, ni));
+    if (h.obj[t] <= best) best = h.obj[t], h.chosen = t, cur_best = 1;
+    j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
   }
-  return CLOQ_OK;
+  if (!cur_best) restore_iterate(j, q, rs, mb);
+  return emit_ranks(j, ib, obj0, mb, q, &h);
 }
 
 int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
@@ -236,6 +362,7 @@ int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
   int64_t no = q->n_out, ni = q->n_in, nn = no * ni;
   int64_t rmax = cloq_proj_solve_rank(cloq_init_max_rank(ip), no, ni);
   int loftq = ip->init == CLOQ_INIT_LOFTQ;
+  int alt = ip->init == CLOQ_INIT_CLOQ && ip->cloq_iters > 1;
   bufs mb = {0};
   int rc = CLOQ_ERR;
   if (!CLOQ_TRY_ALLOC(mb.Q, nn, "dequantized weight") ||
@@ -243,11 +370,12 @@ int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
       /* CLoQ's solve forms E C itself and returns the objectives */
       (ip->init != CLOQ_INIT_CLOQ && !CLOQ_TRY_ALLOC(mb.F, nn, "E C (objectives)")) ||
       !CLOQ_TRY_ALLOC(mb.V, no * rmax, "basis V") || !CLOQ_TRY_ALLOC(mb.cap, rmax, "eigenvalues") ||
-      (loftq && (!CLOQ_TRY_ALLOC(mb.Tgt, nn, "LoftQ target") ||
-                 !CLOQ_TRY_ALLOC(mb.V1, no * rmax, "LoftQ first basis") ||
-                 !CLOQ_TRY_ALLOC(mb.cap1, rmax, "LoftQ first eigenvalues") ||
-                 (ip->loftq_iters > 1 && (!CLOQ_TRY_ALLOC(mb.E1, nn, "LoftQ first error") ||
-                   !qmodule_like(&mb.best, q))))) ||
+      ((loftq || alt) && (!CLOQ_TRY_ALLOC(mb.Tgt, nn, "alternation target") ||
+                          !CLOQ_TRY_ALLOC(mb.V1, no * rmax, "kept basis") ||
+                          !CLOQ_TRY_ALLOC(mb.cap1, rmax, "kept eigenvalues"))) ||
+      (loftq && ip->loftq_iters > 1 &&
+       (!CLOQ_TRY_ALLOC(mb.E1, nn, "LoftQ first error") || !qmodule_like(&mb.best, q))) ||
+      (alt && !qmodule_like(&mb.best, q)) ||
       (ip->magr && !CLOQ_TRY_ALLOC(mb.Wmagr, nn, "MagR weight")))
     goto done;
   const float *Wq = j->W;
@@ -264,7 +392,9 @@ int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {
     Wq = mb.Wmagr;
   }
   for (int ib = 0; ib < ip->nbits; ib++)
-    if ((loftq ? loftq_bits(j, ib, Wq, &mb, q) : module_bits(j, ib, Wq, &mb, q)) != CLOQ_OK)
+    if ((loftq ? loftq_bits(j, ib, Wq, &mb, q)
+         : alt ? cloq_alt_bits(j, ib, Wq, &mb, q)
+               : module_bits(j, ib, Wq, &mb, q)) != CLOQ_OK)
       goto done;
   rc = CLOQ_OK;
 done:

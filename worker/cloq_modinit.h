@@ -16,6 +16,14 @@
  * and a sweep whose largest rank rounds up to the same multiple run the same calls and write
  * bitwise the same factors. The extra eigenvectors cost O(n^2) each, against the O(n^3)
  * tridiagonal reduction that every solve pays once.
+ *   cloq with T = cloq_iters > 1: per bits setting, T iterates Q_t = quant(W' - L_(t-1)),
+ *     L_t = CLoQ(W - Q_t) (L_0 = 0, so the first is the closed form), L_t at the sweep's largest
+ *     rank (the float32 factors B A the store would hold); the iterate of the lowest objective at
+ *     that rank is kept (the later on ties), so T > 1 is never worse there than T = 1, and every
+ *     rank of the sweep is the exact CLoQ product for that iterate's Q (optimal for that Q, which
+ *     was chosen for the largest rank, not re-chosen per rank).
+ *   quailora: per rank, the svd init, then quailora_iters calibrated least-squares alternations
+ *     (cloq_lora_quailora), re-split in balance.
  *   loftq: per rank, T alternations Q = quant(W' - L), L = [W - Q]_r; the first (L = 0) is the
  *     svd init's and is solved once at the largest rank for every rank. The iterate of the lowest
  *     objective is kept (the later one on ties).
@@ -31,8 +39,8 @@
 #include "cloq_linalg.h"
 #include "cloq_modules.h"
 
-enum { CLOQ_INIT_ZERO, CLOQ_INIT_SVD, CLOQ_INIT_CLOQ, CLOQ_INIT_LOFTQ };
-enum { CLOQ_QUANT_RTN, CLOQ_QUANT_GPTQ };
+enum { CLOQ_INIT_ZERO, CLOQ_INIT_SVD, CLOQ_INIT_CLOQ, CLOQ_INIT_LOFTQ, CLOQ_INIT_QUAILORA };
+enum { CLOQ_QUANT_RTN, CLOQ_QUANT_GPTQ, CLOQ_QUANT_COMQ };
 enum { CLOQ_MAX_BITS = 4, CLOQ_MAX_RANKS = 16 };
 
 typedef struct {
@@ -49,6 +57,12 @@ typedef struct {
   double magr_alpha;
   int magr_iters;
   int loftq_iters;                /* loftq: alternations */
+  int cloq_iters;                 /* cloq: joint alternations T (1: the closed form alone) */
+  int comq_iters;                 /* comq: coordinate-descent sweeps */
+  int comq_init;                  /* comq: CLOQ_COMQ_INIT_RTN or _GPTQ (act_order, gptq_block) */
+  int quailora_iters;             /* quailora: least-squares alternations */
+  int64_t rank_budget;            /* > 0: results carry their basis and captured values (q's
+                                   * basis and captured allocated by the caller; cloq, one rank) */
   double damp;
   uint64_t seed;
   int64_t dist_threshold;         /* a module whose smaller side is >= this goes to ScaLAPACK */
