@@ -6,7 +6,7 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLOQ = os.environ.get("CLOQ_BIN", os.path.join(ROOT, "build", "driver", "cloq"))
+CLOQ = os.environ.get("CLOQ_BIN", os.path.join(ROOT, "build", "cmd", "cloq"))
 KERNELS = os.path.join(ROOT, "build", "bench", "cloq-bench-kernels")
 MPIRUN = os.path.join(ROOT, "scripts", "mpirun.sh")
 WORK = os.environ.get("CLOQ_BENCH_DIR", "/tmp/cloq-bench")

@@ -218,9 +218,11 @@ def report(cache, a, t_init, t_eval, t_all):
             w("| " + " | ".join(k) + " | " + " | ".join(cells) + " |")
         w("")
     md = os.path.join(ROOT, "bench", "quality.md")
-    # keep the SmolLM2 section that bench/smollm2.py maintains in the same file
+    # keep the sections that bench/smollm2.py and bench/joint.py maintain in the same file
     old = open(md).read() if os.path.exists(md) else ""
-    keep = old[old.index("<!-- smollm2:begin -->"):] if "<!-- smollm2:begin -->" in old else ""
+    marks = [old.index(m) for m in ("<!-- smollm2:begin -->", "<!-- joint:begin -->",
+                                    "<!-- smollm2-joint:begin -->") if m in old]
+    keep = old[min(marks):] if marks else ""
     open(md, "w").write("\n".join(out) + "\n" + ("\n" + keep if keep else ""))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     json.dump(cache, open(os.path.join(ROOT, "bench", "results", "quality.json"), "w"), indent=1, sort_keys=True)

@@ -68,7 +68,7 @@ def main():
                     os.path.join(a.assets, "wikitext-2", "wiki.valid.tokens"), "--tokenizer",
                     os.path.join(model, "tok512.bin"), "--nsamples", str(a.nsamples),
                     "--seqlen", str(a.seqlen), "--out", calib], check=True)
-    cloq = os.path.join(ROOT, "build", "driver", "cloq")
+    cloq = os.path.join(ROOT, "build", "cmd", "cloq")
     common = ["--bits", str(a.bits), "--group-size", str(a.group_size), "--rank", str(a.rank)]
     runs = []  # (label, threads, cmd, kind, env-extra)
     for T in [int(t) for t in a.threads.split(",")]:

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Issue 17's configurations on SmolLM2-135M-Instruct, WikiText-2 test, INT2/INT3 x rank 16/64,
+with the protocol of bench/smollm2.py (the same GGUF, tokenizer, evaluation windows, calibration
+and group size), so that the rows compare with its table ("today's best" is read from
+bench/results/smollm2.json when its setting matches, else run here).
+
+    python3 bench/smollm2_joint.py --config NAME=FLAGS [--config ...] [--np 2]
+
+e.g. --config "comq-cloq10=--quantizer comq --cloq-iters 10". A configuration without
+`--propagate sequential` is one `cloq sweep` (bits 2,3 x ranks 16,64; the joint alternation then
+runs at rank 64 and rank 16 keeps its Q); with it, one `cloq init` per cell. Writes the
+"smollm2-joint" section of bench/quality.md and bench/results/smollm2_joint.json; cached under
+$CLOQ_BENCH_DIR/smollm2-joint.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, WORK  # noqa: E402
+from smollm2 import run  # noqa: E402
+
+BITS, RANKS = [2, 3], [16, 64]
+BEGIN, END = "<!-- smollm2-joint:begin -->", "<!-- smollm2-joint:end -->"
+PROTOCOL = {"eval_windows": 8, "seqlen": 2048, "calib_n": 32, "calib_len": 512, "group_size": 64}
+SETTING = "w8-s2048-c32x512-g64"  # bench/smollm2.py's key for PROTOCOL
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", default=[], help="NAME=FLAGS (cloq init/sweep flags)")
+    ap.add_argument("--np", type=int, default=2)
+    a = ap.parse_args()
+    gguf = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], capture_output=True,
+                          text=True, check=True).stdout.strip().splitlines()[-1]
+    work = os.path.join(WORK, "smollm2-joint")
+    os.makedirs(work, exist_ok=True)
+    assets = os.environ.get("CLOQ_ASSETS", os.path.join(ROOT, "..", "shared", "assets"))
+    calib = os.path.join(assets, "wikitext-2", "wiki.valid.tokens")
+    test = os.path.join(assets, "wikitext-2", "wikitext-2-raw-v1.test.eval_string.txt")
+    cache_path = os.path.join(work, "results.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {"runs": {}, "evals": {}}
+    old = json.load(open(os.path.join(ROOT, "bench", "results", "smollm2.json")))
+    base = ["--model", gguf, "--calib", calib, "--nsamples", PROTOCOL["calib_n"], "--seqlen",
+            PROTOCOL["calib_len"], "--seed", 0, "--group-size", PROTOCOL["group_size"]]
+
+    def save():
+        json.dump(cache, open(cache_path, "w"), indent=1, sort_keys=True)
+
+    def ev(key, store):
+        if key not in cache["evals"]:
+            p, t = run(["eval", "--model", gguf, "--data", test, "--seqlen", PROTOCOL["seqlen"], "--limit",
+                        PROTOCOL["eval_windows"], "--store", store], a.np)
+            cache["evals"][key] = {"ppl": float(re.search(r"ppl ([\d.]+)", p.stdout).group(1)), "s": t}
+            save()
+            print(f"{key}: ppl {cache['evals'][key]['ppl']:.3f} ({t:.0f} s)", flush=True)
+
+    names = []
+    for spec in a.config:
+        name, flags = spec.split("=", 1)
+        flags = shlex.split(flags)
+        names.append((name, " ".join(flags)))
+        seq = "sequential" in flags
+        cells = [(b, r) for b in BITS for r in RANKS]
+        if not seq:
+            out = os.path.join(work, name)
+            if name not in cache["runs"]:
+                _, t = run(["sweep", *base, *flags, "--bits", "2,3", "--ranks", "16,64", "--out", out, "--force"], a.np)
+                cache["runs"][name] = {"s": t}
+                save()
+                print(f"sweep {name}: {t:.0f} s", flush=True)
+            for b, r in cells:
+                ev(f"{name}-b{b}-r{r}", os.path.join(out, f"b{b}-r{r}.h5"))
+        else:
+            for b, r in cells:
+                key = f"{name}-b{b}-r{r}"
+                out = os.path.join(work, key + ".h5")
+                if key not in cache["runs"]:
+                    _, t = run(["init", *base, *flags, "--bits", b, "--rank", r, "--out", out, "--force"], a.np)
+                    cache["runs"][key] = {"s": t}
+                    save()
+                ev(key, out)
+    report(cache, old, names, a.np)
+
+
+def report(cache, old, names, np_):
+    E, R = cache["evals"], cache["runs"]
+    fp = old["evals"]["fp"]["ppl"]
+    assert old.get("setting") == SETTING, "bench/results/smollm2.json has another protocol"
+    lines = [BEGIN, "## SmolLM2-135M-Instruct: issue 17's configurations", "",
+             "The protocol of the table above (`bench/smollm2.py`: the first 8 windows of 2048 of WikiText-2 "
+             "test, calibration 32 windows of 512 of WikiText-2 validation, group size 64), so its rows compare: "
+             "`rtn / cloq` there is today's best INT2 configuration. Calibration is **not** the issue's 128 x 2048 "
+             "tokens (262k, 16x this protocol's 16k, not measured here): the sweeps below already take 4 to 14 "
+             "minutes each on this 2-core machine, and the issue's three best stories260K configurations "
+             "include a sequential one (one `cloq init` per cell), left out for the same reason: on "
+             "stories260K it was within 0.1% of its full-propagation twin at INT2 rank 16. "
+             f"Each configuration is one `cloq sweep` ({np_} ranks x 1 thread; the joint "
+             "alternation then runs at rank 64, and rank 16 keeps that Q with CLoQ's exact product for it) or, "
+             "with sequential propagation, one `cloq init` per cell.", "",
+             f"Full precision: **ppl {fp:.3f}**.", "",
+             "| configuration | flags | INT2 r16 | INT2 r64 | INT3 r16 | INT3 r64 | INT2 r64 x fp | run s |",
+             "|---|---|---|---|---|---|---|---|"]
+    oe = old["evals"]
+    lines.append(f"| today: rtn / cloq (bench/smollm2.py) | | {oe['rtn-cloq-b2-r16']['ppl']:.2f} | "
+                 f"{oe['rtn-cloq-b2-r64']['ppl']:.2f} | {oe['rtn-cloq-b3-r16']['ppl']:.2f} | "
+                 f"{oe['rtn-cloq-b3-r64']['ppl']:.2f} | {oe['rtn-cloq-b2-r64']['ppl'] / fp:.2f} | "
+                 f"{old['sweeps']['rtn-cloq']['s']:.0f} |")
+    for name, flags in names:
+        v = {(b, r): E[f"{name}-b{b}-r{r}"]["ppl"] for b in BITS for r in RANKS}
+        s = R[name]["s"] if name in R else sum(R[f"{name}-b{b}-r{r}"]["s"] for b in BITS for r in RANKS)
+        lines.append(f"| {name} | `{flags}` | {v[2, 16]:.2f} | {v[2, 64]:.2f} | {v[3, 16]:.2f} | {v[3, 64]:.2f} | "
+                     f"{v[2, 64] / fp:.2f} | {s:.0f} |")
+    best = min(names, key=lambda n: E[f"{n[0]}-b2-r64"]["ppl"])
+    x = E[f"{best[0]}-b2-r64"]["ppl"] / fp
+    lines += ["", f"Target INT2 rank 64 within 3x of full precision: best {best[0]} at {x:.2f}x "
+              f"({'met' if x <= 3 else 'missed'}). Runs and evaluations above: "
+              f"{(sum(v['s'] for v in R.values()) + sum(v['s'] for v in E.values())) / 60:.0f} min in all. "
+              "Command: `python3 bench/smollm2_joint.py " + " ".join(f"--config '{n}={f}'" for n, f in names) + "`.",
+              END]
+    md = os.path.join(ROOT, "bench", "quality.md")
+    text = open(md).read()
+    if BEGIN in text:
+        text = text[:text.index(BEGIN)].rstrip("\n") + text[text.index(END) + len(END):]
+    open(md, "w").write(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    json.dump(cache, open(os.path.join(ROOT, "bench", "results", "smollm2_joint.json"), "w"), indent=1, sort_keys=True)
+    print(f"wrote {md} (SmolLM2 joint section)")
+
+
+if __name__ == "__main__":
+    main()
