@@ -5,8 +5,8 @@
 # 1, 2, 3 and more ranks against independent goldens; the Slurm job templates on a one-node
 # cluster (suite 'slurm', release pass only); libFuzzer on the GGUF reader for 60 s and on the
 # safetensors, config.json, tokenizer.json and token-file readers for 30 s each (suite 'fuzz',
-# release pass only, its own clang + ASan/UBSan build); GPTQModel loading a GPTQ export (suite
-# 'peers', release pass only). Ends with the line `N passed, N failed`;
+# release pass only, its own clang + ASan/UBSan build); GPTQModel loading a GPTQ export and PEFT
+# fine-tuning from the exports (suite 'peers', release pass only). Ends with the line `N passed, N failed`;
 # exit status 0 only if all passed. Set CLOQ_SKIP_ASAN=1 to run the release build only.
 # The release build compiles and links the CUDA backend when nvcc is present (-Dcuda=auto); the
 # tests run on the CPU (CLOQ_DEVICE=cpu; tests/e2e/test_device.py checks auto, cuda and cpu, and
