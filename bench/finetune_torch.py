@@ -143,7 +143,7 @@ def old_split(m, model_dir, calib, damp):
 def train(m, train_ids, evals, lr, steps, batch, seed, warmup=0.05, eval_every=50, eval_batch=8,
           log=None, inspect=None, final_evals=None):
     """The plain loop. Returns the curve: loss per step, and {name: [(step, ppl), ...]} at step 0,
-    every eval_every steps and at the end (final_evals: at step 0 and at the end only). inspect(m, step, batch), if given, is called after each
+    every eval_every steps and at the end (final_evals: at the end only). inspect(m, step, batch), if given, is called after each
     backward pass, before clipping and the update (the tests read the gradients there)."""
     dev = next(m.parameters()).device
     torch.manual_seed(seed)
@@ -161,7 +161,7 @@ def train(m, train_ids, evals, lr, steps, batch, seed, warmup=0.05, eval_every=5
     curve = {"loss": [], "evals": {k: [] for k in (*evals, *final_evals)}}
 
     def evaluate(step):
-        sets = {**evals, **final_evals} if step in (0, steps) else evals
+        sets = {**evals, **final_evals} if step == steps else evals
         for k, ids in sets.items():
             curve["evals"][k].append((step, ppl(m, ids, eval_batch)))
         if log:
