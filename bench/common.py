@@ -31,6 +31,13 @@ def cloq(args, np_=1, threads=None, env=None, check=True):
     return sh(cmd, e, check)
 
 
+def smollm2_gguf():
+    """The SmolLM2-135M GGUF file, fetched once by scripts/fetch-smollm2.sh (it prints the path)."""
+    p = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], capture_output=True,
+                       text=True, check=True)
+    return p.stdout.strip().splitlines()[-1]
+
+
 def synth(name, *flags):
     """A synthetic model under WORK (generated once)."""
     d = os.path.join(WORK, name)

@@ -49,7 +49,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CLOQ, MPIRUN, ROOT, WORK, sh  # noqa: E402
+from common import CLOQ, ROOT, WORK, cloq, sh, smollm2_gguf  # noqa: E402
 
 ASSETS = os.environ.get("CLOQ_ASSETS", os.path.join(ROOT, "..", "shared", "assets"))
 VENV_PY = os.path.join(ROOT, "bench", "peers", ".venv", "bin", "python")
@@ -84,8 +84,7 @@ def tokens_npy(tok, npy, seqlen=None):
 
 
 def cloq_ppl(args, np_=1):
-    cmd = ([CLOQ] if np_ == 1 else [MPIRUN, "-n", str(np_), CLOQ]) + ["eval", *args]
-    p = sh(cmd, {"OPENBLAS_NUM_THREADS": "1", "CLOQ_DEVICE": "cpu"})
+    p = cloq(["eval", *args], np_, threads=1, env={"CLOQ_DEVICE": "cpu"})
     return float(re.search(r"ppl ([\d.]+)", p.stdout).group(1))
 
 
@@ -120,8 +119,7 @@ def prepare_stories(a, work):
 
 
 def prepare_smollm2(a, work):
-    gguf = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], capture_output=True,
-                          text=True, check=True).stdout.strip().splitlines()[-1]
+    gguf = smollm2_gguf()
     wiki = os.path.join(ASSETS, "wikitext-2")
     env = {"OPENBLAS_NUM_THREADS": "1", "CLOQ_DEVICE": "cpu"}
     data = {}
@@ -149,9 +147,8 @@ def prepare_smollm2(a, work):
         src = "cloq" if init == "cloq-old" else init
         out = os.path.join(work, f"sweep-{src}")
         if not all(os.path.exists(os.path.join(out, f"b{b}-r{a.rank}.h5")) for b in a.bits):
-            cmd = ([MPIRUN, "-n", str(a.np), CLOQ] if a.np > 1 else [CLOQ]) + [
-                "sweep", *base, *INITS[src], "--bits", ",".join(map(str, a.bits)), "--ranks", a.rank, "--out", out]
-            p = sh(cmd, env)
+            p = cloq(["sweep", *base, *INITS[src], "--bits", ",".join(map(str, a.bits)), "--ranks", a.rank,
+                      "--out", out], a.np, env=env)
             meta[f"sweep_s/{src}"] = p.wall
             print(f"sweep {src}: {p.wall:.0f} s", flush=True)
         for b in a.bits:

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CLOQ, MPIRUN, ROOT, WORK  # noqa: E402
+from common import CLOQ, MPIRUN, ROOT, WORK, smollm2_gguf  # noqa: E402
 
 BITS, RANKS = [2, 3, 4], [16, 64]
 QUANTS, INITS = ["rtn", "gptq"], ["zero", "svd", "loftq", "cloq"]
@@ -54,8 +54,7 @@ def main():
     ap.add_argument("--np", type=int, default=2)
     a = ap.parse_args()
 
-    gguf = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], capture_output=True,
-                          text=True, check=True).stdout.strip().splitlines()[-1]
+    gguf = smollm2_gguf()
     work = os.path.join(WORK, "smollm2")
     os.makedirs(work, exist_ok=True)
     assets = os.environ.get("CLOQ_ASSETS", os.path.join(ROOT, "..", "shared", "assets"))

@@ -17,12 +17,11 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, WORK  # noqa: E402
+from common import ROOT, WORK, smollm2_gguf  # noqa: E402
 from smollm2 import run  # noqa: E402
 
 BITS, RANKS = [2, 3], [16, 64]
@@ -36,8 +35,7 @@ def main():
     ap.add_argument("--config", action="append", default=[], help="NAME=FLAGS (cloq init/sweep flags)")
     ap.add_argument("--np", type=int, default=2)
     a = ap.parse_args()
-    gguf = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], capture_output=True,
-                          text=True, check=True).stdout.strip().splitlines()[-1]
+    gguf = smollm2_gguf()
     work = os.path.join(WORK, "smollm2-joint")
     os.makedirs(work, exist_ok=True)
     assets = os.environ.get("CLOQ_ASSETS", os.path.join(ROOT, "..", "shared", "assets"))
