@@ -43,7 +43,14 @@ def main():
                     help="WikiText-2 test windows of 512 tokens evaluated (0: all 1,580)")
     ap.add_argument("--eval-seqs", type=int, default=64, help="held-out self-generated sequences")
     ap.add_argument("--work", default=os.path.join(WORK, "quality"))
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw bench/quality.png from bench/results/quality.json and joint.json, run nothing")
     a = ap.parse_args()
+    if a.plot_only:
+        cache = json.load(open(os.path.join(ROOT, "bench", "results", "quality.json")))
+        plot_cache(cache)
+        print("wrote bench/quality.png")
+        return
     os.makedirs(a.work, exist_ok=True)
     env = {"OPENBLAS_NUM_THREADS": "1"}
     t_start = time.time()
@@ -226,15 +233,33 @@ def report(cache, a, t_init, t_eval, t_all):
     open(md, "w").write("\n".join(out) + "\n" + ("\n" + keep if keep else ""))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     json.dump(cache, open(os.path.join(ROOT, "bench", "results", "quality.json"), "w"), indent=1, sort_keys=True)
-    plot(cache, fp, configs, get)
+    plot_cache(cache)
     print(f"wrote {md} and bench/quality.png")
 
 
-def plot(cache, fp, configs, get):
+# issue 17's rows (bench/joint.py: self-generated calibration, its own evaluation of full
+# precision), drawn in the plot's third row as perplexity / full precision on held-out text
+JOINT_ROWS = {("rtn", "cloq1"): ("tab:red", ":"), ("comq", "cloq1"): ("tab:purple", "-"),
+              ("comq", "cloq3"): ("tab:green", "-"), ("comq", "cloq10"): ("k", "-"),
+              ("gptq", "cloq10"): ("tab:brown", "--"), ("rtn", "quailora"): ("tab:cyan", ":")}
+
+
+def plot_cache(cache):
+    fp = {e: cache[f"fp|{e}"]["ppl"] for e in ("wiki", "self")}
+
+    def get(c, q, i, p, b, r, e, k="ppl"):
+        return cache[f"{c}|{q}|{i}|{p}|{b}|{r}|{e}"][k]
+
+    path = os.path.join(ROOT, "bench", "results", "joint.json")
+    plot(fp, get, json.load(open(path)) if os.path.exists(path) else None)
+
+
+def plot(fp, get, joint=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True)
+    rows = 3 if joint else 2
+    fig, ax = plt.subplots(rows, 3, figsize=(13, 3.75 * rows + 0.5), sharex=True)
     colors = {"zero": "tab:gray", "svd": "tab:blue", "loftq": "tab:orange", "cloq": "tab:red"}
     styles = {"rtn": ":", "gptq": "--", "gptq+magr": "-"}
     for j, b in enumerate(BITS):
@@ -253,11 +278,34 @@ def plot(cache, fp, configs, get):
         ax[1, j].set_yscale("log")
         ax[1, j].set_xlabel("LoRA rank")
         ax[1, j].set_xticks(RANKS)
+        if not joint:
+            continue
+        if b not in (2, 3):  # issue 17's grid is INT2/INT3
+            ax[2, j].text(0.5, 0.5, "not in issue 17's grid (INT2/INT3)", ha="center", va="center",
+                          transform=ax[2, j].transAxes, fontsize=9)
+            ax[2, j].set_yticks([])
+            ax[2, j].set_xlabel("LoRA rank")
+            continue
+        for (q, t), (color, ls) in JOINT_ROWS.items():
+            for p, mk in (("full", "o"), ("sequential", "s")):
+                k = f"{q}/{t}/{p}/b{b}"
+                if not all(f"{k}/r{r}" in joint for r in RANKS):
+                    continue
+                y = [joint[f"{k}/r{r}"]["self"] / joint["fp/self"] for r in RANKS]
+                lab = f"issue 17: {q} / {t} / {p}" if j == 0 else None
+                ax[2, j].plot(RANKS, y, ls, color=color, marker=mk, ms=3, lw=1 if p == "full" else 0.6, label=lab)
+        ax[2, j].axhline(2, color="k", lw=0.8, ls="--")
+        ax[2, j].set_yscale("log")
+        ax[2, j].set_xlabel("LoRA rank")
     ax[0, 0].set_ylabel("WikiText-2 test perplexity\n(solid: fp, dashed: 2x fp)")
     ax[1, 0].set_ylabel("KL(fp || quantized), self-generated")
-    fig.legend(loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle("stories260K at init: best over calibration source and propagation")
-    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    if joint:
+        ax[2, 0].set_ylabel("bench/joint.py: held-out self-gen.\nppl / fp (dashed: 2x)")
+    fig.legend(loc="lower center", ncol=5, fontsize=7)
+    fig.suptitle("stories260K at init: rows 1-2 best over calibration source and propagation (bench/quality.py); "
+                 "row 3 issue 17's configurations (bench/joint.py)" if joint else
+                 "stories260K at init: best over calibration source and propagation", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if joint else 0.07, 1, 0.97))
     fig.savefig(os.path.join(ROOT, "bench", "quality.png"), dpi=110)
 
 
