@@ -34,6 +34,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=[], help="NAME=FLAGS (cloq init/sweep flags)")
     ap.add_argument("--np", type=int, default=2)
+    ap.add_argument("--cells", default="2x16,2x64,3x16,3x64",
+                    help="BITSxRANK cells of the sequential configurations (one `cloq init` each)")
     a = ap.parse_args()
     gguf = smollm2_gguf()
     work = os.path.join(WORK, "smollm2-joint")
@@ -63,44 +65,46 @@ def main():
         name, flags = spec.split("=", 1)
         flags = shlex.split(flags)
         names.append((name, " ".join(flags)))
+        # a configuration's own --nsamples / --seqlen replace the protocol's calibration
+        cbase = [x for i, x in enumerate(base) if not (x in flags or (i and base[i - 1] in flags))]
         seq = "sequential" in flags
         cells = [(b, r) for b in BITS for r in RANKS]
         if not seq:
             out = os.path.join(work, name)
             if name not in cache["runs"]:
-                _, t = run(["sweep", *base, *flags, "--bits", "2,3", "--ranks", "16,64", "--out", out, "--force"], a.np)
+                _, t = run(["sweep", *cbase, *flags, "--bits", "2,3", "--ranks", "16,64", "--out", out, "--force"], a.np)
                 cache["runs"][name] = {"s": t}
                 save()
                 print(f"sweep {name}: {t:.0f} s", flush=True)
             for b, r in cells:
                 ev(f"{name}-b{b}-r{r}", os.path.join(out, f"b{b}-r{r}.h5"))
         else:
-            for b, r in cells:
+            for b, r in [tuple(map(int, c.split("x"))) for c in a.cells.split(",")]:
                 key = f"{name}-b{b}-r{r}"
                 out = os.path.join(work, key + ".h5")
                 if key not in cache["runs"]:
-                    _, t = run(["init", *base, *flags, "--bits", b, "--rank", r, "--out", out, "--force"], a.np)
+                    _, t = run(["init", *cbase, *flags, "--bits", b, "--rank", r, "--out", out, "--force"], a.np)
                     cache["runs"][key] = {"s": t}
                     save()
                 ev(key, out)
-    report(cache, old, names, a.np)
+    report(cache, old, names, a.np, a.cells)
 
 
-def report(cache, old, names, np_):
+def report(cache, old, names, np_, cells):
     E, R = cache["evals"], cache["runs"]
     fp = old["evals"]["fp"]["ppl"]
     assert old.get("setting") == SETTING, "bench/results/smollm2.json has another protocol"
     lines = [BEGIN, "## SmolLM2-135M-Instruct: issue 17's configurations", "",
              "The protocol of the table above (`bench/smollm2.py`: the first 8 windows of 2048 of WikiText-2 "
              "test, calibration 32 windows of 512 of WikiText-2 validation, group size 64), so its rows compare: "
-             "`rtn / cloq` there is today's best INT2 configuration. Calibration is **not** the issue's 128 x 2048 "
-             "tokens (262k, 16x this protocol's 16k, not measured here): the sweeps below already take 4 to 14 "
-             "minutes each on this 2-core machine, and the issue's three best stories260K configurations "
-             "include a sequential one (one `cloq init` per cell), left out for the same reason: on "
-             "stories260K it was within 0.1% of its full-propagation twin at INT2 rank 16. "
-             f"Each configuration is one `cloq sweep` ({np_} ranks x 1 thread; the joint "
-             "alternation then runs at rank 64, and rank 16 keeps that Q with CLoQ's exact product for it) or, "
-             "with sequential propagation, one `cloq init` per cell.", "",
+             "`rtn / cloq` there is today's best configuration. A configuration's own `--nsamples` / `--seqlen` "
+             "replace that calibration: the `c128x2048` row is the issue's 128 x 2048 tokens (262k, 16x the "
+             "protocol's 16k) for the best configuration; the others stay at 32 x 512, because one calibration "
+             "pass over 262k tokens takes ~23 minutes on this 2-core machine and every configuration needs its "
+             "own. Each configuration is one `cloq sweep` "
+             f"({np_} ranks x 1 thread; the joint alternation then runs at rank 64, and rank 16 keeps that Q "
+             "with CLoQ's exact product for it) or, with sequential propagation, one `cloq init` per cell "
+             "(here only the cells named by `--cells`; '-' marks a cell not run).", "",
              f"Full precision: **ppl {fp:.3f}**.", "",
              "| configuration | flags | INT2 r16 | INT2 r64 | INT3 r16 | INT3 r64 | INT2 r64 x fp | run s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -110,16 +114,18 @@ def report(cache, old, names, np_):
                  f"{oe['rtn-cloq-b3-r64']['ppl']:.2f} | {oe['rtn-cloq-b2-r64']['ppl'] / fp:.2f} | "
                  f"{old['sweeps']['rtn-cloq']['s']:.0f} |")
     for name, flags in names:
-        v = {(b, r): E[f"{name}-b{b}-r{r}"]["ppl"] for b in BITS for r in RANKS}
-        s = R[name]["s"] if name in R else sum(R[f"{name}-b{b}-r{r}"]["s"] for b in BITS for r in RANKS)
-        lines.append(f"| {name} | `{flags}` | {v[2, 16]:.2f} | {v[2, 64]:.2f} | {v[3, 16]:.2f} | {v[3, 64]:.2f} | "
-                     f"{v[2, 64] / fp:.2f} | {s:.0f} |")
-    best = min(names, key=lambda n: E[f"{n[0]}-b2-r64"]["ppl"])
+        v = {(b, r): E[f"{name}-b{b}-r{r}"]["ppl"] for b in BITS for r in RANKS if f"{name}-b{b}-r{r}" in E}
+        s = R[name]["s"] if name in R else sum(R[k]["s"] for k in R if k.startswith(name + "-b"))
+        cell = [f"{v[b, r]:.2f}" if (b, r) in v else "-" for b in BITS for r in RANKS]
+        ratio = f"{v[2, 64] / fp:.2f}" if (2, 64) in v else "-"
+        lines.append(f"| {name} | `{flags}` | {' | '.join(cell)} | {ratio} | {s:.0f} |")
+    best = min((n for n in names if f"{n[0]}-b2-r64" in E), key=lambda n: E[f"{n[0]}-b2-r64"]["ppl"])
     x = E[f"{best[0]}-b2-r64"]["ppl"] / fp
     lines += ["", f"Target INT2 rank 64 within 3x of full precision: best {best[0]} at {x:.2f}x "
               f"({'met' if x <= 3 else 'missed'}). Runs and evaluations above: "
               f"{(sum(v['s'] for v in R.values()) + sum(v['s'] for v in E.values())) / 60:.0f} min in all. "
-              "Command: `python3 bench/smollm2_joint.py " + " ".join(f"--config '{n}={f}'" for n, f in names) + "`.",
+              "Command: `python3 bench/smollm2_joint.py " + " ".join(f"--config '{n}={f}'" for n, f in names) +
+              (f" --cells {cells}" if cells != "2x16,2x64,3x16,3x64" else "") + "`.",
               END]
     md = os.path.join(ROOT, "bench", "quality.md")
     text = open(md).read()
