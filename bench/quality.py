@@ -143,12 +143,18 @@ def main():
     report(cache, a, t_init, t_eval, time.time() - t_start)
 
 
-def report(cache, a, t_init, t_eval, t_all):
+def accessors(cache):
+    """(full precision ppl per evaluation set, get(calib, quant, init, prop, bits, rank, eval[, key]))."""
     fp = {e: cache[f"fp|{e}"]["ppl"] for e in ("wiki", "self")}
 
     def get(c, q, i, p, b, r, e, k="ppl"):
         return cache[f"{c}|{q}|{i}|{p}|{b}|{r}|{e}"][k]
 
+    return fp, get
+
+
+def report(cache, a, t_init, t_eval, t_all):
+    fp, get = accessors(cache)
     configs = [(c, q, i, p) for c in CALIBS for q in QUANT for i in INITS for p in PROPS]
     out = []
     w = out.append
@@ -245,11 +251,7 @@ JOINT_ROWS = {("rtn", "cloq1"): ("tab:red", ":"), ("comq", "cloq1"): ("tab:purpl
 
 
 def plot_cache(cache):
-    fp = {e: cache[f"fp|{e}"]["ppl"] for e in ("wiki", "self")}
-
-    def get(c, q, i, p, b, r, e, k="ppl"):
-        return cache[f"{c}|{q}|{i}|{p}|{b}|{r}|{e}"][k]
-
+    fp, get = accessors(cache)
     path = os.path.join(ROOT, "bench", "results", "joint.json")
     plot(fp, get, json.load(open(path)) if os.path.exists(path) else None)
 

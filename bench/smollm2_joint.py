@@ -28,13 +28,14 @@ BITS, RANKS = [2, 3], [16, 64]
 BEGIN, END = "<!-- smollm2-joint:begin -->", "<!-- smollm2-joint:end -->"
 PROTOCOL = {"eval_windows": 8, "seqlen": 2048, "calib_n": 32, "calib_len": 512, "group_size": 64}
 SETTING = "w8-s2048-c32x512-g64"  # bench/smollm2.py's key for PROTOCOL
+ALL_CELLS = ",".join(f"{b}x{r}" for b in BITS for r in RANKS)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=[], help="NAME=FLAGS (cloq init/sweep flags)")
     ap.add_argument("--np", type=int, default=2)
-    ap.add_argument("--cells", default="2x16,2x64,3x16,3x64",
+    ap.add_argument("--cells", default=ALL_CELLS,
                     help="BITSxRANK cells of the sequential configurations (one `cloq init` each)")
     a = ap.parse_args()
     gguf = smollm2_gguf()
@@ -46,8 +47,8 @@ def main():
     cache_path = os.path.join(work, "results.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {"runs": {}, "evals": {}}
     old = json.load(open(os.path.join(ROOT, "bench", "results", "smollm2.json")))
-    base = ["--model", gguf, "--calib", calib, "--nsamples", PROTOCOL["calib_n"], "--seqlen",
-            PROTOCOL["calib_len"], "--seed", 0, "--group-size", PROTOCOL["group_size"]]
+    base = ["--model", gguf, "--calib", calib, "--seed", 0, "--group-size", PROTOCOL["group_size"]]
+    calib_default = {"--nsamples": PROTOCOL["calib_n"], "--seqlen": PROTOCOL["calib_len"]}
 
     def save():
         json.dump(cache, open(cache_path, "w"), indent=1, sort_keys=True)
@@ -66,9 +67,8 @@ def main():
         flags = shlex.split(flags)
         names.append((name, " ".join(flags)))
         # a configuration's own --nsamples / --seqlen replace the protocol's calibration
-        cbase = [x for i, x in enumerate(base) if not (x in flags or (i and base[i - 1] in flags))]
+        cbase = base + [x for k, v in calib_default.items() if k not in flags for x in (k, v)]
         seq = "sequential" in flags
-        cells = [(b, r) for b in BITS for r in RANKS]
         if not seq:
             out = os.path.join(work, name)
             if name not in cache["runs"]:
@@ -76,8 +76,9 @@ def main():
                 cache["runs"][name] = {"s": t}
                 save()
                 print(f"sweep {name}: {t:.0f} s", flush=True)
-            for b, r in cells:
-                ev(f"{name}-b{b}-r{r}", os.path.join(out, f"b{b}-r{r}.h5"))
+            for b in BITS:
+                for r in RANKS:
+                    ev(f"{name}-b{b}-r{r}", os.path.join(out, f"b{b}-r{r}.h5"))
         else:
             for b, r in [tuple(map(int, c.split("x"))) for c in a.cells.split(",")]:
                 key = f"{name}-b{b}-r{r}"
@@ -125,7 +126,7 @@ def report(cache, old, names, np_, cells):
               f"({'met' if x <= 3 else 'missed'}). Runs and evaluations above: "
               f"{(sum(v['s'] for v in R.values()) + sum(v['s'] for v in E.values())) / 60:.0f} min in all. "
               "Command: `python3 bench/smollm2_joint.py " + " ".join(f"--config '{n}={f}'" for n, f in names) +
-              (f" --cells {cells}" if cells != "2x16,2x64,3x16,3x64" else "") + "`.",
+              (f" --cells {cells}" if cells != ALL_CELLS else "") + "`.",
               END]
     md = os.path.join(ROOT, "bench", "quality.md")
     text = open(md).read()
