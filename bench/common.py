@@ -70,3 +70,15 @@ def stages(out):
     m = re.search(r"peak RSS \(MiB\): (.*)", out)
     tot["rss"] = m.group(1) if m else ""
     return tot
+
+
+def write_section(md, begin, end, lines):
+    """Replaces the text between the markers begin and end of md (lines, which hold both markers) in
+    place, or appends it when md has no such section, so that a re-run keeps the file's order."""
+    old = open(md).read() if os.path.exists(md) else ""
+    new = "\n".join(lines)
+    if begin in old:
+        old = old[:old.index(begin)] + new + old[old.index(end) + len(end):]
+    else:
+        old = old.rstrip("\n") + "\n\n" + new + "\n"
+    open(md, "w").write(old)

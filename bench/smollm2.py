@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CLOQ, MPIRUN, ROOT, WORK, smollm2_gguf  # noqa: E402
+from common import CLOQ, MPIRUN, ROOT, WORK, smollm2_gguf, write_section  # noqa: E402
 
 BITS, RANKS = [2, 3, 4], [16, 64]
 QUANTS, INITS = ["rtn", "gptq"], ["zero", "svd", "loftq", "cloq"]
@@ -145,10 +145,7 @@ def report(cache, fp, a, gguf, wall):
         "", "Command: `python3 bench/smollm2.py" + (f" --eval-windows {a.eval_windows}" if a.eval_windows != 8 else "")
         + "` (raw results: bench/results/smollm2.json).", END]
     md = os.path.join(ROOT, "bench", "quality.md")
-    old = open(md).read() if os.path.exists(md) else ""
-    if BEGIN in old:
-        old = old[:old.index(BEGIN)].rstrip("\n") + old[old.index(END) + len(END):]
-    open(md, "w").write(old.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    write_section(md, BEGIN, END, lines)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     json.dump(cache, open(os.path.join(ROOT, "bench", "results", "smollm2.json"), "w"), indent=1, sort_keys=True)
     print(f"wrote {md} (SmolLM2 section)")

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, WORK, smollm2_gguf  # noqa: E402
+from common import ROOT, WORK, smollm2_gguf, write_section  # noqa: E402
 from smollm2 import run  # noqa: E402
 
 BITS, RANKS = [2, 3], [16, 64]
@@ -99,10 +99,10 @@ def report(cache, old, names, np_, cells):
              "The protocol of the table above (`bench/smollm2.py`: the first 8 windows of 2048 of WikiText-2 "
              "test, calibration 32 windows of 512 of WikiText-2 validation, group size 64), so its rows compare: "
              "`rtn / cloq` there is today's best configuration. A configuration's own `--nsamples` / `--seqlen` "
-             "replace that calibration: the `c128x2048` row is the issue's 128 x 2048 tokens (262k, 16x the "
-             "protocol's 16k) for the best configuration; the others stay at 32 x 512, because one calibration "
-             "pass over 262k tokens adds ~12 minutes to every configuration on this 2-core machine (the "
-             "comq + 10 sweep: 1552 s against 835 s at 32 x 512), and each needs its own. Each configuration is one `cloq sweep` "
+             "replace that calibration: the rows ending `-c128x2048` use the issue's 128 x 2048 tokens (262k, 16x "
+             "the protocol's 16k); the others stay at 32 x 512 and show what the larger calibration buys. One "
+             "calibration pass over 262k tokens adds ~12 minutes to a configuration on this 2-core machine "
+             "(the comq + 10 sweep: 1552 s against 835 s at 32 x 512). Each configuration is one `cloq sweep` "
              f"({np_} ranks x 1 thread; the joint alternation then runs at rank 64, and rank 16 keeps that Q "
              "with CLoQ's exact product for it) or, with sequential propagation, one `cloq init` per cell "
              "(here only the cells named by `--cells`; '-' marks a cell not run).", "",
@@ -129,10 +129,7 @@ def report(cache, old, names, np_, cells):
               (f" --cells {cells}" if cells != ALL_CELLS else "") + "`.",
               END]
     md = os.path.join(ROOT, "bench", "quality.md")
-    text = open(md).read()
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)].rstrip("\n") + text[text.index(END) + len(END):]
-    open(md, "w").write(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    write_section(md, BEGIN, END, lines)
     json.dump(cache, open(os.path.join(ROOT, "bench", "results", "smollm2_joint.json"), "w"), indent=1, sort_keys=True)
     print(f"wrote {md} (SmolLM2 joint section)")
 
