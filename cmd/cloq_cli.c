@@ -173,8 +173,8 @@ void cloq_cli_usage(int cmd) {
     printf(
         "  --device D             cpu | cuda | auto (default auto, or $CLOQ_DEVICE): cuda runs the\n"
         "                         forward pass, Gram matrices, Cholesky factors, top-r\n"
-        "                         eigensolves and quantizers on the GPU of each rank (local rank\n"
-        "                         mod GPU count);\n"
+        "                         eigensolves and the rtn and gptq quantizers on the GPU of each\n"
+        "                         rank (local rank mod GPU count; comq stays on its CPU);\n"
         "                         auto falls back to the CPU with a one-line notice\n"
         "Re-running the same command after a crash or a SIGTERM resumes from the blocks\n"
         "complete in FILE.h5.partial.d/.\n"

@@ -74,6 +74,9 @@ static int open_device(cloq_opts *o, MPI_Comm comm, int local) {
     fprintf(stderr, "cloq: notice: %s: running on the CPU%s\n",
             notice[0] ? notice : "no usable GPU on some ranks", size > 1 ? why : "");
   }
+  if (rank == 0 && ngpu > 0 && o->quantizer && !strcmp(o->quantizer, "comq"))
+    fprintf(stderr, "cloq: notice: --quantizer comq runs on the CPU of each rank (it has no GPU "
+                    "path yet); the rest of the run is on the GPU\n");
   if (ngpu == size && !o->dist_threshold_set) o->dist_threshold = 0;
   return CLOQ_OK;
 }

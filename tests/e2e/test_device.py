@@ -7,7 +7,8 @@ Where a GPU is usable (`cloq --device cuda` opens it), the same script compares 
 the CPU path on stories260K and on a synthetic model, with these tolerances (docs/cuda.md):
   - eval perplexity: relative 1e-5 (float32 forward, different summation order, expf);
   - RTN codes, scales, zeros: identical at full propagation (they depend on W only) ;
-  - GPTQ codes: at least 99.9% identical (float64 updates; dgemm order differs);
+  - GPTQ codes: at least 99.9% identical (float64 updates; dgemm order differs); COMQ's too (it runs
+    on the CPU, from the GPU's Gram matrices), with a one-line notice that it does;
   - stored objectives and LoRA products B A: relative 1e-3 (they go through the Gram matrices of
     the float32 forward pass, whose rounding differs);
   - CLoQ's objective stays <= the zero init's on every layer, on the GPU too.
@@ -130,6 +131,7 @@ def compare(model, tag, extra, codes_exact):
         a, b = (ppl(run(EVAL + ["--store", s, "--device", dev])) for s, dev in ((sc, "cpu"), (sg, "cuda")))
         check(a is not None and b is not None and abs(a - b) <= 1e-3 * a,
               f"{tag}: store perplexity cpu vs cuda within 1e-3", a, b)
+    return pg
 
 if gpu:
     a, b = ppl(p_cpu), ppl(probe)
@@ -137,6 +139,12 @@ if gpu:
     compare(MODEL, "stories-rtn", INIT, True)
     compare(MODEL, "stories-gptq", INIT + ["--quantizer", "gptq"], False)
     compare(MODEL, "stories-seq", INIT + ["--propagate", "sequential"], False)
+    # COMQ runs on the CPU (from the GPU's Gram matrices) and says so once; the joint alternation's
+    # CLoQ solves run on the GPU
+    pg = compare(MODEL, "stories-comq-joint", INIT + ["--quantizer", "comq", "--cloq-iters", "3"], False)
+    notes = [l for l in err_lines(pg) if "comq" in l] if pg else []
+    check(len(notes) == 1 and "runs on the CPU" in notes[0], "cuda + comq: one notice that comq runs on the CPU",
+          1, err_lines(pg) if pg else None)
     synth = os.path.join(d, "synth")
     p = run(["synth", "--out", synth, "--dim", "512", "--layers", "2", "--heads", "8", "--kv-heads", "4",
              "--mlp", "1408", "--vocab", "1000", "--calib-samples", "8", "--calib-seqlen", "256"])
