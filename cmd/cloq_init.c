@@ -177,8 +177,11 @@ static void print_plan(const init_run *r, const run_ctx *c, const int64_t stats[
             + 8 * (ns + 2 * no) * rmax * 2;    /* eigenvectors, F P, V (and LoftQ's first) */
     /* LoftQ: its target; from 2 alternations the first error and the best iterate kept */
     if (loftq) ws += 4 * no * ni + (ip->loftq_iters > 1 ? 9 * no * ni + 4 * rmax * (no + ni) : 0);
-    /* CLoQ's alternation: its target, the kept iterate's quantization, factors and basis */
-    if (cloq && ip->cloq_iters > 1) ws += 9 * no * ni + 4 * rmax * (no + ni) + 16 * no * rmax;
+    /* CLoQ's alternation: its target, the kept iterate's quantization, factors and basis; each
+     * smaller rank of a sweep keeps its own best iterate's quantization and factors */
+    if (cloq && ip->cloq_iters > 1)
+      ws += (9 * no * ni + 4 * rmax * (no + ni) + 16 * no * rmax) +
+            (ip->nranks - 1) * (no * ni + 8.0 * no * ni / ip->group_size + 4 * rmax * (no + ni));
     if (ip->magr) ws += 4 * no * ni + 8 * ni * ni; /* MagR's weight, its eigensolver's copy of H */
     if (ip->quantizer == CLOQ_QUANT_GPTQ || (ip->quantizer == CLOQ_QUANT_COMQ &&
                                              ip->comq_init == CLOQ_COMQ_INIT_GPTQ))

@@ -66,7 +66,7 @@ typedef struct {
    * that of the same quantizer's Q with B A = 0 (the zero init); NaN where not computed. */
   double objective, objective_zero;
   /* Iterative inits (--cloq-iters T > 1, quailora): the objective of each iterate, in order
-   * (cloq: T iterates of the alternation, at the sweep's largest rank; quailora: the svd start,
+   * (cloq: T iterates of the alternation, each at this module's rank; quailora: the svd start,
    * then each alternation), and which one the factors are (1-based). n_iter 0: not iterative. */
   int n_iter, iter_chosen;
   double iter_obj[CLOQ_MAX_ITERS + 1];

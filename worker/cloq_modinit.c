@@ -322,39 +322,86 @@ static void restore_iterate(const cloq_modjob *j, cloq_qmodule *q, int64_t rs, b
   quant_error(q, j->ip->group_size, j->W, mb->Q, mb->E);
 }
 
+/* A smaller rank of a sweep's alternation: the best iterate at its own rank (quantization and
+ * factors, rank r), its objectives, and the iterate it is. */
+typedef struct {
+  cloq_qmodule q;
+  double best;
+  history h;
+} rank_best;
+
 /* CLoQ with T = cloq_iters > 1 for bits setting ib (see cloq_modinit.h): T iterates
- * Q_t = quant(W' - L_(t-1)), L_t = CLoQ(W - Q_t) at the largest rank; the lowest objective there
- * is kept (the later on ties), then every rank is split from its basis. objective_zero is the
- * first iterate's (quant(W'), as for LoftQ), so ratios compare with T = 1. */
+ * Q_t = quant(W' - L_(t-1)), L_t = CLoQ(W - Q_t) at the largest rank; the largest rank keeps the
+ * lowest objective there (the later on ties). Each smaller rank r of a sweep keeps the iterate of
+ * the lowest objective at r (trace - its top r eigenvalues, from the same solve), split at r when
+ * it is found, so it is never above T = 1 at its own rank either. objective_zero is the first
+ * iterate's (quant(W'), as for LoftQ), so ratios compare with T = 1. */
 static int cloq_alt_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb,
                          cloq_qmodule *q) {
   const cloq_init_params *ip = j->ip;
-  int64_t no = q->n_out, ni = q->n_in, rmax = cloq_init_max_rank(ip);
+  int64_t no = q->n_out, ni = q->n_in, rmax = cloq_init_max_rank(ip), side = min64(no, ni);
   int64_t rs = cloq_proj_solve_rank(rmax, no, ni);
   history h = {.n = ip->cloq_iters};
+  rank_best rb[CLOQ_MAX_RANKS] = {0};
+  int rc = CLOQ_OK;
+  for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
+    rb[ir].best = INFINITY;
+    rb[ir].h.n = h.n;
+    if (j->todo[ib * ip->nranks + ir] && ip->ranks[ir] < rmax && !qmodule_like(&rb[ir].q, q))
+      rc = CLOQ_ERR;
+  }
   double best = INFINITY, obj0 = 0;
   int cur_best = 0; /* the kept iterate is the current one, not mb->best */
-  for (int t = 0; t < h.n; t++) {
+  for (int t = 0; t < h.n && rc == CLOQ_OK; t++) {
     double t0 = cloq_now();
     const float *tgt = Wq;
     if (t > 0) {
-      CLOQ_CALL(cloq_lora_split(mb->V, mb->E, no, ni, rs, rmax, q->A, q->B));
+      if ((rc = cloq_lora_split(mb->V, mb->E, no, ni, rs, rmax, q->A, q->B)) != CLOQ_OK) break;
       target_minus_lora(Wq, q, rmax, mb->Tgt);
       tgt = mb->Tgt;
       if (cur_best) keep_iterate(q, rs, mb), cur_best = 0;
     }
-    CLOQ_CALL(quantize(j, tgt, ip->bits[ib], q));
+    if ((rc = quantize(j, tgt, ip->bits[ib], q)) != CLOQ_OK) break;
     quant_error(q, ip->group_size, j->W, mb->Q, mb->E);
     double t1 = cloq_now();
     j->sec[CLOQ_ST_QUANT] += t1 - t0;
-    CLOQ_CALL(basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &mb->trace, mb));
+    if ((rc = basis(j, mb->E, no, ni, rs, mb->V, mb->cap, &mb->trace, mb)) != CLOQ_OK) break;
     if (t == 0) obj0 = mb->trace;
-    h.obj[t] = cloq_proj_objective(mb->trace, mb->cap, rmax, min64(no, ni));
+    h.obj[t] = cloq_proj_objective(mb->trace, mb->cap, rmax, side);
     if (h.obj[t] <= best) best = h.obj[t], h.chosen = t, cur_best = 1;
+    for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
+      rank_best *k = &rb[ir];
+      if (!k->q.codes) continue;
+      int64_t r = ip->ranks[ir];
+      k->h.obj[t] = cloq_proj_objective(mb->trace, mb->cap, r, side);
+      if (k->h.obj[t] > k->best) continue;
+      k->best = k->h.obj[t], k->h.chosen = t;
+      quant_copy(&k->q, q);
+      if (cloq_lora_split(mb->V, mb->E, no, ni, rs, r, k->q.A, k->q.B) != CLOQ_OK)
+        rc = CLOQ_FAIL("block %lld %s: %s", (long long)j->b, cloq_module_name[j->m],
+                       cloq_err_msg());
+    }
     j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
   }
-  if (!cur_best) restore_iterate(j, q, rs, mb);
-  return emit_ranks(j, ib, obj0, mb, q, &h);
+  if (rc == CLOQ_OK && !cur_best) restore_iterate(j, q, rs, mb);
+  /* every rank in the sweep's order (a remote owner receives them so): the largest from q */
+  for (int ir = 0; ir < ip->nranks && rc == CLOQ_OK; ir++) {
+    int c = ib * ip->nranks + ir;
+    int64_t r = ip->ranks[ir];
+    if (!j->todo[c]) continue;
+    if (rb[ir].q.codes) {
+      rc = emit(j, c, &rb[ir].q, r, rb[ir].best, obj0, &rb[ir].h);
+      continue;
+    }
+    double t2 = cloq_now(), obj = obj0;
+    history none = {0};
+    if ((rc = rank_factors(j, r, rs, obj0, mb, q, &obj, &none)) != CLOQ_OK) break;
+    if (q->basis) keep_basis(q, mb, r, rs);
+    j->sec[CLOQ_ST_INIT] += cloq_now() - t2;
+    rc = emit(j, c, q, r, obj, obj0, &h);
+  }
+  for (int ir = 0; ir < ip->nranks; ir++) cloq_qmodule_free(&rb[ir].q);
+  return rc;
 }
 
 int cloq_module_init(const cloq_modjob *j, cloq_qmodule *q) {

@@ -19,9 +19,11 @@
  *   cloq with T = cloq_iters > 1: per bits setting, T iterates Q_t = quant(W' - L_(t-1)),
  *     L_t = CLoQ(W - Q_t) (L_0 = 0, so the first is the closed form), L_t at the sweep's largest
  *     rank (the float32 factors B A the store would hold); the iterate of the lowest objective at
- *     that rank is kept (the later on ties), so T > 1 is never worse there than T = 1, and every
- *     rank of the sweep is the exact CLoQ product for that iterate's Q (optimal for that Q, which
- *     was chosen for the largest rank, not re-chosen per rank).
+ *     that rank is kept (the later on ties), so T > 1 is never worse there than T = 1. Each
+ *     smaller rank r of a sweep keeps, among the same T iterates, the one of the lowest objective
+ *     at r (trace minus its top r eigenvalues, from the same solve), with CLoQ's exact product for
+ *     that Q: never worse than T = 1 at r either, but not what an alternation run at rank r would
+ *     reach (its iterates follow the largest rank's L).
  *   quailora: per rank, the svd init, then quailora_iters calibrated least-squares alternations
  *     (cloq_lora_quailora), re-split in balance.
  *   loftq: per rank, T alternations Q = quant(W' - L), L = [W - Q]_r; the first (L = 0) is the

@@ -4,8 +4,10 @@ each checked against what it promises.
 
   1. --cloq-iters T: per module, the chosen iterate's objective at the largest rank is the lowest
      of the T recorded (iter_objectives, iter_chosen), the first recorded is T = 1's objective
-     bitwise, so T = 3 is never above T = 1 on any layer (rtn, gptq and comq bases); T = 1 is
-     bitwise the default store; the zero-init objective is T = 1's (quant(W)).
+     bitwise, so T = 3 is never above T = 1 on any layer (rtn, gptq and comq bases); a sweep's
+     smaller rank records the same iterates' objectives at its own rank and keeps the lowest, so
+     it is never above T = 1 there either; T = 1 is bitwise the default store; the zero-init
+     objective is T = 1's (quant(W)).
   2. COMQ: its Q's objective (objective_zero) is never above its starting quantizer's on any layer
      (from RTN, and from GPTQ with --comq-init gptq).
   3. QuAILoRA: per module, the recorded objectives decrease monotonically from the svd init's,
@@ -78,8 +80,30 @@ for qname, qflags in (("rtn", []), ("gptq", ["--quantizer", "gptq"]), ("comq", [
           f"of 35; total {t3:.6g} vs {t1:.6g})", "none above", worse[:3])
     same0 = all(a3[k]["objective_zero"] == a1[k]["objective_zero"] for k in a1)
     check(same0, f"{qname}: objective_zero is quant(W)'s in both", True, same0)
-    same_c = all(a3s[k]["iter_chosen"] == a3[k]["iter_chosen"] for k in a3)
-    check(same_c, f"{qname}: rank 8 of the sweep uses the iterate chosen at rank 16", True, same_c)
+    # the sweep's smaller rank keeps the best of the same iterates at its own rank
+    a1s = attrs(os.path.join(s1, "b2-r8.h5"))
+    own = all(len(v["iter_objectives"]) == 3 and v["objective"] == v["iter_objectives"][v["iter_chosen"] - 1] ==
+              min(v["iter_objectives"]) for v in a3s.values())
+    check(own, f"{qname}: rank 8 of the sweep keeps the lowest of the 3 iterates at rank 8", True, own)
+    first8 = all(a3s[k]["iter_objectives"][0] == a1s[k]["objective"] for k in a1s)
+    check(first8, f"{qname}: rank 8's first iterate is T = 1's rank-8 closed form (bitwise)", True, first8)
+    worse8 = [k for k in a1s if a3s[k]["objective"] > a1s[k]["objective"] * (1 + SLACK)]
+    nother = sum(a3s[k]["iter_chosen"] != a3[k]["iter_chosen"] for k in a3)
+    check(not worse8, f"{qname}: T = 3 never above T = 1 on any layer at the sweep's rank 8 ({nother} of 35 "
+          "keep another iterate than rank 16)", "none above", worse8[:3])
+    a3s_arr = arrays(os.path.join(s3, "b2-r8.h5"))
+    a1s_arr, a3_arr = arrays(os.path.join(s1, "b2-r8.h5")), arrays(os.path.join(s3, "b2-r16.h5"))
+    firsts = [k for k in a3s if a3s[k]["iter_chosen"] == 1]
+    same1 = all(np.array_equal(a3s_arr[(*k, x)], a1s_arr[(*k, x)]) for k in firsts for x in ("codes", "lora_A", "lora_B"))
+    check(same1, f"{qname}: rank 8 modules keeping the first iterate are bitwise T = 1's ({len(firsts)} of 35)",
+          True, same1)
+    shared = [k for k in a3s if a3s[k]["iter_chosen"] == a3[k]["iter_chosen"]]
+    same16 = all(np.array_equal(a3s_arr[(*k, "codes")], a3_arr[(*k, "codes")]) for k in shared)
+    check(same16, f"{qname}: rank 8 modules keeping rank 16's iterate hold its codes ({len(shared)} of 35)",
+          True, same16)
+    pr = max(abs(float(np.sum(a3s_arr[(b, m, "lora_A")] ** 2)) - float(np.sum(a3s_arr[(b, m, "lora_B")] ** 2))) /
+             max(float(np.sum(a3s_arr[(b, m, "lora_B")] ** 2)), 1e-30) for b in range(L) for m in MODULES)
+    check(pr <= 1e-3, f"{qname}: rank 8's factors are split in balance (||A||^2 = ||B||^2)", 1e-3, pr)
     if qname == "rtn":
         s_def, _ = init("rtn-default", ["--bits", "2", "--ranks", "8,16"], cmd="sweep")
         x, y = arrays(os.path.join(s1, "b2-r16.h5")), arrays(os.path.join(s_def, "b2-r16.h5"))
