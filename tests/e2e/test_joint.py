@@ -105,6 +105,32 @@ for qname, qflags in (("rtn", []), ("gptq", ["--quantizer", "gptq"]), ("comq", [
              max(float(np.sum(a3s_arr[(b, m, "lora_B")] ** 2)), 1e-30) for b in range(L) for m in MODULES)
     check(pr <= 1e-3, f"{qname}: rank 8's factors are split in balance (||A||^2 = ||B||^2)", 1e-3, pr)
     if qname == "rtn":
+        # the per-rank results travel from the rank that computed a unit to the block's owner in
+        # the sweep's order: on 2 ranks with --dist-threshold 64, a model whose MLP is narrower
+        # (48) than its width (64) solves the attention units on ScaLAPACK and spreads the MLP's two
+        # units over the ranks (one computed away from its owner); those match 1 rank bitwise
+        syn = os.path.join(d, "narrow-mlp")
+        p_ = run(["synth", "--out", syn, "--dim", 64, "--layers", 2, "--heads", 4, "--mlp", 48, "--vocab", 256,
+                  "--max-pos", 256, "--calib-samples", 8, "--calib-seqlen", 128, "--seed", 3], timeout=120)
+        check(p_.returncode == 0, "synth: a 2-block d-64 model with a 48-wide MLP", 0, p_.stderr.strip()[:200])
+        sw = ["sweep", "--model", syn, "--calib", os.path.join(syn, "calib.tok"), "--calib-format", "tokens",
+              "--nsamples", 8, "--group-size", 16, "--bits", 2, "--ranks", "8,16", "--cloq-iters", 3]
+        o1, o2 = os.path.join(d, "narrow-np1"), os.path.join(d, "narrow-np2")
+        p1 = run(sw + ["--out", o1])
+        p2 = run(sw + ["--out", o2, "--dist-threshold", 64], np_=2)
+        check(p1.returncode == 0 and p2.returncode == 0, "sweep --cloq-iters 3 on 1 rank and on 2 (dist-threshold 64)",
+              0, (p1.stderr.strip()[-300:], p2.stderr.strip()[-300:]))
+        mlp = ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+        for rr in (8, 16):
+            same = True
+            with h5py.File(os.path.join(o1, f"b2-r{rr}.h5"), "r") as f1, h5py.File(os.path.join(o2, f"b2-r{rr}.h5"), "r") as f2:
+                for b in range(2):
+                    for m in mlp:
+                        g1, g2 = f1[f"layers/{b}/{m}"], f2[f"layers/{b}/{m}"]
+                        same &= all(np.array_equal(g1[k][()], g2[k][()]) for k in ("codes", "scales", "zeros", "lora_A", "lora_B"))
+                        same &= bool(np.array_equal(g1.attrs["iter_objectives"], g2.attrs["iter_objectives"]) and
+                                     g1.attrs["iter_chosen"] == g2.attrs["iter_chosen"])
+            check(same, f"--cloq-iters 3 sweep, rank {rr}: MLP modules on 2 ranks bitwise 1 rank", True, same)
         s_def, _ = init("rtn-default", ["--bits", "2", "--ranks", "8,16"], cmd="sweep")
         x, y = arrays(os.path.join(s1, "b2-r16.h5")), arrays(os.path.join(s_def, "b2-r16.h5"))
         same = all(np.array_equal(x[k], y[k]) for k in x)
