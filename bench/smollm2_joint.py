@@ -120,6 +120,24 @@ def report(cache, old, names, np_, cells):
         cell = [f"{v[b, r]:.2f}" if (b, r) in v else "-" for b in BITS for r in RANKS]
         ratio = f"{v[2, 64] / fp:.2f}" if (2, 64) in v else "-"
         lines.append(f"| {name} | `{flags}` | {' | '.join(cell)} | {ratio} | {s:.0f} |")
+    # best per cell, its cost against plain CLoQ (rtn, closed form) at the same calibration
+    lines += ["", "Best per cell (run s: the configuration's sweep of all four cells, or that one cell's "
+              "`cloq init` with sequential propagation; plain CLoQ: rtn / cloq at the same calibration, "
+              "whose sweep covers all four cells):", "",
+              "| bits | rank | best | ppl | x fp | run s | plain CLoQ ppl | plain s | cost x |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for b in BITS:
+        for r in RANKS:
+            have = [(n, E[f"{n}-b{b}-r{r}"]["ppl"]) for n, _ in names if f"{n}-b{b}-r{r}" in E]
+            if not have:
+                continue
+            n, v = min(have, key=lambda t: t[1])
+            s = R[n]["s"] if n in R else R[f"{n}-b{b}-r{r}"]["s"]
+            big = n.endswith("-c128x2048") and "rtn-cloq1-c128x2048" in R
+            pv = E[f"rtn-cloq1-c128x2048-b{b}-r{r}"]["ppl"] if big else oe[f"rtn-cloq-b{b}-r{r}"]["ppl"]
+            ps = R["rtn-cloq1-c128x2048"]["s"] if big else old["sweeps"]["rtn-cloq"]["s"]
+            lines.append(f"| {b} | {r} | {n} | {v:.2f} | {v / fp:.2f} | {s:.0f} | {pv:.2f}"
+                         f"{' (c128x2048)' if big else ''} | {ps:.0f} | {s / ps:.1f} |")
     best = min((n for n in names if f"{n[0]}-b2-r64" in E), key=lambda n: E[f"{n[0]}-b2-r64"]["ppl"])
     x = E[f"{best[0]}-b2-r64"]["ppl"] / fp
     lines += ["", f"Target INT2 rank 64 within 3x of full precision: best {best[0]} at {x:.2f}x "
