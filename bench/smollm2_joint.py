@@ -8,7 +8,7 @@ bench/results/smollm2.json when its setting matches, else run here).
 
 e.g. --config "comq-cloq10=--quantizer comq --cloq-iters 10". A configuration without
 `--propagate sequential` is one `cloq sweep` (bits 2,3 x ranks 16,64; the joint alternation then
-runs at rank 64 and rank 16 keeps its Q); with it, one `cloq init` per cell. Writes the
+runs at rank 64 and rank 16 keeps the iterate best at rank 16); with it, one `cloq init` per cell. Writes the
 "smollm2-joint" section of bench/quality.md and bench/results/smollm2_joint.json; cached under
 $CLOQ_BENCH_DIR/smollm2-joint.
 """
@@ -103,9 +103,11 @@ def report(cache, old, names, np_, cells):
              "the protocol's 16k); the others stay at 32 x 512 and show what the larger calibration buys. One "
              "calibration pass over 262k tokens adds ~12 minutes to a configuration on this 2-core machine "
              "(the comq + 10 sweep: 1552 s against 835 s at 32 x 512). Each configuration is one `cloq sweep` "
-             f"({np_} ranks x 1 thread; the joint alternation then runs at rank 64, and rank 16 keeps that Q "
-             "with CLoQ's exact product for it) or, with sequential propagation, one `cloq init` per cell "
-             "(here only the cells named by `--cells`; '-' marks a cell not run).", "",
+             f"({np_} ranks x 1 thread; the joint alternation then runs at rank 64, and rank 16 keeps the "
+             "iterate lowest at rank 16, with CLoQ's exact product for its Q) or, with sequential propagation, one `cloq init` per cell "
+             "(here only the cells named by `--cells`; '-' marks a cell not run). Times are single runs on a shared "
+             "2-core machine: the comq-cloq10-c128x2048 sweep (2085 s) ran beside a build and tests, and "
+             "took 1552 s alone the session before.", "",
              f"Full precision: **ppl {fp:.3f}**.", "",
              "| configuration | flags | INT2 r16 | INT2 r64 | INT3 r16 | INT3 r64 | INT2 r64 x fp | run s |",
              "|---|---|---|---|---|---|---|---|"]
