@@ -100,14 +100,12 @@ def report(cache, old, names, np_, cells):
              "test, calibration 32 windows of 512 of WikiText-2 validation, group size 64), so its rows compare: "
              "`rtn / cloq` there is today's best configuration. A configuration's own `--nsamples` / `--seqlen` "
              "replace that calibration: the rows ending `-c128x2048` use the issue's 128 x 2048 tokens (262k, 16x "
-             "the protocol's 16k); the others stay at 32 x 512 and show what the larger calibration buys. One "
-             "calibration pass over 262k tokens adds ~12 minutes to a configuration on this 2-core machine "
-             "(the comq + 10 sweep: 1552 s against 835 s at 32 x 512). Each configuration is one `cloq sweep` "
+             "the protocol's 16k); the others stay at 32 x 512 and show what the larger calibration buys (compare "
+             "the run s of a row with its `-c128x2048` twin). Each configuration is one `cloq sweep` "
              f"({np_} ranks x 1 thread; the joint alternation then runs at rank 64, and rank 16 keeps the "
              "iterate lowest at rank 16, with CLoQ's exact product for its Q) or, with sequential propagation, one `cloq init` per cell "
              "(here only the cells named by `--cells`; '-' marks a cell not run). Times are single runs on a shared "
-             "2-core machine: the comq-cloq10-c128x2048 sweep (2085 s) ran beside a build and tests, and "
-             "took 1552 s alone the session before.", "",
+             "2-core machine (bench/README.md (k) says which ran beside other work).", "",
              f"Full precision: **ppl {fp:.3f}**.", "",
              "| configuration | flags | INT2 r16 | INT2 r64 | INT3 r16 | INT3 r64 | INT2 r64 x fp | run s |",
              "|---|---|---|---|---|---|---|---|"]

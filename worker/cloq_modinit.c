@@ -377,9 +377,9 @@ static int cloq_alt_bits(const cloq_modjob *j, int ib, const float *Wq, bufs *mb
       if (k->h.obj[t] > k->best) continue;
       k->best = k->h.obj[t], k->h.chosen = t;
       quant_copy(&k->q, q);
-      if (cloq_lora_split(mb->V, mb->E, no, ni, rs, r, k->q.A, k->q.B) != CLOQ_OK)
-        rc = CLOQ_FAIL("block %lld %s: %s", (long long)j->b, cloq_module_name[j->m],
-                       cloq_err_msg());
+      double obj;
+      history none = {0};
+      rc = rank_factors(j, r, rs, obj0, mb, &k->q, &obj, &none);
     }
     j->sec[CLOQ_ST_INIT] += cloq_now() - t1;
   }
